@@ -1,0 +1,1 @@
+"""swarm-enroll controller: approves Pis and lets them join the swarm."""
