@@ -1,0 +1,104 @@
+"""`enroll-agent`: the daemon that enrolls this Pi (and `id`, to show who it is)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+from pathlib import Path
+
+import click
+
+from agent import __version__
+from agent.config import DEFAULT_CONFIG, AgentConfig, ConfigError, load_config, local_hostname
+from agent.logs import setup_logging
+
+log = logging.getLogger("agent")
+
+
+def _config(path: Path) -> AgentConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.version_option(__version__, prog_name="enroll-agent")
+def main() -> None:
+    """swarm-enroll agent: enrolls this Pi into the swarm."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True)
+def run(config_path: Path) -> None:
+    """Announce this Pi, find the controller, enroll and join. Runs until stopped."""
+    from agent.discovery import ControllerFinder
+    from agent.enroll import Agent, Progress, Refused
+    from agent.identity import architecture
+    from agent.mdns import MDNS
+    from agent.wire.mdns import CONTROLLER_SERVICE, NODE_SERVICE, NodeAd
+
+    config = _config(config_path)
+    setup_logging(config.log_level, config.log_file)
+    if config.insecure_tofu and not config.ca_pin:
+        log.warning("insecure_tofu is on and no ca_pin is set: the first controller found "
+                    "will be trusted. Use this in a lab only.")
+    finder = ControllerFinder(config.ca_pin or None, config.controller_url)
+    mdns: MDNS | None = None
+    if config.mdns:
+        mdns = MDNS([config.advertise_addr] if config.advertise_addr else [])
+    hostname = local_hostname(config)
+    addresses = [config.advertise_addr] if config.advertise_addr else []
+
+    def announce(progress: Progress) -> None:
+        if mdns is None or not addresses:
+            return
+        ad = NodeAd(hostname, agent.hardware_id, agent.thumbprint, progress.status,
+                    progress.role, agent_arch)
+        mdns.announce(NODE_SERVICE, hostname, 2377, ad.txt(), addresses, hostname)
+
+    agent_arch = architecture(config.arch)
+    try:
+        agent = Agent(config, finder, announce)
+    except Exception as exc:  # no Docker, unreadable state dir: say so in one line
+        raise click.ClickException(f"cannot start: {exc}") from None
+    if mdns is not None and not config.controller_url:
+        mdns.browse(CONTROLLER_SERVICE, finder.found, finder.gone)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        agent.stop.set()
+        finder.changed.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        agent.run()
+    except Refused as exc:
+        log.error("%s", exc)
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if mdns is not None:
+            mdns.close()
+
+
+@main.command("id")
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True)
+def show_id(config_path: Path) -> None:
+    """Print this Pi's hostname, hardware id, agent id and enrollment state as JSON."""
+    from agent.identity import hardware_id
+    from agent.wire.keys import load_or_create_agent_key, thumbprint
+
+    config = _config(config_path)
+    key = load_or_create_agent_key(config.state_dir / "agent-key.pem")
+    try:
+        progress = json.loads((config.state_dir / "enrollment.json").read_text())
+    except (FileNotFoundError, ValueError):
+        progress = {"status": "new"}
+    click.echo(json.dumps({"hostname": local_hostname(config) or socket.gethostname(),
+                           "hardware_id": hardware_id(config.hardware_id),
+                           "agent_id": thumbprint(key), **progress}))

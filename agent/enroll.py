@@ -1,0 +1,220 @@
+"""The enrollment loop: find a controller, ask, wait, verify the grant, join, report.
+
+Every step is safe to repeat, so a restart (or a reboot half way) simply runs
+the loop again: the controller recognises the same key and hardware id, and a
+Pi already in the swarm only reports itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.client import ControllerClient, Unreachable
+from agent.config import AgentConfig, local_hostname
+from agent.discovery import ControllerFinder
+from agent.identity import architecture, board_model, hardware_id
+from agent.swarm import JoinError, connect, docker_version, join, local_state
+from agent.wire.errors import WireError
+from agent.wire.jws import verify_grant
+from agent.wire.keys import ca_public_key, load_or_create_agent_key, thumbprint, write_private
+from agent.wire.messages import EnrollmentRequest, SwarmState
+from agent.wire.pinning import fetch_pinned_ca
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL = 60.0
+REJECTED_POLL = 300.0
+
+
+class Refused(Exception):
+    """Something only a person can fix; the agent stops asking and says what."""
+
+
+@dataclass
+class Progress:
+    """What the agent remembers between runs (state_dir/enrollment.json)."""
+
+    enrollment: str = ""
+    status: str = "new"
+    role: str = ""
+    cluster: str = ""
+    node_id: str = ""
+    reason: str = ""
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, finder: ControllerFinder,
+                 announce: Any = None) -> None:
+        self.config = config
+        self.finder = finder
+        self.announce = announce or (lambda progress: None)
+        self.state_dir = config.state_dir
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.key = load_or_create_agent_key(self.state_dir / "agent-key.pem")
+        self.thumbprint = thumbprint(self.key)
+        self.hostname = local_hostname(config)
+        self.hardware_id = hardware_id(config.hardware_id)
+        self.docker = connect(config.docker_host)
+        self.progress = self._load()
+        self.stop = threading.Event()
+        self._delay = 1.0
+        self._said_hello = False  # each run starts with a full request, not a poll
+
+    # -- persistence ---------------------------------------------------------
+
+    @property
+    def _progress_file(self) -> Path:
+        return self.state_dir / "enrollment.json"
+
+    @property
+    def _ca_file(self) -> Path:
+        return self.state_dir / "ca.pem"
+
+    def _load(self) -> Progress:
+        try:
+            return Progress(**json.loads(self._progress_file.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return Progress()
+
+    def _save(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self.progress, key, value)
+        write_private(self._progress_file, json.dumps(asdict(self.progress)).encode())
+        self.announce(self.progress)
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> None:
+        log.info("agent %s for %s (hardware %s, agent id %s)", __version__, self.hostname,
+                 self.hardware_id, self.thumbprint)
+        self.announce(self.progress)
+        while not self.stop.is_set():
+            urls = self.finder.urls()
+            if not urls:
+                log.info("waiting for a controller with our CA to appear over mDNS")
+                self.finder.changed.wait(timeout=self._backoff())
+                self.finder.changed.clear()
+                continue
+            try:
+                wait = self._step(urls[0])
+            except Unreachable as exc:
+                log.warning("controller unreachable (%s); trying the next one", exc)
+                self.finder.rotate()
+                wait = self._backoff()
+            except WireError as exc:
+                log.error("%s: %s", exc.code, exc.message)
+                if exc.code == "not_found":  # the controller lost our record: ask again
+                    self._save(enrollment="", status="new")
+                if exc.code in ("pin_mismatch", "tls_failed"):
+                    self.finder.rotate()
+                wait = self._backoff()
+            self.stop.wait(wait)
+
+    def _backoff(self) -> float:
+        """Exponential backoff with jitter, so a fleet powering up does not stampede."""
+        delay = self._delay
+        self._delay = min(self._delay * 1.6, self.config.poll_max_seconds)
+        return delay * random.uniform(0.8, 1.2)
+
+    def _client(self, url: str) -> ControllerClient:
+        if not self._ca_file.exists():
+            pin = self.config.ca_pin or None
+            if pin is None:
+                log.warning("insecure_tofu: trusting the CA of the first controller, %s", url)
+            pem, learned = fetch_pinned_ca(url, pin)
+            write_private(self._ca_file, pem)
+            if pin is None:
+                log.warning("insecure_tofu: pinned CA %s from now on", learned)
+                self.finder.pin = learned
+        return ControllerClient(url, self._ca_file, self.key)
+
+    def _request(self, swarm: SwarmState) -> dict[str, Any]:
+        return EnrollmentRequest(
+            hostname=self.hostname, hardware_id=self.hardware_id,
+            arch=architecture(self.config.arch), model=board_model(self.config.model),
+            addresses=[self.config.advertise_addr] if self.config.advertise_addr else [],
+            docker_version=docker_version(self.docker), agent_version=__version__,
+            bootstrap_token=self.config.bootstrap_token, swarm=swarm,
+        ).to_json()
+
+    def _step(self, url: str) -> float:
+        """One exchange with the controller; returns how long to wait before the next."""
+        client = self._client(url)
+        try:
+            swarm = local_state(self.docker)
+            self._check_foreign_swarm(swarm)
+            left = self.progress.status == "joined" and swarm.state != "active"
+            if not self._said_hello or not self.progress.enrollment or left:
+                if left:
+                    log.warning("this Pi is no longer in the swarm; asking to rejoin")
+                answer = client.enroll(self._request(swarm))
+                self._said_hello = True
+            else:
+                answer = client.poll(self.progress.enrollment)
+            return self._handle(client, answer, swarm)
+        finally:
+            client.close()
+
+    def _check_foreign_swarm(self, swarm: SwarmState) -> None:
+        if swarm.state != "active":
+            return
+        ours = self.progress.node_id == swarm.node_id and self.progress.status == "joined"
+        cluster = self.finder.cluster()
+        same = bool(cluster) and swarm.cluster_id.startswith(cluster)
+        if not ours and not same and not swarm.manager:
+            raise Refused(
+                f"this Docker daemon is already in a swarm (node {swarm.node_id}) that "
+                "swarm-enroll did not join; run 'docker swarm leave' on this Pi, then restart "
+                "the agent"
+            )
+        if swarm.manager and cluster and not same:
+            raise Refused(
+                f"this Docker daemon manages another swarm ({swarm.cluster_id[:12]}, not "
+                f"{cluster}); swarm-enroll will not move a manager between swarms"
+            )
+
+    def _handle(self, client: ControllerClient, answer: dict[str, Any],
+                swarm: SwarmState) -> float:
+        status = answer.get("status", "")
+        enrollment = answer.get("id", self.progress.enrollment)
+        if status != self.progress.status or enrollment != self.progress.enrollment:
+            log.info("enrollment %s: %s%s", enrollment, status,
+                     f" ({answer['reason']})" if answer.get("reason") else "")
+        if status == "pending":
+            self._save(enrollment=enrollment, status="pending", role=answer.get("role", ""))
+            return self._backoff()
+        if status == "rejected":
+            self._save(enrollment=enrollment, status="rejected", reason=answer.get("reason", ""))
+            return REJECTED_POLL
+        if status == "joined":
+            self._delay = 1.0
+            self._save(enrollment=enrollment, status="joined", role=answer.get("role", ""),
+                       node_id=swarm.node_id or self.progress.node_id)
+            return IDLE_POLL * random.uniform(0.8, 1.2)
+        if status == "approved" and answer.get("grant"):
+            self._save(enrollment=enrollment, status="approved", role=answer.get("role", ""))
+            return self._join(client, answer["grant"], swarm)
+        raise WireError("bad_answer", f"unexpected answer status {status!r}", 502)
+
+    def _join(self, client: ControllerClient, token: str, swarm: SwarmState) -> float:
+        ca_key = ca_public_key(self._ca_file.read_bytes())
+        grant = verify_grant(token, ca_key, self.thumbprint, self.hostname)
+        node_id = swarm.node_id if swarm.state == "active" else ""
+        if not node_id:
+            log.info("joining swarm %s via %s as worker", grant.cluster[:12],
+                     ", ".join(grant.managers))
+            try:
+                node_id = join(self.docker, grant, self.config.advertise_addr)
+            except JoinError as exc:
+                log.error("docker swarm join failed: %s", exc)
+                return self._backoff()
+        self._save(cluster=grant.cluster, node_id=node_id)
+        answer = client.joined(self.progress.enrollment, node_id)
+        return self._handle(client, answer, local_state(self.docker))

@@ -1,0 +1,77 @@
+"""Announce and browse DNS-SD services with python-zeroconf, on chosen interfaces only.
+
+Shared by agent and controller. Zeroconf is bound to the given addresses (the
+Pi's LAN address) so that docker0 and other local bridges are never announced
+or listened on.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable
+
+from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
+
+from agent.wire.mdns import decode_txt, instance_name
+
+log = logging.getLogger(__name__)
+
+Found = Callable[[str, dict[str, str], list[str], int], None]
+Gone = Callable[[str], None]
+
+
+class MDNS:
+    """One zeroconf instance: announce one service, browse any number of types."""
+
+    def __init__(self, interfaces: list[str]) -> None:
+        self.zc = Zeroconf(interfaces=interfaces or None, ip_version=IPVersion.V4Only)
+        self.interfaces = interfaces
+        self._info: ServiceInfo | None = None
+        self._browsers: list[ServiceBrowser] = []
+        self._lock = threading.Lock()
+
+    def announce(self, service: str, instance: str, port: int, txt: dict[str, str],
+                 addresses: list[str], server: str) -> None:
+        """Register, or update the TXT of, this instance's one announced service."""
+        info = ServiceInfo(
+            service, instance_name(instance, service), port=port, properties=txt,
+            addresses=[ipaddress.ip_address(a).packed for a in addresses],
+            server=f"{server}.local.",
+        )
+        with self._lock:
+            if self._info is None:
+                self.zc.register_service(info, allow_name_change=False)
+            elif self._info.properties != info.properties:
+                self.zc.update_service(info)
+            self._info = info
+
+    def browse(self, service: str, found: Found, gone: Gone | None = None) -> None:
+        """Call `found(instance, txt, addresses, port)` for each instance seen or changed."""
+
+        def on_change(zeroconf: Zeroconf, service_type: str, name: str,
+                      state_change: ServiceStateChange) -> None:
+            instance = name.removesuffix("." + service_type)
+            if state_change is ServiceStateChange.Removed:
+                if gone:
+                    gone(instance)
+                return
+            info = zeroconf.get_service_info(service_type, name, timeout=2000)
+            if info is None or info.port is None:
+                return
+            try:
+                found(instance, decode_txt(info.properties), info.parsed_addresses(), info.port)
+            except Exception:  # one bad peer must never stop the browser thread
+                log.exception("ignoring mDNS record %r", name)
+
+        self._browsers.append(ServiceBrowser(self.zc, service, handlers=[on_change]))
+
+    def close(self) -> None:
+        for browser in self._browsers:
+            browser.cancel()
+        with self._lock:
+            if self._info is not None:
+                self.zc.unregister_service(self._info)
+                self._info = None
+        self.zc.close()

@@ -1,0 +1,90 @@
+"""Keys and their public names: the agent's Ed25519 key, the CA pin, thumbprints."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from joserfc.jwk import ECKey, OKPKey
+
+from agent.wire.errors import WireError
+
+PIN_PREFIX = "sha256:"
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a secret file created 0600 from the start, never briefly world-readable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def load_or_create_agent_key(path: Path) -> OKPKey:
+    """The agent's identity: created once, kept 0600, never leaves the Pi."""
+    if path.exists():
+        pem = path.read_bytes()
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+    else:
+        private = ed25519.Ed25519PrivateKey.generate()
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_private(path, pem)
+    return OKPKey.import_key(pem)
+
+
+def thumbprint(jwk: OKPKey | ECKey | dict) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url): the agent's id."""
+    key = jwk if isinstance(jwk, OKPKey | ECKey) else OKPKey.import_key(jwk)
+    return key.thumbprint()
+
+
+def public_jwk(key: OKPKey) -> dict[str, str]:
+    return dict(key.as_dict(private=False))
+
+
+def pin_of_certificate(cert: x509.Certificate) -> str:
+    """`sha256:<hex>` of the SubjectPublicKeyInfo, as kubeadm's CA cert hash."""
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return PIN_PREFIX + hashlib.sha256(spki).hexdigest()
+
+
+def ca_public_key(cert_pem: bytes) -> ECKey:
+    """The CA's public key, as the JOSE library wants it, from its certificate."""
+    public = x509.load_pem_x509_certificate(cert_pem).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return ECKey.import_key(public)
+
+
+def check_pin_format(pin: str) -> str:
+    """Normalise a pin and refuse anything that is not `sha256:` and 64 hex digits."""
+    value = pin.strip().lower()
+    digest = value.removeprefix(PIN_PREFIX)
+    if (
+        not value.startswith(PIN_PREFIX)
+        or len(digest) != 64
+        or any(c not in "0123456789abcdef" for c in digest)
+    ):
+        raise WireError(
+            "bad_pin",
+            "a CA pin is 'sha256:' followed by 64 hex digits "
+            "(as printed by 'enroll-controller init')",
+        )
+    return value

@@ -1,0 +1,98 @@
+"""A small client of the admin API, for enrollctl, the lab and the tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import requests
+from cryptography import x509
+
+from agent.wire.errors import WireError
+from agent.wire.keys import check_pin_format, pin_of_certificate
+from agent.wire.pinning import fetch_pinned_ca
+
+
+def _cached_ca(url: str, pin: str) -> Path:
+    """The pinned CA certificate, fetched once and kept in the user's cache by its pin."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "swarm-enroll"
+    path = cache / f"ca-{pin.removeprefix('sha256:')[:32]}.pem"
+    try:
+        if pin_of_certificate(x509.load_pem_x509_certificate(path.read_bytes())) == pin:
+            return path
+    except (OSError, ValueError):
+        pass
+    pem, _ = fetch_pinned_ca(url, pin)
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pem)
+    return path
+
+
+class AdminClient:
+    """Talks to one controller, trusting only the CA that matches `pin` (or `ca_file`)."""
+
+    def __init__(self, url: str, token: str, pin: str = "", ca_file: Path | None = None,
+                 timeout: float = 30.0) -> None:
+        if not pin and ca_file is None:
+            raise WireError("no_pin", "give the controller's CA pin (--pin or ENROLLCTL_PIN) "
+                            "or its CA file (--ca-file)")
+        pin = check_pin_format(pin) if pin else ""
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.verify = str(ca_file or _cached_ca(self.url, pin))
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                params: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self.session.request(method, self.url + path, json=body, params=params,
+                                            timeout=self.timeout)
+        except requests.exceptions.SSLError as exc:
+            raise WireError("tls_failed", f"TLS to {self.url} failed: {exc}", 495) from None
+        except requests.RequestException as exc:
+            raise WireError("unreachable", f"cannot reach {self.url}: {type(exc).__name__}",
+                            503) from None
+        try:
+            data = response.json()
+        except ValueError:
+            raise WireError("bad_answer", f"{path} answered {response.status_code} without "
+                            "JSON", 502) from None
+        if response.status_code >= 400:
+            raise WireError(str(data.get("error", "error")), str(data.get("message", "")),
+                            response.status_code)
+        return data
+
+    def nodes(self, state: str = "") -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/nodes", params={"state": state} if state else None)[
+            "nodes"]
+
+    def node(self, ref: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/nodes/{ref}")
+
+    def approve(self, ref: str, reason: str = "") -> dict[str, Any]:
+        return self.request("POST", f"/v1/nodes/{ref}/approve", {"reason": reason})
+
+    def reject(self, ref: str, reason: str = "") -> dict[str, Any]:
+        return self.request("POST", f"/v1/nodes/{ref}/reject", {"reason": reason})
+
+    def create_token(self, ttl_seconds: int, uses: int, hostname_glob: str = "",
+                     description: str = "") -> dict[str, Any]:
+        return self.request("POST", "/v1/tokens", {
+            "ttl_seconds": ttl_seconds, "uses": uses, "hostname_glob": hostname_glob,
+            "description": description})
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/tokens")["tokens"]
+
+    def revoke_token(self, token_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/v1/tokens/{token_id}")
+
+    def audit(self, **filters: Any) -> list[dict[str, Any]]:
+        params = {k: v for k, v in filters.items() if v}
+        return self.request("GET", "/v1/audit", params=params)["events"]
+
+    def health(self) -> dict[str, Any]:
+        return self.request("GET", "/healthz")

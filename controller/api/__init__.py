@@ -1,0 +1,1 @@
+"""HTTP API blueprints: agent-facing, admin-facing and meta endpoints."""

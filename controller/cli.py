@@ -1,0 +1,139 @@
+"""`enroll-controller`: create a controller's state (init) and run it (serve)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from agent import __version__
+from agent.logs import setup_logging
+from agent.wire.keys import pin_of_certificate
+from controller.config import (
+    DEFAULT_PORT,
+    DEFAULT_STATE_DIR,
+    ConfigError,
+    load_config,
+    parse_config,
+)
+from controller.pki import create_ca, issue_tls_cert, load_ca
+from controller.rules import DEFAULT_RULES, RulesError, load_rules
+from controller.store import Store
+from controller.swarm import SwarmError, connect, init_swarm
+from controller.tokens import ADMIN_PREFIX, digest, new_secret
+
+log = logging.getLogger("controller")
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="enroll-controller")
+def main() -> None:
+    """swarm-enroll controller: approves Pis and lets them join the swarm."""
+
+
+@main.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), default=DEFAULT_STATE_DIR,
+              show_default=True, help="Where the CA, TLS certificate and database live.")
+@click.option("--advertise-addr", required=True,
+              help="This manager's LAN address (swarm advertise address, certificate SAN).")
+@click.option("--hostname", default=socket.gethostname, show_default="this host's name")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--docker-host", default="unix:///var/run/docker.sock", show_default=True)
+@click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Hostname rules to start with (default: a commented example).")
+@click.option("--no-swarm-init", is_flag=True,
+              help="Do not touch Docker (e.g. on the admin's laptop, before flashing).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def init(state_dir: Path, advertise_addr: str, hostname: str, port: int, docker_host: str,
+         rules_file: Path | None, no_swarm_init: bool, as_json: bool) -> None:
+    """Create the enrollment CA, TLS certificate, admin token and config."""
+    if (state_dir / "ca.pem").exists():
+        _fail(f"{state_dir} is already initialised; use another --state-dir or remove it")
+    try:
+        config = parse_config(state_dir, {"advertise_addr": advertise_addr,
+                                          "hostname": hostname, "port": port,
+                                          "docker_host": docker_host})
+        rules_text = rules_file.read_text() if rules_file else DEFAULT_RULES
+        if rules_file:
+            load_rules(rules_file)
+    except (ConfigError, RulesError) as exc:
+        _fail(str(exc))
+    swarm_id = ""
+    if not no_swarm_init:
+        try:
+            swarm_id = init_swarm(connect(docker_host), advertise_addr)
+        except SwarmError as exc:
+            _fail(exc.message)
+        except Exception as exc:  # docker-py raises many kinds for an absent daemon
+            _fail(f"cannot use Docker at {docker_host}: {exc}; start Docker or pass "
+                  "--no-swarm-init")
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state_dir.chmod(0o700)
+    ca = create_ca(config.ca_cert, config.ca_key, hostname)
+    _, ca_key = load_ca(config.ca_cert, config.ca_key)
+    issue_tls_cert(ca, ca_key, config.tls_cert, config.tls_key, hostname, [advertise_addr])
+    admin_token = new_secret(ADMIN_PREFIX)
+    store = Store(config.database)
+    store.add_admin("admin", digest(admin_token))
+    store.close()
+    config.rules_path.write_text(rules_text)
+    (state_dir / "controller.toml").write_text(config.to_toml())
+    result = {"url": config.url, "pin": pin_of_certificate(ca), "admin_token": admin_token,
+              "state_dir": str(state_dir), "swarm_id": swarm_id}
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"Initialised {state_dir}.")
+    click.echo(f"  controller URL : {result['url']}")
+    click.echo(f"  CA pin         : {result['pin']}   (put this on every Pi: ca_pin)")
+    click.echo(f"  admin token    : {admin_token}")
+    click.echo("The admin token is shown only this once; keep it in a password manager.")
+    if swarm_id:
+        click.echo(f"  swarm          : {swarm_id[:12]} (this daemon is its first manager)")
+
+
+@main.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), default=DEFAULT_STATE_DIR,
+              show_default=True)
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(state_dir: Path, log_level: str) -> None:
+    """Serve the enrollment API over TLS and announce it over mDNS."""
+    from controller.app import create_app
+    from controller.discovery import ControllerDiscovery
+    from controller.server import make_server, serve_forever
+
+    try:
+        config = load_config(state_dir)
+        setup_logging(log_level, config.log_file)
+        app = create_app(config)
+    except (ConfigError, RulesError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    state = app.extensions["swarm_enroll"]
+    try:
+        local = state.enrollment.swarm.local()
+    except SwarmError as exc:
+        _fail(exc.message)
+    server = make_server(app, config)
+    discovery = ControllerDiscovery(config, state.pin, local.cluster_id, state.store)
+    if config.mdns:
+        discovery.start()
+    log.info("swarm-enroll controller %s for swarm %s, CA %s", __version__,
+             local.cluster_id[:12], state.pin)
+    try:
+        serve_forever(server)
+    finally:
+        discovery.stop()
+        state.store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

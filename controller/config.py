@@ -1,0 +1,120 @@
+"""The controller's config file (`controller.toml` in its state dir) and state layout."""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_DIR = Path("/var/lib/swarm-enroll")
+DEFAULT_PORT = 8443
+
+
+class ConfigError(ValueError):
+    """The config file is wrong; the message names the key and what to write."""
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    state_dir: Path
+    advertise_addr: str
+    hostname: str
+    listen: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    docker_host: str = "unix:///var/run/docker.sock"
+    rules: str = "rules.toml"
+    grant_ttl_minutes: int = 10
+    mdns: bool = True
+    mdns_interfaces: list[str] = field(default_factory=list)
+    log_file: str = ""
+
+    # Files in the state dir.
+    @property
+    def ca_cert(self) -> Path:
+        return self.state_dir / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.state_dir / "ca-key.pem"
+
+    @property
+    def tls_cert(self) -> Path:
+        return self.state_dir / "tls.pem"
+
+    @property
+    def tls_key(self) -> Path:
+        return self.state_dir / "tls-key.pem"
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "state.db"
+
+    @property
+    def rules_path(self) -> Path:
+        return self.state_dir / self.rules
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.advertise_addr}]" if ":" in self.advertise_addr else self.advertise_addr
+        return f"https://{host}:{self.port}"
+
+    def to_toml(self) -> str:
+        lines = ["# swarm-enroll controller configuration (see README: Configuration)"]
+        for key in ("advertise_addr", "hostname", "listen", "port", "docker_host", "rules",
+                    "grant_ttl_minutes", "mdns", "mdns_interfaces", "log_file"):
+            value = getattr(self, key)
+            if isinstance(value, bool):
+                rendered = "true" if value else "false"
+            elif isinstance(value, int):
+                rendered = str(value)
+            elif isinstance(value, list):
+                rendered = "[" + ", ".join(f'"{v}"' for v in value) + "]"
+            else:
+                rendered = f'"{value}"'
+            lines.append(f"{key} = {rendered}")
+        return "\n".join(lines) + "\n"
+
+
+_TYPES: dict[str, type] = {
+    "advertise_addr": str, "hostname": str, "listen": str, "port": int, "docker_host": str,
+    "rules": str, "grant_ttl_minutes": int, "mdns": bool, "mdns_interfaces": list,
+    "log_file": str,
+}
+
+
+def parse_config(state_dir: Path, data: dict[str, Any]) -> ControllerConfig:
+    unknown = set(data) - set(_TYPES)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(sorted(unknown))}")
+    for key, kind in _TYPES.items():
+        if key in data and (not isinstance(data[key], kind) or
+                            (kind is int and isinstance(data[key], bool))):
+            raise ConfigError(f"{key} must be a {kind.__name__}")
+    for key in ("advertise_addr", "hostname"):
+        if not data.get(key):
+            raise ConfigError(f"{key} is required")
+    try:
+        ipaddress.ip_address(data["advertise_addr"])
+    except ValueError:
+        raise ConfigError("advertise_addr must be an IP address") from None
+    if not 0 < data.get("port", DEFAULT_PORT) < 65536:
+        raise ConfigError("port must be from 1 to 65535")
+    if not 1 <= data.get("grant_ttl_minutes", 10) <= 1440:
+        raise ConfigError("grant_ttl_minutes must be from 1 to 1440")
+    return ControllerConfig(state_dir=state_dir, **data)
+
+
+def load_config(state_dir: Path) -> ControllerConfig:
+    path = state_dir / "controller.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} not found; run 'enroll-controller init' first") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return parse_config(state_dir, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

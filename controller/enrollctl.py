@@ -1,0 +1,216 @@
+"""`enrollctl`: the admin's command line, a thin client of the controller's admin API.
+
+Connection settings come from flags, then the environment (ENROLLCTL_URL,
+ENROLLCTL_PIN, ENROLLCTL_TOKEN), then a config file (~/.config/swarm-enroll/
+enrollctl.toml with keys url, pin, token, ca_file).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent import __version__
+from agent.wire.errors import WireError
+from controller.adminclient import AdminClient
+
+DEFAULT_CONFIG = Path("~/.config/swarm-enroll/enrollctl.toml")
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+
+
+def _settings(config_file: Path) -> dict[str, str]:
+    path = config_file.expanduser()
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.ClickException(f"{path}: {exc}") from None
+    unknown = set(data) - {"url", "pin", "token", "ca_file"}
+    if unknown:
+        raise click.ClickException(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    return {k: str(v) for k, v in data.items()}
+
+
+class Context:
+    def __init__(self, url: str, pin: str, token: str, ca_file: str, as_json: bool) -> None:
+        self.url, self.pin, self.token, self.ca_file = url, pin, token, ca_file
+        self.as_json = as_json
+        self._client: AdminClient | None = None
+
+    @property
+    def client(self) -> AdminClient:
+        if self._client is None:
+            if not self.url:
+                raise click.ClickException("no controller URL: use --url, ENROLLCTL_URL or "
+                                           "'url' in the config file")
+            self._client = AdminClient(self.url, self.token, self.pin,
+                                       Path(self.ca_file) if self.ca_file else None)
+        return self._client
+
+    def show(self, data: Any, columns: list[str] | None = None) -> None:
+        if self.as_json or columns is None:
+            click.echo(json.dumps(data, indent=2, sort_keys=False))
+            return
+        rows = data if isinstance(data, list) else [data]
+        click.echo(_table(rows, columns))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float) and value > 1e9:
+        return datetime.datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return "" if value is None else str(value)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _seconds(value: str) -> int:
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise click.BadParameter(f"{value!r} is not a duration such as 90s, 30m, 12h or 7d")
+    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+class Group(click.Group):
+    """Turns API and connection errors into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WireError as exc:
+            raise click.ClickException(f"{exc.code}: {exc.message}") from None
+
+
+@click.group(cls=Group)
+@click.version_option(__version__, prog_name="enrollctl")
+@click.option("--url", envvar="ENROLLCTL_URL", help="Controller URL, https://host:8443")
+@click.option("--pin", envvar="ENROLLCTL_PIN", help="CA pin, sha256:…")
+@click.option("--token", envvar="ENROLLCTL_TOKEN", help="Admin token (prefer the env var).")
+@click.option("--ca-file", envvar="ENROLLCTL_CA_FILE", help="CA certificate instead of a pin.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path),
+              default=DEFAULT_CONFIG, envvar="ENROLLCTL_CONFIG", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.pass_context
+def main(ctx: click.Context, url: str | None, pin: str | None, token: str | None,
+         ca_file: str | None, config_file: Path, as_json: bool) -> None:
+    """Approve Pis, manage bootstrap tokens and read the audit log."""
+    saved = _settings(config_file)
+    ctx.obj = Context(url or saved.get("url", ""), pin or saved.get("pin", ""),
+                      token or saved.get("token", ""), ca_file or saved.get("ca_file", ""),
+                      as_json)
+
+
+NODE_COLUMNS = ["hostname", "state", "role", "kind", "hardware_id", "addresses",
+                "swarm_node_id", "last_seen", "id"]
+
+
+@main.group(invoke_without_command=True)
+@click.option("--state", default="", help="Only nodes in this state (pending, joined, seen…).")
+@click.pass_context
+def nodes(ctx: click.Context, state: str) -> None:
+    """List nodes, including Pis only seen over mDNS."""
+    if ctx.invoked_subcommand is None:
+        ctx.obj.show(ctx.obj.client.nodes(state), NODE_COLUMNS)
+
+
+@nodes.command("show")
+@click.argument("ref")
+@click.pass_obj
+def nodes_show(obj: Context, ref: str) -> None:
+    """One node (by hostname or id) with its history."""
+    obj.show(obj.client.node(ref))
+
+
+@nodes.command("approve")
+@click.argument("ref")
+@click.option("--reason", default="")
+@click.pass_obj
+def nodes_approve(obj: Context, ref: str, reason: str) -> None:
+    """Approve a pending Pi (by hostname or id)."""
+    obj.show(obj.client.approve(ref, reason), NODE_COLUMNS)
+
+
+@nodes.command("reject")
+@click.argument("ref")
+@click.option("--reason", default="")
+@click.pass_obj
+def nodes_reject(obj: Context, ref: str, reason: str) -> None:
+    """Reject a pending Pi (by hostname or id)."""
+    obj.show(obj.client.reject(ref, reason), NODE_COLUMNS)
+
+
+TOKEN_COLUMNS = ["id", "description", "hostname_glob", "uses_left", "uses_total", "expires_at",
+                 "revoked_at"]
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def tokens(ctx: click.Context) -> None:
+    """List bootstrap tokens (never their secrets)."""
+    if ctx.invoked_subcommand is None:
+        ctx.obj.show(ctx.obj.client.tokens(), TOKEN_COLUMNS)
+
+
+@tokens.command("create")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime: 90s, 30m, 12h, 7d.")
+@click.option("--uses", type=click.IntRange(1, 100_000), default=1, show_default=True)
+@click.option("--hostname-glob", default="", help="Only for hostnames matching this glob.")
+@click.option("--description", default="")
+@click.pass_obj
+def tokens_create(obj: Context, ttl: str, uses: int, hostname_glob: str,
+                  description: str) -> None:
+    """Create a bootstrap token; its secret is printed this once."""
+    created = obj.client.create_token(_seconds(ttl), uses, hostname_glob, description)
+    if obj.as_json:
+        obj.show(created)
+        return
+    click.echo(created["token"])
+    click.echo(f"(token {created['id']}: {uses} use(s), valid for {ttl}; shown only once)",
+               err=True)
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@click.pass_obj
+def tokens_revoke(obj: Context, token_id: str) -> None:
+    """Revoke a bootstrap token by id."""
+    obj.show(obj.client.revoke_token(token_id), TOKEN_COLUMNS)
+
+
+AUDIT_COLUMNS = ["at", "actor", "action", "hostname", "reason"]
+
+
+@main.command()
+@click.option("--node", default="", help="Node record id.")
+@click.option("--hostname", default="")
+@click.option("--action", default="", help="e.g. node.approve, token.create")
+@click.option("--actor", default="")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.pass_obj
+def audit(obj: Context, node: str, hostname: str, action: str, actor: str, limit: int) -> None:
+    """The audit log, newest first."""
+    obj.show(obj.client.audit(node=node, hostname=hostname, action=action, actor=actor,
+                              limit=limit), AUDIT_COLUMNS)
+
+
+@main.command()
+@click.pass_obj
+def health(obj: Context) -> None:
+    """The controller's health, version and CA pin."""
+    obj.show(obj.client.health(), ["status", "version", "ca"])

@@ -1,0 +1,238 @@
+"""Enrollment decisions: what to do with each agent request, independent of HTTP.
+
+The Flask blueprints only parse and answer; every rule of the lifecycle
+(seen → pending → approved → joined, pending → rejected) lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc.jwk import ECKey
+
+from agent.wire.errors import WireError
+from agent.wire.jws import SignedRequest, sign_grant
+from agent.wire.messages import EnrollmentRequest, Grant, JoinedReport
+from controller.rules import Rule, match_rule
+from controller.store import Node, Store, new_id
+from controller.swarm import SWARM_PORT, Swarm, SwarmError
+from controller.tokens import usable_token
+
+log = logging.getLogger(__name__)
+
+# States an agent can be told about; `seen` exists only for mDNS sightings.
+PENDING, APPROVED, JOINED, REJECTED = "pending", "approved", "joined", "rejected"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the agent is told: its record's state and, once approved, a grant."""
+
+    node: Node
+    grant: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.node.id, "status": self.node.state,
+                                "role": self.node.role}
+        if self.node.reason:
+            body["reason"] = self.node.reason
+        if self.grant:
+            body["grant"] = self.grant
+        return body
+
+    @property
+    def http_status(self) -> int:
+        return 200 if self.node.state in (APPROVED, JOINED, REJECTED) else 202
+
+
+class EnrollmentService:
+    def __init__(self, store: Store, swarm: Swarm, ca_key: ECKey,
+                 rules: Callable[[], list[Rule]], grant_ttl: int = 600,
+                 local_addresses: frozenset[str] = frozenset()) -> None:
+        self.store = store
+        self.swarm = swarm
+        self.ca_key = ca_key
+        self.rules = rules
+        self.grant_ttl = grant_ttl
+        self.local_addresses = local_addresses | {"127.0.0.1", "::1"}
+        # One decision per hostname at a time: two requests racing for one name
+        # must not both create a record.
+        self._lock = threading.Lock()
+
+    # -- agent requests --------------------------------------------------------
+
+    def enroll(self, signed: SignedRequest, req: EnrollmentRequest, remote_addr: str) -> Answer:
+        with self._lock:
+            records = self.store.nodes_by_hostname(req.hostname)
+            mine = next((n for n in records if n.thumbprint == signed.thumbprint
+                         and n.hardware_id == req.hardware_id), None)
+            if mine is not None:
+                return self._again(mine, req, signed.thumbprint)
+            return self._first(signed, req, remote_addr, records)
+
+    def poll(self, signed: SignedRequest, node_id: str) -> Answer:
+        node = self._own(signed, node_id)
+        self.store.touch_node(node.id)
+        return self._answer(node)
+
+    def joined(self, signed: SignedRequest, node_id: str, report: JoinedReport) -> Answer:
+        node = self._own(signed, node_id)
+        if node.state == JOINED and node.swarm_node_id == report.node_id:
+            return self._answer(node)
+        if node.state not in (APPROVED, JOINED):
+            raise WireError("not_approved", f"enrollment {node.id} is {node.state}, not approved",
+                            409)
+        try:
+            self.swarm.wait_ready(report.node_id, node.hostname)
+            self.swarm.finish_join(report.node_id, node.role, node.labels, node.availability)
+        except SwarmError as exc:
+            raise WireError(exc.code, exc.message, exc.status) from None
+        node = self.store.update_node(
+            node.id, f"agent:{signed.thumbprint}", "node.joined", f"swarm node {report.node_id}",
+            state=JOINED, swarm_node_id=report.node_id,
+        )
+        if node.role == "manager":
+            log.info("promoted %s to manager", node.hostname)
+        log.info("%s joined the swarm as %s (node %s)", node.hostname, node.role, report.node_id)
+        return self._answer(node)
+
+    # -- admin decisions -------------------------------------------------------
+
+    def approve(self, node_id: str, actor: str, reason: str = "") -> Node:
+        node = self._get(node_id)
+        if node.state != PENDING:
+            raise WireError("not_pending", f"{node.hostname} is {node.state}; only pending "
+                            "requests can be approved", 409)
+        log.info("%s approved %s by %s", node.hostname, node.role, actor)
+        return self.store.update_node(node.id, actor, "node.approve", reason, state=APPROVED,
+                                      reason="")
+
+    def reject(self, node_id: str, actor: str, reason: str = "") -> Node:
+        node = self._get(node_id)
+        if node.state not in (PENDING, APPROVED):
+            raise WireError("not_pending", f"{node.hostname} is {node.state}; only pending or "
+                            "approved requests can be rejected", 409)
+        log.info("%s rejected by %s", node.hostname, actor)
+        return self.store.update_node(node.id, actor, "node.reject", reason, state=REJECTED,
+                                      reason=reason or f"rejected by {actor}")
+
+    # -- internals -------------------------------------------------------------
+
+    def _get(self, node_id: str) -> Node:
+        node = self.store.get_node(node_id)
+        if node is None:
+            raise WireError("not_found", f"no node record {node_id!r}", 404)
+        return node
+
+    def _own(self, signed: SignedRequest, node_id: str) -> Node:
+        node = self.store.get_node(node_id)
+        # Same answer for "no such record" and "not yours": ids are not to be probed.
+        if node is None or node.thumbprint != signed.thumbprint:
+            raise WireError("not_found", f"no enrollment {node_id!r} for this agent key", 404)
+        return node
+
+    def _again(self, node: Node, req: EnrollmentRequest, thumbprint: str) -> Answer:
+        """The same Pi (hardware id and key) asking again: restart, re-join, or waiting."""
+        self.store.touch_node(node.id, addresses=req.addresses, agent_version=req.agent_version,
+                              docker_version=req.docker_version)
+        if node.state == PENDING and req.bootstrap_token:
+            node = self._try_token(node, req, thumbprint)
+        elif node.state == JOINED and req.swarm.state != "active":
+            # Same key, same hardware, no longer in the swarm: the approval still stands.
+            node = self.store.update_node(node.id, f"agent:{thumbprint}", "node.rejoin",
+                                          "the Pi left the swarm; re-granted", state=APPROVED)
+        return self._answer(node)
+
+    def _first(self, signed: SignedRequest, req: EnrollmentRequest, remote_addr: str,
+               records: list[Node]) -> Answer:
+        actor = f"agent:{signed.thumbprint}"
+        rule = match_rule(self.rules(), req.hostname)
+        node = Node(
+            id=new_id("enr"), hostname=req.hostname, hardware_id=req.hardware_id,
+            thumbprint=signed.thumbprint, public_jwk=_jwk_text(signed.jwk), state=PENDING,
+            role=rule.role if rule else "worker", labels=dict(rule.labels) if rule else {},
+            availability=rule.availability if rule else "active",
+            approve=rule.approve if rule else "manual", arch=req.arch, model=req.model,
+            addresses=req.addresses, docker_version=req.docker_version,
+            agent_version=req.agent_version,
+        )
+        if self._is_local_manager(req, remote_addr):
+            node.state, node.role = JOINED, "manager"
+            node.swarm_node_id = req.swarm.node_id
+            self.store.create_node(node, actor, "node.adopt",
+                                   "the controller's own manager node")
+            return Answer(node)
+        if rule is None:
+            node.state = REJECTED
+            node.reason = f"no hostname rule matches {req.hostname!r}"
+            log.warning("rejected %s: %s", req.hostname, node.reason)
+            self.store.create_node(node, actor, "node.reject", node.reason)
+            return Answer(node)
+        if records:
+            node.kind = "replacement"
+            node.reason = (f"hostname {req.hostname!r} already belongs to hardware "
+                           f"{records[-1].hardware_id}; approve to replace it")
+            self.store.create_node(node, actor, "node.request", node.reason)
+            return Answer(node)
+        self.store.create_node(node, actor, "node.request", f"rule {rule.match!r}")
+        if rule.approve == "auto":
+            log.warning("auto-approving %s as %s (rule %r): fine in a lab, not on a shared LAN",
+                        node.hostname, node.role, rule.match)
+            node = self.store.update_node(node.id, "controller", "node.approve",
+                                          f"rule {rule.match!r} approves automatically",
+                                          state=APPROVED)
+        elif rule.approve == "token" and req.bootstrap_token:
+            node = self._try_token(node, req, signed.thumbprint)
+        return self._answer(node)
+
+    def _try_token(self, node: Node, req: EnrollmentRequest, thumbprint: str) -> Node:
+        if node.approve != "token":
+            return node
+        token = usable_token(self.store, req.bootstrap_token, req.hostname)
+        if token is None:
+            self.store.audit(f"agent:{thumbprint}", "token.refused", node,
+                             "bootstrap token unknown, expired, spent, revoked or not for this "
+                             "hostname")
+            return node
+        approved = self.store.approve_with_token(node.id, token.id, f"token:{token.id}")
+        return approved or node
+
+    def _is_local_manager(self, req: EnrollmentRequest, remote_addr: str) -> bool:
+        """The agent on the controller's own Pi: its daemon is this manager, seen locally."""
+        if remote_addr not in self.local_addresses or not req.swarm.node_id:
+            return False
+        try:
+            local = self.swarm.local()
+        except SwarmError:
+            return False
+        return (req.swarm.node_id == local.node_id
+                and req.hostname.lower() == local.hostname.lower())
+
+    def _answer(self, node: Node) -> Answer:
+        if node.state != APPROVED:
+            return Answer(node)
+        return Answer(node, self._grant(node))
+
+    def _grant(self, node: Node) -> str:
+        try:
+            local = self.swarm.local()
+            grant = Grant(
+                hostname=node.hostname, agent=node.thumbprint, role=node.role,
+                join_token=self.swarm.worker_token(),  # managers are promoted after joining
+                managers=self.swarm.manager_addresses() or [f"{local.addr}:{SWARM_PORT}"],
+                labels=node.labels, cluster=local.cluster_id, enrollment=node.id,
+                iat=int(time.time()), exp=int(time.time()) + self.grant_ttl,
+            )
+        except SwarmError as exc:
+            raise WireError(exc.code, exc.message, exc.status) from None
+        return sign_grant(self.ca_key, grant)
+
+
+def _jwk_text(jwk: dict[str, str]) -> str:
+    return json.dumps(jwk, sort_keys=True)

@@ -1,0 +1,79 @@
+"""The API description served at /v1/openapi.json; a test keeps it equal to the routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from agent import __version__
+
+_ERROR = {"description": "error", "content": {"application/json": {"schema": {
+    "$ref": "#/components/schemas/Error"}}}}
+_JOSE = {"required": True, "content": {"application/jose": {"schema": {
+    "type": "string", "description": "compact JWS signed by the agent key (alg Ed25519) "
+    "with protected header {jwk, nonce, url}"}}}}
+_ADMIN = [{"bearer": []}]
+
+
+def _op(summary: str, admin: bool = False, body: dict[str, Any] | None = None,
+        ok: str = "200") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": {ok: {"description": "success"},
+                                                            "4XX": _ERROR}}
+    if admin:
+        op["security"] = _ADMIN
+    if body:
+        op["requestBody"] = body
+    return op
+
+
+def _json_body(props: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"type": "object",
+                                                         "properties": props}}}}
+
+
+_REASON = _json_body({"reason": {"type": "string", "maxLength": 500}})
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {"get": _op("Liveness, version and CA pin")},
+    "/v1/ca": {"get": _op("The enrollment CA certificate (PEM); check it against your pin")},
+    "/v1/openapi.json": {"get": _op("This document")},
+    "/v1/nonce": {"get": _op("A fresh single-use nonce in the Replay-Nonce header", ok="204"),
+                  "head": _op("Same as GET", ok="204")},
+    "/v1/enrollments": {"post": _op("Ask to enroll (signed); 202 pending, 200 with a grant",
+                                    body=_JOSE)},
+    "/v1/enrollments/{node_id}/poll": {"post": _op("Status of an enrollment (signed)",
+                                                   body=_JOSE)},
+    "/v1/enrollments/{node_id}/joined": {"post": _op(
+        "Report the swarm NodeID after joining (signed); the controller confirms it, applies "
+        "labels and availability and promotes managers", body=_JOSE)},
+    "/v1/nodes": {"get": _op("Node records and Pis only seen over mDNS (?state=)", admin=True)},
+    "/v1/nodes/{ref}": {"get": _op("One node by id or hostname, with its history", admin=True)},
+    "/v1/nodes/{ref}/approve": {"post": _op("Approve a pending request", True, _REASON)},
+    "/v1/nodes/{ref}/reject": {"post": _op("Reject a pending or approved request", True,
+                                           _REASON)},
+    "/v1/tokens": {
+        "get": _op("Bootstrap tokens (never their secrets)", admin=True),
+        "post": _op("Create a bootstrap token; the secret is in this answer only", True,
+                    _json_body({"ttl_seconds": {"type": "integer"}, "uses": {"type": "integer"},
+                                "hostname_glob": {"type": "string"},
+                                "description": {"type": "string"}}), ok="201"),
+    },
+    "/v1/tokens/{token_id}": {"delete": _op("Revoke a bootstrap token", admin=True)},
+    "/v1/audit": {"get": _op("Audit log (?node=&hostname=&action=&actor=&since=&limit=)",
+                             admin=True)},
+}
+
+
+def spec(app: Flask) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "swarm-enroll controller", "version": __version__},
+        "paths": PATHS,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["error", "message"],
+                                  "properties": {"error": {"type": "string"},
+                                                 "message": {"type": "string"}}}},
+        },
+    }
