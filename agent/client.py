@@ -26,6 +26,9 @@ class ControllerClient:
         self.key = key
         self.timeout = timeout
         self.session = requests.Session()
+        # Without this, REQUESTS_CA_BUNDLE in the environment silently replaces our CA
+        # with the system store, and *_proxy would route LAN traffic through a proxy.
+        self.session.trust_env = False
         self.session.verify = str(ca_file)
         self.session.headers["User-Agent"] = USER_AGENT
         self._nonce = ""

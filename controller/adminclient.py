@@ -41,6 +41,7 @@ class AdminClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE must not replace the pinned CA
         self.session.verify = str(ca_file or _cached_ca(self.url, pin))
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
