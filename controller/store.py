@@ -246,9 +246,9 @@ class Store:
             self._audit(db, actor, action, node, reason)
         return node
 
-    def update_node(self, node_id: str, actor: str, action: str, reason: str = "",
+    def update_node(self, node_id: str, actor: str, action: str, why: str = "",
                     **changes: Any) -> Node:
-        """Change a record and log why, in one transaction."""
+        """Change a record and log `why`, in one transaction (`reason` is a column)."""
         with self.tx() as db:
             node = self._get(db, node_id)
             if node is None:
@@ -258,7 +258,7 @@ class Store:
             for key, value in changes.items():
                 setattr(node, key, value)
             detail = {k: v for k, v in changes.items() if k not in ("updated_at", "last_seen")}
-            self._audit(db, actor, action, node, reason, detail)
+            self._audit(db, actor, action, node, why, detail)
         return node
 
     def touch_node(self, node_id: str, **changes: Any) -> None:

@@ -1,0 +1,174 @@
+"""`enroll-lab`: bring the simulated Pi cluster up and down, look inside it.
+
+A thin shell over deploy.lab.lab.Lab, so the CLI and the tests share one code path.
+Errors are one line on stderr and a non-zero exit (`-v` adds the details, e.g. log tails).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import subprocess
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import docker.errors
+import requests
+
+from .config import ConfigError, load_cluster
+from .lab import LOG_NAMES, Lab, LabError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "cluster.toml"
+_EXPECTED = (LabError, ConfigError, OSError, subprocess.SubprocessError,
+             docker.errors.DockerException, requests.RequestException, KeyError, ValueError)
+
+
+def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn failures into `enroll-lab: error: <first line>` and exit status 1; `-v` adds
+    the rest of the message (log tails) and, for unexpected errors, the traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            verbose = click.get_current_context().find_root().params.get("verbose")
+            text = str(exc) if isinstance(exc, _EXPECTED) else f"{type(exc).__name__}: {exc}"
+            lines = text.splitlines() or [type(exc).__name__]
+            click.echo(f"enroll-lab: error: {lines[0]}", err=True)
+            if verbose and not isinstance(exc, _EXPECTED):
+                click.echo(traceback.format_exc(), err=True)
+            elif verbose and len(lines) > 1:
+                click.echo("\n".join(lines[1:]), err=True)
+            sys.exit(1)
+    return wrapper
+
+
+def _lab(ctx: click.Context) -> Lab:
+    params = ctx.find_root().params
+    return Lab(state_dir=params.get("state_dir"))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--state-dir", type=click.Path(path_type=Path), envvar="ENROLL_LAB_DIR",
+              help="Lab state dir (default /var/lib/swarm-enroll-lab; env ENROLL_LAB_DIR).")
+@click.option("-v", "--verbose", is_flag=True, help="Show error details (log tails).")
+def main(state_dir: Path | None, verbose: bool) -> None:
+    """Simulate a cluster of Raspberry Pis on this host (namespaces + one dockerd each)."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True, help="Cluster file (TOML).")
+@click.option("--no-agents", is_flag=True, help="Do not start enroll-agent on the Pis.")
+@click.option("--no-controller", is_flag=True, help="Do not start enroll-controller "
+              "(implies --no-agents).")
+@click.pass_context
+@_one_line_errors
+def up(ctx: click.Context, config_path: Path, no_agents: bool, no_controller: bool) -> None:
+    """Build the lab (removing any previous one first)."""
+    config = load_cluster(config_path)
+    status = _lab(ctx).up(config, controller=not no_controller,
+                          agents=not (no_agents or no_controller))
+    _print_table(status)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True, help="Cluster file (TOML).")
+@click.option("--timeout", type=float, default=240, show_default=True,
+              help="Seconds to wait for each stage.")
+@click.pass_context
+@_one_line_errors
+def demo(ctx: click.Context, config_path: Path, timeout: float) -> None:
+    """Build the lab and watch it enroll itself (approving what waits for an admin)."""
+    from .demo import run_demo  # needs the controller package; only this command does
+
+    config = load_cluster(config_path)
+    lab = _lab(ctx)
+    run_demo(lab, config, say=click.echo, timeout=timeout)
+    _print_table(lab.status())
+
+
+@main.command()
+@click.pass_context
+@_one_line_errors
+def down(ctx: click.Context) -> None:
+    """Remove the lab: processes, daemons, mounts, namespaces, the host veth."""
+    _lab(ctx).down()
+    click.echo("lab is down")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@_one_line_errors
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show the Pis, their addresses, daemons and the controller."""
+    st = _lab(ctx).status()
+    if as_json:
+        keys = ("controller_url", "pin", "admin_token", "ca", "nodes")
+        click.echo(json.dumps({k: st.get(k) for k in keys}, indent=2))
+    elif not st["nodes"]:
+        click.echo("no lab is up")
+    else:
+        _print_table(st)
+
+
+@main.command(name="exec", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+@_one_line_errors
+def exec_(ctx: click.Context, name: str, cmd: tuple[str, ...]) -> None:
+    """Run CMD inside Pi NAME (its network and hostname, DOCKER_HOST set): exec NAME -- CMD"""
+    try:
+        rc = _lab(ctx).exec(name, list(cmd)).returncode
+    except FileNotFoundError as exc:
+        raise LabError(f"cannot run {cmd[0]}: {exc.strerror}") from None
+    sys.exit(rc)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--controller", "which", flag_value="controller", help="enroll-controller log.")
+@click.option("--agent", "which", flag_value="agent", help="enroll-agent log.")
+@click.option("--docker", "which", flag_value="docker", help="dockerd log.")
+@click.option("-n", "--tail", type=int, default=0, help="Only the last N lines.")
+@click.pass_context
+@_one_line_errors
+def logs(ctx: click.Context, name: str, which: str | None, tail: int) -> None:
+    """Print a Pi's logs (all of them, or the one chosen)."""
+    lab = _lab(ctx)
+    chosen = [which] if which else list(LOG_NAMES)
+    pi_dir = lab.state_dir / name
+    if not pi_dir.is_dir():
+        raise LabError(f"no logs for {name!r} under {lab.state_dir}")
+    for kind in chosen:
+        path = pi_dir / LOG_NAMES[kind]
+        if not path.exists():
+            if which:
+                raise LabError(f"{path} does not exist")
+            continue
+        if not which:
+            click.echo(f"==> {path} <==")
+        lines = path.read_text(errors="replace").splitlines()
+        click.echo("\n".join(lines[-tail:] if tail > 0 else lines))
+
+
+def _print_table(st: dict[str, Any]) -> None:
+    rows = [("NAME", "IP", "RUNNING", "PID", "AGENT", "DOCKER_HOST")]
+    for n in st["nodes"]:
+        agent = "-" if not n["agent_pid"] else ("up" if n["agent_running"] else "dead")
+        name = n["name"] + (" *" if n["controller"] else "")
+        rows.append((name, n["ip"], "yes" if n["running"] else "NO",
+                     str(n["pid"] or "-"), agent, n["docker_host"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if st.get("controller_url"):
+        click.echo(f"\ncontroller (*): {st['controller_url']}  pin: {st['pin']}")
+        click.echo(f"CA: {st['ca']}   admin token: enroll-lab status --json")

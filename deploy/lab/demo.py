@@ -1,0 +1,112 @@
+"""`make demo`: the reference cluster builds itself; the admin approves the managers.
+
+The same function backs the end-to-end test fixture, so the demo cannot rot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from controller.adminclient import AdminClient
+from controller.rules import load_rules, match_rule
+
+from .config import ClusterConfig
+from .lab import Lab, LabError
+
+Say = Callable[[str], None]
+
+
+def admin_client(lab: Lab) -> AdminClient:
+    status = lab.status()
+    if not status.get("controller_url"):
+        raise LabError("the lab has no controller running")
+    return AdminClient(status["controller_url"], status["admin_token"],
+                       ca_file=Path(status["ca"]))
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    """Poll `check` until it returns something truthy; LabError naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def swarm_nodes(lab: Lab, manager: str) -> list[dict[str, Any]]:
+    """`docker node ls` of `manager`, as dicts."""
+    client = lab.docker(manager)
+    try:
+        return [{
+            "hostname": n.attrs["Description"]["Hostname"],
+            "state": n.attrs["Status"]["State"],
+            "role": n.attrs["Spec"]["Role"],
+            "availability": n.attrs["Spec"]["Availability"],
+            "reachability": (n.attrs.get("ManagerStatus") or {}).get("Reachability", ""),
+            "labels": n.attrs["Spec"].get("Labels", {}),
+            "id": n.id,
+        } for n in client.nodes.list()]
+    finally:
+        client.close()
+
+
+def needs_admin(config: ClusterConfig) -> list[str]:
+    """Pis that wait for an admin: a `manual` rule, or a `token` rule but no token."""
+    assert config.rules is not None
+    rules = load_rules(config.rules)
+    names = []
+    for pi in config.pis:
+        rule = match_rule(rules, pi.name)
+        if pi.name == config.controller or rule is None:
+            continue
+        if rule.approve == "manual" or (rule.approve == "token" and not pi.token):
+            names.append(pi.name)
+    return names
+
+
+def ready_in_swarm(lab: Lab, config: ClusterConfig) -> dict[str, dict[str, Any]]:
+    """The swarm's nodes by lower-case hostname, if every Pi of the config is Ready."""
+    nodes = {n["hostname"].lower(): n
+             for n in swarm_nodes(lab, config.controller or config.pis[0].name)}
+    ready = all(nodes.get(p.name.lower(), {}).get("state") == "ready" for p in config.pis)
+    return nodes if ready else {}
+
+
+def run_demo(lab: Lab, config: ClusterConfig, say: Say = print, timeout: float = 240) -> None:
+    """Bring the lab up, approve what waits for an admin, wait until every Pi is Ready."""
+    say(f"Building the lab: {len(config.pis)} simulated Pis; the controller runs on "
+        f"{config.controller} and initialises the swarm there.")
+    lab.up(config)
+    say("Each agent announces its Pi over mDNS, finds the controller, checks its CA pin "
+        "and asks to enroll; Pis with a bootstrap token are approved at once.")
+    admin = admin_client(lab)
+    waiting = {n.lower() for n in needs_admin(config)}
+
+    def pending() -> list[dict[str, Any]]:
+        nodes = [n for n in admin.nodes("pending") if n["hostname"].lower() in waiting]
+        return nodes if len(nodes) == len(waiting) else []
+
+    if waiting:
+        for node in wait_for("the requests that need an admin", pending, timeout):
+            say(f"Approving {node['hostname']} (role {node['role']}) through the admin API")
+            admin.approve(node["id"], reason="approved by make demo")
+    wait_for("every Pi Ready in the swarm", lambda: ready_in_swarm(lab, config), timeout)
+    managers = manager_names(config)
+    wait_for("the managers promoted and reachable", lambda: all(
+        ready_in_swarm(lab, config).get(m.lower(), {}).get("reachability") == "reachable"
+        for m in managers), timeout)
+    say(f"All {len(config.pis)} Pis are Ready; managers: {', '.join(managers)}.")
+
+
+def manager_names(config: ClusterConfig) -> list[str]:
+    """The controller's Pi and every Pi whose rule says manager."""
+    assert config.rules is not None
+    rules = load_rules(config.rules)
+    return [p.name for p in config.pis if p.name == config.controller
+            or ((rule := match_rule(rules, p.name)) is not None and rule.role == "manager")]

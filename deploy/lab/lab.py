@@ -1,0 +1,575 @@
+"""The simulated Pi cluster as one object: the single code path of the CLI and the tests.
+
+`up` builds the LAN, one namespace + dockerd per Pi, the stand-in images, then the
+controller and agents; `down` removes all of it, from state.json when it is there and by
+name prefix, namespace membership and cgroup when it is not, so a crash mid-way never
+leaves daemons, namespaces, mounts or the host veth behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+
+from . import cgroups, dockerd, images, mounts, netns, procs
+from .config import ClusterConfig, PiSpec
+
+DEFAULT_STATE_DIR = Path("/var/lib/swarm-enroll-lab")
+DEFAULT_PREFIX = "selab-"
+STATE_VERSION = 1
+LOG_NAMES = {"docker": "dockerd.log", "controller": "controller.log", "agent": "agent.log"}
+REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "umount", "dockerd", "containerd", "runc")
+
+
+class LabError(RuntimeError):
+    """A lab operation failed; the message says what and where to look."""
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("ENROLL_LAB_DIR") or DEFAULT_STATE_DIR)
+
+
+def console_script(name: str) -> Path:
+    """A console script of the venv running us (enroll-controller, enroll-agent)."""
+    return Path(sys.executable).parent / name
+
+
+class Lab:
+    """A lab on this host, identified by its state dir and its name prefix."""
+
+    def __init__(self, state_dir: str | Path | None = None, prefix: str = DEFAULT_PREFIX):
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir()
+        if not self.state_dir.is_absolute() or len(self.state_dir.parts) < 3:
+            raise LabError(f"state dir {self.state_dir} must be an absolute path at least two "
+                           "levels deep (everything mounted below it is unmounted by down)")
+        if not prefix or "/" in prefix or len(prefix) > 10:
+            raise LabError(f"prefix {prefix!r} must be 1-10 characters without '/'")
+        self.prefix = prefix
+        short = prefix.rstrip("-") or "selab"
+        self.run_base = Path("/run") / short
+        self.host_if = short[:14] + "0"
+        self.lan_ns = prefix + "lan"
+        self.state_file = self.state_dir / "state.json"
+        # argv prefixes of the programs the lab runs on the Pis (tests may substitute fakes)
+        self.controller_cmd = [str(console_script("enroll-controller"))]
+        self.agent_cmd = [str(console_script("enroll-agent"))]
+
+    # ---- state -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The recorded state ({} when no lab is recorded)."""
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(state, fh, indent=2)
+        os.replace(tmp, self.state_file)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One up/down at a time per state dir."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / ".lock", "w") as fh:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LabError(f"another enroll-lab operation holds "
+                                       f"{self.state_dir / '.lock'}") from None
+                    time.sleep(0.5)
+            yield
+
+    # ---- paths -------------------------------------------------------------------------
+
+    def pi_dir(self, name: str) -> Path:
+        return self.state_dir / name
+
+    def netns_name(self, name: str) -> str:
+        return self.prefix + name
+
+    def daemon_spec(self, name: str) -> dockerd.DaemonSpec:
+        return dockerd.DaemonSpec(
+            name=name,
+            netns=self.netns_name(name),
+            data_root=self.pi_dir(name) / "docker",
+            run_dir=self.run_base / name,
+            log=self.pi_dir(name) / LOG_NAMES["docker"],
+            cgroup_parent=self.prefix + name,
+        )
+
+    def _pi(self, name: str) -> dict[str, Any]:
+        for pi in self.state().get("pis", []):
+            if pi["name"].lower() == name.lower():
+                return pi
+        raise LabError(f"no Pi named {name!r} in the lab at {self.state_dir}")
+
+    # ---- bring up ----------------------------------------------------------------------
+
+    def up(
+        self,
+        config: ClusterConfig,
+        *,
+        controller: bool = True,
+        agents: bool = True,
+        image_names: Sequence[str] | None = None,
+        timeout: float = 90.0,
+    ) -> dict[str, Any]:
+        """Build the lab from scratch (any stale lab is removed first); return status().
+
+        On failure everything is torn down again (logs stay) and LabError is raised.
+        """
+        _require_root_and_tools()
+        for pi in config.pis:
+            sock = self.daemon_spec(pi.name).exec_root / "containerd/containerd.sock.ttrpc"
+            if len(str(sock)) >= 100:
+                raise LabError(f"{pi.name}: name too long for unix socket paths ({sock})")
+        self.down()
+        try:
+            with self._locked():
+                self._up(config, controller, agents, image_names, timeout)
+        except BaseException as exc:
+            try:
+                self.down()
+            except Exception as cleanup:
+                raise LabError(f"{exc}; cleanup also failed: {cleanup}") from exc
+            if isinstance(exc, LabError) or not isinstance(exc, Exception):
+                raise
+            raise LabError(str(exc)) from exc
+        return self.status()
+
+    def _up(
+        self,
+        config: ClusterConfig,
+        with_controller: bool,
+        with_agents: bool,
+        image_names: Sequence[str] | None,
+        timeout: float,
+    ) -> None:
+        prefixlen = config.subnet.prefixlen
+        state: dict[str, Any] = {
+            "version": STATE_VERSION,
+            "prefix": self.prefix,
+            "lan_ns": self.lan_ns,
+            "host_if": self.host_if,
+            "run_base": str(self.run_base),
+            "subnet": str(config.subnet),
+            "admin_ip": str(config.admin_ip),
+            "config": str(config.path) if config.path else None,
+            "phase": "network",
+            "controller": None,
+            "pis": [
+                {"name": p.name, "ip": str(p.ip), "netns": self.netns_name(p.name),
+                 "index": i, "model": p.model, "arch": p.arch, "hardware_id": p.hardware_id,
+                 "token": p.token, "dockerd_pid": None, "procs": {}}
+                for i, p in enumerate(config.pis, start=1)
+            ],
+        }
+        for p in config.pis:  # fresh per-Pi dirs (old logs included)
+            shutil.rmtree(self.pi_dir(p.name), ignore_errors=True)
+            self.pi_dir(p.name).mkdir(parents=True, mode=0o700)
+        self._save(state)  # before creating anything: down() must know
+
+        netns.create_lan(self.lan_ns)
+        netns.add_host_link(self.lan_ns, self.host_if, f"{config.admin_ip}/{prefixlen}")
+        for pi in state["pis"]:
+            netns.add_netns(pi["netns"])
+            netns.add_pi_link(self.lan_ns, pi["netns"], pi["index"], f"{pi['ip']}/{prefixlen}")
+
+        state["phase"] = "daemons"
+        self._save(state)
+        try:
+            pids = dockerd.start_all([self.daemon_spec(p.name) for p in config.pis], timeout)
+        except dockerd.DaemonError as exc:
+            raise LabError(f"starting dockerd failed: {exc}") from None
+        for pi in state["pis"]:
+            pi["dockerd_pid"] = pids[pi["name"]]
+        state["phase"] = "images"
+        self._save(state)
+
+        names = list(image_names or self.image_names(config))
+        clients = {p.name: self.docker(p.name) for p in config.pis}
+        try:
+            images.import_everywhere(clients, names)
+        finally:
+            for c in clients.values():
+                c.close()
+        state["images"] = names
+
+        if with_controller and config.controller:
+            state["phase"] = "controller"
+            self._save(state)
+            state["controller"] = self._start_controller(config, state)
+        state["phase"] = "agents"
+        self._save(state)
+        if with_agents:
+            self._start_agents(config, state)
+        state["phase"] = "up"
+        self._save(state)
+
+    @staticmethod
+    def image_names(config: ClusterConfig) -> list[str]:
+        """Names to tag the stand-in with: defaults, the cluster file's, the baseline's."""
+        baseline = config.baseline or Path(__file__).resolve().parent.parent / "baseline.yml"
+        names = [*images.DEFAULT_IMAGES, *config.images, *images.baseline_images(baseline)]
+        return list(dict.fromkeys(names))
+
+    # ---- controller and agents (the contract with controller/ and agent/) --------------
+
+    def _start_controller(self, config: ClusterConfig, state: dict[str, Any]) -> dict[str, Any]:
+        assert config.controller is not None and config.rules is not None
+        pi = config.pi(config.controller)
+        spec = self.daemon_spec(pi.name)
+        cdir = self.pi_dir(pi.name) / "controller"
+        log = self.pi_dir(pi.name) / LOG_NAMES["controller"]
+        exe = self.controller_cmd
+        _require_program(exe[0])
+        init = self.exec(
+            pi.name,
+            [*exe, "init", "--state-dir", str(cdir), "--advertise-addr", str(pi.ip),
+             "--docker-host", spec.docker_host, "--rules", str(config.rules), "--json"],
+            capture_output=True, timeout=120,
+        )
+        with open(log, "a") as fh:
+            fh.write(init.stderr)
+        if init.returncode != 0:
+            raise LabError(f"enroll-controller init on {pi.name} failed "
+                           f"(status {init.returncode}, log: {log})\n{dockerd.log_tail(log)}")
+        info = _last_json_object(init.stdout)
+        if not all(k in info for k in ("url", "pin", "admin_token")):
+            raise LabError(f"enroll-controller init printed no JSON with url, pin, admin_token: "
+                           f"{init.stdout[-300:]!r}")
+        ctl = {"name": pi.name, "url": info["url"], "pin": info["pin"],
+               "admin_token": info["admin_token"], "state_dir": str(cdir), "pid": None}
+        state["controller"] = ctl
+        self._save(state)
+
+        serve = self.popen(pi.name, [*exe, "serve", "--state-dir", str(cdir)], log=log)
+        ctl["pid"] = serve.pid
+        self._record_proc(state, pi.name, "controller", serve.pid)
+        self._wait_healthz(ctl, serve, log)
+        ctl["token"] = self._bootstrap_token(ctl)
+        return ctl
+
+    def _wait_healthz(self, ctl: dict[str, Any], proc: subprocess.Popen, log: Path) -> None:
+        ca = Path(ctl["state_dir"]) / "ca.pem"
+        deadline = time.monotonic() + 60
+        last: object = None
+        with _session() as s:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise LabError(f"enroll-controller serve exited (status "
+                                   f"{proc.returncode}, log: {log})\n{dockerd.log_tail(log)}")
+                try:
+                    r = s.get(ctl["url"] + "/healthz", verify=str(ca), timeout=3)
+                    if r.status_code == 200:
+                        return
+                    last = r.status_code
+                except requests.RequestException as exc:
+                    last = exc
+                time.sleep(0.3)
+        raise LabError(f"controller at {ctl['url']} not healthy within 60s (last: {last}, "
+                       f"log: {log})\n{dockerd.log_tail(log)}")
+
+    def _bootstrap_token(self, ctl: dict[str, Any]) -> str:
+        ca = Path(ctl["state_dir"]) / "ca.pem"
+        with _session() as s:
+            r = s.post(ctl["url"] + "/v1/tokens", verify=str(ca), timeout=10,
+                       headers={"Authorization": f"Bearer {ctl['admin_token']}"},
+                       json={"ttl_seconds": 86400, "uses": 100, "description": "lab"})
+        if r.status_code != 201:
+            raise LabError(f"POST {ctl['url']}/v1/tokens answered {r.status_code}: "
+                           f"{r.text[:300]}")
+        return r.json()["token"]
+
+    def _start_agents(self, config: ClusterConfig, state: dict[str, Any]) -> None:
+        ctl = state.get("controller")
+        if not ctl:
+            raise LabError("agents need the controller (its CA pin); use --no-agents")
+        _require_program(self.agent_cmd[0])
+        started: list[tuple[PiSpec, subprocess.Popen]] = []
+        for pi in config.pis:
+            conf = self.write_agent_config(pi, ctl["pin"], ctl.get("token") if pi.token else None)
+            log = self.pi_dir(pi.name) / LOG_NAMES["agent"]
+            proc = self.popen(pi.name, [*self.agent_cmd, "run", "--config", str(conf)], log=log)
+            self._record_proc(state, pi.name, "agent", proc.pid)
+            started.append((pi, proc))
+        time.sleep(1.0)  # an agent that cannot even start says so at once
+        dead = [(pi, p) for pi, p in started if p.poll() is not None]
+        if dead:
+            pi, p = dead[0]
+            log = self.pi_dir(pi.name) / LOG_NAMES["agent"]
+            raise LabError(f"enroll-agent on {pi.name} exited (status {p.returncode}, "
+                           f"log: {log})\n{dockerd.log_tail(log)}")
+
+    def write_agent_config(self, pi: PiSpec, pin: str, token: str | None) -> Path:
+        """<state>/<pi>/agent.toml (0600), as the agent contract says."""
+        spec = self.daemon_spec(pi.name)
+        values = {
+            "state_dir": str(self.pi_dir(pi.name) / "agent"),
+            "ca_pin": pin,
+            "docker_host": spec.docker_host,
+            "hardware_id": pi.hardware_id,
+            "advertise_addr": str(pi.ip),
+            "model": pi.model,
+            "arch": pi.arch,
+        }
+        if token:
+            values["bootstrap_token"] = token
+        path = self.pi_dir(pi.name) / "agent.toml"
+        text = "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        return path
+
+    def _record_proc(self, state: dict[str, Any], name: str, role: str, pid: int) -> None:
+        for pi in state["pis"]:
+            if pi["name"] == name:
+                pi["procs"][role] = pid
+        self._save(state)
+
+    # ---- using the lab -----------------------------------------------------------------
+
+    def _enter(self, name: str) -> tuple[list[str], dict[str, str]]:
+        pi = self._pi(name)
+        spec = self.daemon_spec(pi["name"])
+        pid = dockerd.daemon_pid(spec, pi.get("dockerd_pid"))
+        if pid is None:
+            raise LabError(f"{pi['name']}: its dockerd is not running (needed to enter its "
+                           "network and UTS namespaces)")
+        env = dict(os.environ, DOCKER_HOST=spec.docker_host)
+        return ["nsenter", f"--target={pid}", "--net", "--uts", "--"], env
+
+    def exec(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        capture_output: bool = False,
+        check: bool = False,
+        timeout: float | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess:
+        """Run argv in the Pi's network and UTS namespaces with DOCKER_HOST set (text mode)."""
+        prefix, full_env = self._enter(name)
+        full_env.update(env or {})
+        return subprocess.run([*prefix, *argv], env=full_env, capture_output=capture_output,
+                              check=check, timeout=timeout, input=input, text=True)
+
+    def popen(
+        self, name: str, argv: Sequence[str], *, log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen:
+        """Start a background process inside the Pi (down() kills it: it lives in a lab
+        netns); output goes to `log` (appended) or is discarded."""
+        prefix, full_env = self._enter(name)
+        full_env.update(env or {})
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+        try:
+            return subprocess.Popen([*prefix, *argv], env=full_env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        finally:
+            if log:
+                out.close()
+
+    def docker(self, name: str, timeout: int = 60) -> docker.DockerClient:
+        """A docker SDK client for that Pi's daemon."""
+        return dockerd.client(self.daemon_spec(self._pi(name)["name"]), timeout=timeout)
+
+    def docker_host(self, name: str) -> str:
+        return self.daemon_spec(self._pi(name)["name"]).docker_host
+
+    def log_path(self, name: str, which: str) -> Path:
+        """<state>/<pi>/<dockerd|controller|agent>.log"""
+        return self.pi_dir(self._pi(name)["name"]) / LOG_NAMES[which]
+
+    def kill_pi(self, name: str) -> None:
+        """Pull the plug: SIGKILL everything of that Pi (dockerd, containerd, containers,
+        agent, controller); its namespace, mounts and files stay, as after a power cut."""
+        pi = self._pi(name)
+        spec = self.daemon_spec(pi["name"])
+        ns = netns.netns_id(pi["netns"])
+        victims = set(procs.in_netns([ns] if ns else []))
+        victims |= set(procs.with_arg_containing(f"{spec.run_dir}/"))
+        victims |= set(procs.in_cgroup(spec.cgroup_parent))
+        procs.kill(victims)
+
+    def status(self) -> dict[str, Any]:
+        """{"controller_url", "pin", "admin_token", "state_dir", "phase", "nodes": [...]}"""
+        state = self.state()
+        ctl = state.get("controller") or {}
+        nodes = []
+        for pi in state.get("pis", []):
+            spec = self.daemon_spec(pi["name"])
+            pid = dockerd.daemon_pid(spec, pi.get("dockerd_pid"))
+            agent = pi.get("procs", {}).get("agent")
+            nodes.append({
+                "name": pi["name"], "ip": pi["ip"], "netns": pi["netns"],
+                "docker_host": spec.docker_host, "pid": pid, "running": pid is not None,
+                "model": pi["model"], "arch": pi["arch"], "hardware_id": pi["hardware_id"],
+                "controller": ctl.get("name") == pi["name"],
+                "agent_pid": agent, "agent_running": bool(agent and procs.alive(agent)),
+            })
+        return {
+            "controller_url": ctl.get("url"), "pin": ctl.get("pin"),
+            "admin_token": ctl.get("admin_token"),
+            "ca": str(Path(ctl["state_dir"]) / "ca.pem") if ctl.get("state_dir") else None,
+            "state_dir": str(self.state_dir), "phase": state.get("phase"), "nodes": nodes,
+        }
+
+    # ---- tear down ---------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Remove every trace of the lab; idempotent; works after a crash.
+
+        Raises LabError only if something could not be removed (after trying everything).
+        """
+        if os.geteuid() != 0:
+            raise LabError("enroll-lab needs root")
+        with self._locked():
+            errors = self._down()
+        if errors:
+            raise LabError(f"teardown incomplete: {'; '.join(errors)}")
+
+    def _down(self) -> list[str]:
+        state = self.state()
+        errors: list[str] = []
+        names = {p["name"]: p.get("dockerd_pid") for p in state.get("pis", [])}
+        for d in _subdirs(self.run_base):  # daemons of a lab whose state.json is lost
+            names.setdefault(d.name, None)
+        for d in _subdirs(self.state_dir):
+            if (d / "docker").is_dir():
+                names.setdefault(d.name, None)
+        specs = {n: self.daemon_spec(n) for n in names}
+        ns_ids = [i for n in netns.list_netns(self.prefix) if (i := netns.netns_id(n))]
+
+        # 1. controller, agents and anything else living in a lab namespace, daemons aside
+        daemon_like = {pid for s in specs.values() if (pid := dockerd.daemon_pid(s, names[s.name]))}
+        daemon_like |= set(procs.with_arg_containing(f"{self.run_base}/"))
+        recorded = [pid for p in state.get("pis", []) for pid in p.get("procs", {}).values()
+                    if pid and procs.netns_of(pid) in set(ns_ids)]
+        # containers go first and hard: a PID 1 that ignores SIGTERM (sleep, httpd) would
+        # otherwise hold each daemon's shutdown for its 10 s stop timeout
+        containers = set(procs.in_cgroup(self.prefix, prefix=True))
+        procs.kill(containers)
+        others = (set(procs.in_netns(ns_ids)) | set(recorded)) - daemon_like - containers
+        procs.terminate(others, timeout=5)
+
+        # 2. daemons (graceful), their containerd, shims, containers, mounts and dirs
+        errors += dockerd.stop_all([(s, names[n]) for n, s in specs.items()])
+
+        # 3. whatever is still in a lab namespace, cgroup or runtime dir
+        strays = set(procs.in_netns(ns_ids)) | set(procs.in_cgroup(self.prefix, prefix=True))
+        strays |= set(procs.with_arg_containing(f"{self.run_base}/"))
+        procs.kill(strays)
+        still = [p for p in strays if procs.alive(p)]
+        if still:
+            errors.append(f"processes would not die: {still}")
+
+        # 4. mounts, namespaces, the host veth
+        left = mounts.unmount_under(self.run_base, self.state_dir)
+        if left:
+            errors.append(f"still mounted: {', '.join(left)}")
+        for name in netns.list_netns(self.prefix):
+            netns.delete_netns(name)
+        if netns.list_netns(self.prefix):
+            errors.append(f"namespaces left: {netns.list_netns(self.prefix)}")
+        netns.delete_link(self.host_if)
+        if netns.link_exists(self.host_if):
+            errors.append(f"link {self.host_if} still exists")
+
+        # 5. files (logs stay for the post-mortem) and cgroups
+        if not left:
+            shutil.rmtree(self.run_base, ignore_errors=True)
+            for d in _subdirs(self.state_dir):
+                if d.name not in names and not (d / LOG_NAMES["docker"]).exists():
+                    continue  # not a Pi's directory: not ours to clean
+                for item in d.iterdir():
+                    if item.suffix != ".log":
+                        try:
+                            _remove(item)
+                        except Exception as exc:
+                            errors.append(f"cannot remove {item}: {exc}")
+        busy = cgroups.remove(self.prefix)
+        if busy:
+            errors.append(f"cgroups still in use: {busy}")
+        if not errors:
+            self.state_file.unlink(missing_ok=True)
+        return errors
+
+
+def _require_root_and_tools() -> None:
+    if os.geteuid() != 0:
+        raise LabError("enroll-lab needs root (network namespaces, dockerd)")
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [t for t in REQUIRED_TOOLS if not shutil.which(t, path=path)]
+    if not images.BUSYBOX.is_file():
+        missing.append(f"{images.BUSYBOX} (busybox-static)")
+    if missing:
+        raise LabError(f"missing tools: {', '.join(missing)} "
+                       "(apt-get install iproute2 util-linux docker.io busybox-static)")
+
+
+def _require_program(path: str) -> None:
+    if not os.access(path, os.X_OK):
+        raise LabError(f"{path} is not installed (pip install -e '.[dev]' in this venv)")
+
+
+def _session() -> requests.Session:
+    """HTTP session that ignores proxy settings: lab traffic goes to lab addresses only."""
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
+def _last_json_object(text: str) -> dict[str, Any]:
+    """The JSON object a command printed (whole stdout, else its last JSON line)."""
+    with contextlib.suppress(ValueError):
+        obj = json.loads(text)
+        if isinstance(obj, dict):
+            return obj
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                obj = json.loads(line)
+                if isinstance(obj, dict):
+                    return obj
+    return {}
+
+
+def _subdirs(path: Path) -> list[Path]:
+    try:
+        return [p for p in path.iterdir() if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        mounts.remove_tree(path)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,98 @@
+"""ControllerFinder: only controllers holding our CA, in an order that fails over."""
+
+from __future__ import annotations
+
+from agent.discovery import ControllerFinder
+
+PIN = "sha256:" + "ab" * 32
+OTHER = "sha256:" + "cd" * 32
+
+
+def _txt(pin: str = PIN, v: str = "1", cluster: str = "abcdefabcdef") -> dict[str, str]:
+    return {"v": v, "ca": pin, "cluster": cluster}
+
+
+def test_keeps_controller_with_our_pin() -> None:
+    finder = ControllerFinder(PIN)
+    finder.found("ctl-1._swarm-enroll._tcp.local.", _txt(), ["10.0.0.1"], 8443)
+    assert finder.urls() == ["https://10.0.0.1:8443"]
+    assert finder.changed.is_set()
+    assert finder.cluster() == "abcdefabcdef"
+
+
+def test_ignores_controller_with_another_pin() -> None:
+    finder = ControllerFinder(PIN)
+    finder.found("evil._swarm-enroll._tcp.local.", _txt(OTHER), ["10.0.0.66"], 8443)
+    assert finder.urls() == []
+    assert not finder.changed.is_set()
+    assert finder.cluster() == ""
+
+
+def test_ignores_bad_txt() -> None:
+    finder = ControllerFinder(PIN)
+    finder.found("a", _txt(v="2"), ["10.0.0.2"], 8443)
+    finder.found("b", {"v": "1", "ca": "garbage"}, ["10.0.0.3"], 8443)
+    finder.found("c", {}, ["10.0.0.4"], 8443)
+    finder.found("d", _txt(), [], 8443)
+    finder.found("e", _txt(), ["10.0.0.5"], 0)
+    assert finder.urls() == []
+
+
+def test_keeps_ours_among_others() -> None:
+    finder = ControllerFinder(PIN)
+    finder.found("evil", _txt(OTHER), ["10.0.0.66"], 8443)
+    finder.found("ctl-1", _txt(), ["10.0.0.1"], 8443)
+    finder.found("broken", _txt(v="9"), ["10.0.0.7"], 8443)
+    assert finder.urls() == ["https://10.0.0.1:8443"]
+
+
+def test_rotate_fails_over_between_controllers() -> None:
+    finder = ControllerFinder(PIN)
+    finder.found("ctl-1", _txt(), ["10.0.0.1"], 8443)
+    finder.found("ctl-2", _txt(), ["10.0.0.2"], 8443)
+    assert finder.urls()[0] == "https://10.0.0.1:8443"
+    finder.rotate()
+    assert finder.urls() == ["https://10.0.0.2:8443", "https://10.0.0.1:8443"]
+    finder.rotate()
+    assert finder.urls()[0] == "https://10.0.0.1:8443"
+
+
+def test_rotate_with_one_controller_keeps_it() -> None:
+    finder = ControllerFinder(PIN)
+    finder.found("ctl-1", _txt(), ["10.0.0.1"], 8443)
+    finder.rotate()
+    assert finder.urls() == ["https://10.0.0.1:8443"]
+
+
+def test_reannounce_updates_without_duplicating() -> None:
+    finder = ControllerFinder(PIN)
+    finder.found("ctl-1", _txt(), ["10.0.0.1"], 8443)
+    finder.found("ctl-1", _txt(), ["10.0.0.9"], 9443)
+    assert finder.urls() == ["https://10.0.0.9:9443"]
+
+
+def test_gone_removes_controller() -> None:
+    finder = ControllerFinder(PIN)
+    finder.found("ctl-1", _txt(), ["10.0.0.1"], 8443)
+    finder.found("ctl-2", _txt(), ["10.0.0.2"], 8443)
+    finder.gone("ctl-1")
+    finder.gone("never-seen")
+    assert finder.urls() == ["https://10.0.0.2:8443"]
+
+
+def test_ipv6_urls_bracketed() -> None:
+    finder = ControllerFinder(PIN)
+    finder.found("ctl-1", _txt(), ["fd00::1"], 8443)
+    assert finder.urls() == ["https://[fd00::1]:8443"]
+
+
+def test_static_url_skips_mdns() -> None:
+    finder = ControllerFinder(PIN, static_url="https://10.0.0.1:8443")
+    finder.found("ctl-2", _txt(), ["10.0.0.2"], 8443)
+    assert finder.urls() == ["https://10.0.0.1:8443"]
+
+
+def test_tofu_accepts_any_pin() -> None:
+    finder = ControllerFinder(None)
+    finder.found("ctl-x", _txt(OTHER), ["10.0.0.3"], 8443)
+    assert finder.urls() == ["https://10.0.0.3:8443"]

@@ -1,0 +1,87 @@
+"""enrollctl's pure helpers and its one-line errors (the journeys are in the lab tests)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from controller.enrollctl import _cell, _seconds, _table
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90s", 90), ("90", 90), ("30m", 1800), ("12h", 43200), ("7d", 604800), (" 1h ", 3600),
+    ("0", 0),
+])
+def test_seconds(text: str, seconds: int) -> None:
+    assert _seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1w", "h", "1.5h", "-5m", "1 h", "10mm", "1H"])
+def test_seconds_refuses_bad_durations(text: str) -> None:
+    with pytest.raises(click.BadParameter) as err:
+        _seconds(text)
+    assert "duration" in str(err.value)
+
+
+def test_table_aligns_columns() -> None:
+    rows = [{"hostname": "PiLike-03", "state": "pending", "extra": "x"},
+            {"hostname": "a", "state": None}]
+    assert _table(rows, ["hostname", "state"]).splitlines() == [
+        "HOSTNAME   STATE",
+        "PiLike-03  pending",
+        "a",
+    ]
+
+
+def test_table_with_no_rows_is_header_only() -> None:
+    assert _table([], ["id", "description"]) == "ID  DESCRIPTION"
+
+
+def test_cells() -> None:
+    assert _cell(["10.0.0.1", "10.0.0.2"]) == "10.0.0.1,10.0.0.2"
+    assert _cell({"zone": "a", "rack": "1"}) == "zone=a,rack=1"
+    assert _cell(None) == ""
+    assert _cell(3) == "3"
+    at = 1_750_000_000.5
+    assert _cell(at) == datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _enrollctl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENROLLCTL_")}
+    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    code = "import sys; from controller.enrollctl import main; sys.argv[0] = 'enrollctl'; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_missing_url_is_one_line_error(tmp_path: Path) -> None:
+    line = _one_line_error(_enrollctl(tmp_path, "nodes"))
+    assert line.startswith("Error:") and "URL" in line
+
+
+def test_missing_pin_is_one_line_error(tmp_path: Path) -> None:
+    line = _one_line_error(_enrollctl(tmp_path, "--url", "https://127.0.0.1:1", "tokens"))
+    assert "no_pin" in line
+
+
+def test_bad_config_file_is_one_line_error(tmp_path: Path) -> None:
+    config = tmp_path / "enrollctl.toml"
+    config.write_text('url = "https://127.0.0.1:1"\npassword = "x"\n')
+    line = _one_line_error(_enrollctl(tmp_path, "--config", str(config), "nodes"))
+    assert "password" in line
