@@ -91,11 +91,11 @@ class Swarm:
             if attrs is None:
                 raise SwarmError("node_not_in_swarm",
                                  f"node {node_id} is not a member of this swarm")
-            name = attrs["Description"]["Hostname"]
-            if name.lower() != hostname.lower():
+            name = attrs.get("Description", {}).get("Hostname", "")
+            if name and name.lower() != hostname.lower():
                 raise SwarmError("hostname_mismatch",
                                  f"swarm node {node_id} is named {name!r}, not {hostname!r}")
-            if attrs["Status"]["State"] == "ready":
+            if name and attrs["Status"]["State"] == "ready":
                 return attrs
             if time.monotonic() > deadline:
                 raise SwarmError("node_not_ready", f"node {node_id} is not Ready yet; retry", 409)

@@ -85,12 +85,12 @@ def up(ctx: click.Context, config_path: Path, no_agents: bool, no_controller: bo
 @_one_line_errors
 def demo(ctx: click.Context, config_path: Path, timeout: float) -> None:
     """Build the lab and watch it enroll itself (approving what waits for an admin)."""
-    from .demo import run_demo  # needs the controller package; only this command does
+    from .demo import epilogue, run_demo  # needs the controller package; only this does
 
     config = load_cluster(config_path)
     lab = _lab(ctx)
     run_demo(lab, config, say=click.echo, timeout=timeout)
-    _print_table(lab.status())
+    click.echo(epilogue(lab, config))
 
 
 @main.command()

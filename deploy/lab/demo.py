@@ -44,7 +44,7 @@ def swarm_nodes(lab: Lab, manager: str) -> list[dict[str, Any]]:
     client = lab.docker(manager)
     try:
         return [{
-            "hostname": n.attrs["Description"]["Hostname"],
+            "hostname": n.attrs.get("Description", {}).get("Hostname", ""),
             "state": n.attrs["Status"]["State"],
             "role": n.attrs["Spec"]["Role"],
             "availability": n.attrs["Spec"]["Availability"],
@@ -110,3 +110,26 @@ def manager_names(config: ClusterConfig) -> list[str]:
     rules = load_rules(config.rules)
     return [p.name for p in config.pis if p.name == config.controller
             or ((rule := match_rule(rules, p.name)) is not None and rule.role == "manager")]
+
+
+def epilogue(lab: Lab, config: ClusterConfig) -> str:
+    """What the demo leaves on screen: the swarm as Docker sees it, and what to do next."""
+    status = lab.status()
+    manager = config.controller or config.pis[0].name
+    node_ls = lab.exec(manager, ["/usr/bin/docker", "node", "ls"], capture_output=True,
+                       timeout=30)
+    return "\n".join([
+        f"docker node ls on {manager}:",
+        node_ls.stdout.rstrip() or node_ls.stderr.rstrip(),
+        "",
+        f"Controller: {status['controller_url']}  (CA pin {status['pin']})",
+        "Use enrollctl from this shell (the admin token is in `enroll-lab status --json`):",
+        f"  export ENROLLCTL_URL={status['controller_url']} ENROLLCTL_CA_FILE={status['ca']}",
+        "  export ENROLLCTL_TOKEN=$(.venv/bin/enroll-lab status --json | "
+        "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"admin_token\"])')",
+        "  .venv/bin/enrollctl nodes",
+        "  .venv/bin/enrollctl audit",
+        f"Look inside a Pi:  .venv/bin/enroll-lab exec {config.pis[-1].name} -- "
+        "/usr/bin/docker info",
+        "Tear it all down: make demo-down",
+    ])
