@@ -179,7 +179,9 @@ class EnrollmentService:
             node.reason = (f"hostname {req.hostname!r} already belongs to hardware "
                            f"{records[-1].hardware_id}; approve to replace it")
             self.store.create_node(node, actor, "node.request", node.reason)
-            return Answer(node)
+            if rule.approve == "token" and req.bootstrap_token:
+                node = self._try_token(node, req, signed.thumbprint)
+            return self._answer(node)
         self.store.create_node(node, actor, "node.request", f"rule {rule.match!r}")
         if rule.approve == "auto":
             log.warning("auto-approving %s as %s (rule %r): fine in a lab, not on a shared LAN",

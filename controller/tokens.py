@@ -21,6 +21,10 @@ MAX_TTL = 365 * 86400
 MAX_USES = 100_000
 
 
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def new_secret(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
 
@@ -32,9 +36,10 @@ def digest(secret: str) -> str:
 def create_bootstrap_token(store: Store, actor: str, ttl_seconds: int, uses: int,
                            hostname_glob: str = "", description: str = "") -> tuple[str, Token]:
     """A new token; the secret is returned once and never stored."""
-    if not isinstance(ttl_seconds, int) or not 0 < ttl_seconds <= MAX_TTL:
+    # bool is an int in Python, but JSON `true` is no duration.
+    if not _whole(ttl_seconds) or not 0 < ttl_seconds <= MAX_TTL:
         raise WireError("bad_ttl", f"ttl_seconds must be a whole number from 1 to {MAX_TTL}")
-    if not isinstance(uses, int) or not 0 < uses <= MAX_USES:
+    if not _whole(uses) or not 0 < uses <= MAX_USES:
         raise WireError("bad_uses", f"uses must be a whole number from 1 to {MAX_USES}")
     if not isinstance(hostname_glob, str) or len(hostname_glob) > 253:
         raise WireError("bad_hostname_glob", "hostname_glob must be a glob of <= 253 chars")

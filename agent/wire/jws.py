@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jws
-from joserfc.errors import JoseError
+from joserfc.errors import ExceededSizeError, JoseError
 from joserfc.jwk import ECKey, OKPKey
 from joserfc.registry import HeaderParameter
 
@@ -84,9 +84,11 @@ def verify_request(token: str | bytes, url: str) -> SignedRequest:
     try:
         key = OKPKey.import_key(jwk)
         obj = jws.deserialize_compact(token, key, registry=_AGENT_REGISTRY)
-    except JoseError as exc:
-        code = "body_too_large" if "size" in str(exc).lower() else "bad_signature"
-        raise WireError(code, "signature does not verify with the key in the header") from None
+    except ExceededSizeError:
+        raise WireError("body_too_large", "request body is too large", 413) from None
+    except JoseError:
+        message = "signature does not verify with the key in the header"
+        raise WireError("bad_signature", message) from None
     except (ValueError, TypeError):
         raise WireError("bad_jws", "protected header jwk is not a valid Ed25519 key") from None
     if header.get("url") != url:

@@ -18,11 +18,12 @@ MAX_BODY_BYTES = 16 * 1024
 ROLES = ("worker", "manager")
 AVAILABILITIES = ("active", "pause", "drain")
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
-_HARDWARE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}$")
-_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
-_NODE_ID = re.compile(r"^[a-z0-9]{25}$")
-_SWARM_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+# \Z, not $: `$` also matches before a trailing newline. ASCII: no Unicode case folds.
+_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z", re.ASCII)
+_HARDWARE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,63}\Z", re.ASCII)
+_PRINTABLE = re.compile(r"^[\x20-\x7e]*\Z")
+_NODE_ID = re.compile(r"^[a-z0-9]{25}\Z", re.ASCII)
+_SWARM_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\Z", re.ASCII)
 
 
 def validate_hostname(value: Any) -> str:

@@ -1,6 +1,6 @@
 """One dockerd per simulated Pi, inside the Pi's network and UTS namespaces.
 
-Started as `nsenter --net=<ns file> unshare --uts sh -c 'hostname <name>; exec dockerd ...'`
+Started as `nsenter --net=<ns file> unshare --fork --uts sh -c 'hostname <name>; exec dockerd ...'`
 (not `ip netns exec`, which remounts /sys and loses the cgroup mounts). Each daemon has its
 own data root, exec root, socket, pid file and cgroup parent so several run side by side;
 the UTS namespace gives it the Pi's hostname, which Swarm uses as the node name.
@@ -76,7 +76,9 @@ class DaemonSpec:
         ]
         return [
             "nsenter", f"--net={netns_path(self.netns)}",
-            "unshare", "--uts",
+            # --fork keeps unshare as dockerd's parent, so that a stopped dockerd is reaped
+            # even where PID 1 reaps nothing (containers, CI sandboxes)
+            "unshare", "--fork", "--kill-child", "--uts",
             "sh", "-c", _HOSTNAME_THEN_EXEC, "sh", self.name, *dockerd,
         ]
 
@@ -108,9 +110,9 @@ def start(spec: DaemonSpec, timeout: float = 60.0) -> int:
     try:
         wait_ready(spec, proc, timeout)
     except BaseException:
-        procs.kill([proc.pid])
+        procs.kill([proc.pid, *filter(None, [daemon_pid(spec)])])
         raise
-    return proc.pid
+    return daemon_pid(spec) or proc.pid
 
 
 def wait_ready(spec: DaemonSpec, proc: subprocess.Popen, timeout: float) -> None:

@@ -6,11 +6,8 @@ running these tests replaces any lab that is up (state dir: ENROLL_LAB_DIR or th
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,24 +16,6 @@ from deploy.lab.config import ClusterConfig, load_cluster
 from deploy.lab.lab import Lab
 
 PI_NAMES = ("PiLike-01", "PiLike-02", "PiLike-03")
-
-
-def lab_unavailable() -> str | None:
-    """Why the lab cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "the lab needs root"
-    for tool in ("dockerd", "containerd", "nsenter", "unshare", "ip"):
-        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
-            return f"{tool} not installed"
-    if not Path("/usr/bin/busybox").is_file():
-        return "busybox-static not installed"
-    return None
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Lab tests need root and the lab's tools; skip them (with the reason) elsewhere."""
-    if item.get_closest_marker("lab") and (reason := lab_unavailable()):
-        pytest.skip(reason)
 
 
 def cluster_toml(names: tuple[str, ...], controller: str | None = None) -> str:
@@ -73,8 +52,6 @@ def lab(
     request: pytest.FixtureRequest, make_cluster: Callable[..., ClusterConfig]
 ) -> Iterator[Lab]:
     """A 3-Pi lab (daemons and images; no controller, no agents), up once per session."""
-    if reason := lab_unavailable():
-        pytest.skip(reason)
     the_lab = Lab()
     request.addfinalizer(the_lab.down)  # before up: a half-done up is torn down too
     started = time.monotonic()

@@ -82,7 +82,7 @@ def test_bad_values_refused(key: str, value: str) -> None:
 def test_repr_hides_bootstrap_token() -> None:
     config = parse_config({"ca_pin": PIN, "bootstrap_token": TOKEN})
     assert config.bootstrap_token == TOKEN
-    for text in (repr(config), str(config), f"{config}", "%s" % (config,), "%r" % (config,)):
+    for text in (repr(config), str(config), f"{config}", f"{config}", f"{config!r}"):
         assert TOKEN not in text
         assert "Q" * 20 not in text
     assert "bootstrap_token" in repr(config)

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from joserfc.jwk import OKPKey
 
 from agent.wire.errors import WireError
@@ -75,8 +76,6 @@ def test_public_jwk_has_no_private_part() -> None:
 
 
 def test_pin_is_sha256_of_spki_der(ca) -> None:
-    from cryptography.hazmat.primitives import serialization
-
     spki = _spki_der(ca.cert.public_bytes(serialization.Encoding.DER))
     assert ca.pin == "sha256:" + hashlib.sha256(spki).hexdigest()
     assert pin_of_certificate(ca.cert) == ca.pin

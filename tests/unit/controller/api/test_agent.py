@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from joserfc.jwk import OKPKey
 
 from agent.wire.jws import sign_request, verify_grant
 from agent.wire.messages import MAX_BODY_BYTES
+from controller.swarm import SwarmError
 
-from ...helpers import Controller, ed25519_compact, swarm_node_id
+from ...helpers import Controller, FakeSwarm, ed25519_compact, swarm_node_id
 
 
 def _error(response, status: int, code: str) -> dict:
@@ -314,8 +317,6 @@ def test_bad_signature_refused(controller: Controller) -> None:
     impostor = OKPKey.generate_key("Ed25519")
     header = {"alg": "Ed25519", "jwk": dict(pi.key.as_dict(private=False)), "nonce": pi.nonce(),
               "url": "/v1/enrollments"}
-    import json
-
     body = ed25519_compact(impostor, header, json.dumps(pi.request_payload()))
     _error(pi.post_raw("/v1/enrollments", body), 400, "bad_signature")
     assert controller.store.list_nodes() == []
@@ -386,10 +387,6 @@ def test_unknown_route_and_method_are_json(controller: Controller) -> None:
 
 
 def test_swarm_failure_is_json_not_a_trace(make_controller) -> None:
-    from controller.swarm import SwarmError
-
-    from ...helpers import FakeSwarm
-
     swarm = FakeSwarm()
     controller = make_controller('[[rule]]\nmatch = "*"\napprove = "auto"\n', swarm)
     swarm.fail_local = SwarmError("not_a_manager", "the local Docker daemon is not a manager",

@@ -1,0 +1,229 @@
+"""Zero-touch enrollment, end to end, on the simulated reference cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from agent.wire.mdns import NODE_SERVICE
+from controller.openapi import PATHS
+from deploy.lab.demo import swarm_nodes, wait_for
+
+from .conftest import Cluster, wait_log
+
+pytestmark = pytest.mark.lab
+
+WRONG_PIN = "sha256:" + "ab" * 32
+
+
+def records(cluster: Cluster, hostname: str) -> list[dict]:
+    return [n for n in cluster.admin.nodes() if n["hostname"].lower() == hostname.lower()]
+
+
+def test_demo_builds_the_reference_cluster(cluster: Cluster) -> None:
+    nodes = {n["hostname"]: n for n in swarm_nodes(cluster.lab, "PiLike-01")}
+    assert sorted(nodes) == [f"PiLike-0{i}" for i in range(1, 9)]
+    assert all(n["state"] == "ready" for n in nodes.values())
+    managers = sorted(h for h, n in nodes.items() if n["role"] == "manager")
+    assert managers == ["PiLike-01", "PiLike-02"]
+    assert nodes["PiLike-02"]["reachability"] == "reachable"
+    joined = [n for n in cluster.admin.nodes() if n["state"] == "joined"]
+    assert sorted(n["hostname"] for n in joined) == sorted(nodes)
+    assert any("Approving PiLike-02" in line for line in cluster.said)
+
+
+def test_worker_with_bootstrap_token_joins_on_its_own(cluster: Cluster) -> None:
+    for name in ("PiLike-03", "PiLike-08"):
+        events = cluster.admin.audit(hostname=name)
+        approvals = [e for e in events if e["action"] == "node.approve"]
+        assert len(approvals) == 1 and approvals[0]["actor"].startswith("token:")
+        assert not any(e["actor"].startswith("admin:") for e in events)
+    labels = {n["hostname"]: n["labels"] for n in swarm_nodes(cluster.lab, "PiLike-01")}
+    assert labels["PiLike-03"] == {"pi.model": "3b"}
+
+
+def test_manual_manager_waits_for_the_admin_then_is_promoted(cluster: Cluster) -> None:
+    events = list(reversed(cluster.admin.audit(hostname="PiLike-02")))
+    actions = [(e["action"], e["actor"].split(":")[0]) for e in events]
+    assert actions == [("node.request", "agent"), ("node.approve", "admin"),
+                       ("node.joined", "agent")]
+    log = cluster.agent_log("PiLike-02")
+    assert log.index(": pending") < log.index(": approved") < log.index(": joined")
+    node = next(n for n in swarm_nodes(cluster.lab, "PiLike-01") if n["hostname"] == "PiLike-02")
+    assert (node["role"], node["reachability"]) == ("manager", "reachable")
+    assert node["labels"] == {"pi.model": "zero-w"}
+
+
+def test_pending_request_never_gets_a_grant_and_rejected_never_joins(cluster: Cluster) -> None:
+    pin = cluster.status["pin"]
+    proc, log = cluster.start_agent("PiLike-07", "pending", hostname="PiLike-21",
+                                    hardware_id="hw-pending-21", ca_pin=pin)
+    wait_for("PiLike-21 pending", lambda: [r for r in records(cluster, "PiLike-21")
+                                           if r["state"] == "pending"], 60)
+    first_seen = records(cluster, "PiLike-21")[0]["last_seen"]
+    # It keeps polling, and keeps being told to wait: no grant without an approval.
+    wait_for("more polls", lambda: records(cluster, "PiLike-21")[0]["last_seen"] > first_seen,
+             60, interval=0.5)
+    assert records(cluster, "PiLike-21")[0]["state"] == "pending"
+    assert "approved" not in log.read_text()
+    cluster.admin.reject("PiLike-21", reason="not one of ours")
+    wait_log(log, "rejected")
+    (record,) = records(cluster, "PiLike-21")
+    assert record["state"] == "rejected" and record["reason"] == "not one of ours"
+    assert "PiLike-21" not in {n["hostname"] for n in swarm_nodes(cluster.lab, "PiLike-01")}
+    cluster.stop(proc)
+
+
+def test_hostname_without_rule_is_rejected_with_the_reason(cluster: Cluster) -> None:
+    proc, log = cluster.start_agent("PiLike-06", "norule", hostname="stranger-1",
+                                    hardware_id="hw-stranger-1", ca_pin=cluster.status["pin"],
+                                    bootstrap_token="seb_not-a-real-token-000")
+    wait_log(log, "no hostname rule matches 'stranger-1'")
+    (record,) = records(cluster, "stranger-1")
+    assert record["state"] == "rejected"
+    assert "no hostname rule matches" in record["reason"]
+    cluster.stop(proc)
+
+
+def test_agent_with_wrong_pin_refuses_the_controller(cluster: Cluster) -> None:
+    over_mdns, log_mdns = cluster.start_agent("PiLike-05", "pin-mdns", hostname="PiLike-22",
+                                              hardware_id="hw-wrong-pin-22", ca_pin=WRONG_PIN)
+    static, log_static = cluster.start_agent(
+        "PiLike-04", "pin-url", hostname="PiLike-23", hardware_id="hw-wrong-pin-23",
+        ca_pin=WRONG_PIN, controller_url=cluster.status["controller_url"], mdns=False)
+    wait_log(log_mdns, "ignoring controller 'PiLike-01': it holds CA")
+    wait_log(log_static, "pin_mismatch")
+    assert records(cluster, "PiLike-23") == []
+    # The controller never heard a request from PiLike-22, but saw it over mDNS:
+    seen = wait_for("PiLike-22 listed as seen", lambda: [
+        r for r in records(cluster, "PiLike-22") if r["state"] == "seen"], 30)
+    assert seen[0]["agent_state"] == "new" and seen[0]["id"] == ""
+    cluster.stop(over_mdns)
+    cluster.stop(static)
+
+
+def test_agent_restart_needs_no_second_record_or_approval(cluster: Cluster) -> None:
+    node = next(n for n in cluster.status["nodes"] if n["name"] == "PiLike-02")
+    os.kill(node["agent_pid"], signal.SIGTERM)
+    wait_for("the agent to stop", lambda: not _alive(node["agent_pid"]), 20)
+    log = cluster.lab.log_path("PiLike-02", "agent")
+    before = log.read_text().count(": joined")
+    conf = cluster.lab.pi_dir("PiLike-02") / "agent.toml"
+    proc = cluster.lab.popen("PiLike-02", [*cluster.lab.agent_cmd, "run", "--config",
+                                           str(conf)], log=log)
+    cluster.extra.append(proc)
+    wait_for("the restarted agent to report joined",
+             lambda: log.read_text().count(": joined") > before, 60, interval=0.3)
+    assert len(records(cluster, "PiLike-02")) == 1
+    approvals = [e for e in cluster.admin.audit(hostname="PiLike-02")
+                 if e["action"] == "node.approve"]
+    assert len(approvals) == 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_admin_endpoints_need_the_admin_token(cluster: Cluster) -> None:
+    url, ca = cluster.status["controller_url"], cluster.status["ca"]
+    admin_paths = [(m, p) for p, ops in PATHS.items() for m, op in ops.items()
+                   if op.get("security")]
+    assert len(admin_paths) >= 8
+    session = requests.Session()
+    session.trust_env = False
+    for method, path in admin_paths:
+        concrete = path.replace("{ref}", "PiLike-03").replace("{token_id}", "tok_x")
+        for headers in ({}, {"Authorization": "Bearer sea_wrong"}):
+            r = session.request(method.upper(), url + concrete, verify=ca, headers=headers,
+                                timeout=10)
+            assert r.status_code == 401, (method, path)
+            assert r.json()["error"] == "unauthorized"
+    assert session.get(url + "/healthz", verify=ca, timeout=10).status_code == 200
+
+
+def test_enrollctl_against_the_lab(cluster: Cluster) -> None:
+    status = cluster.status
+    env = {**os.environ, "ENROLLCTL_URL": status["controller_url"],
+           "ENROLLCTL_PIN": status["pin"], "ENROLLCTL_TOKEN": status["admin_token"],
+           "XDG_CACHE_HOME": str(cluster.lab.state_dir / "enrollctl-cache")}
+    enrollctl = str(Path(sys.executable).parent / "enrollctl")
+    out = subprocess.run([enrollctl, "--json", "nodes", "--state", "joined"], env=env,
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert len(json.loads(out.stdout)) == 8
+    table = subprocess.run([enrollctl, "nodes"], env=env, capture_output=True, text=True,
+                           timeout=60, check=True).stdout
+    assert table.splitlines()[0].split()[:3] == ["HOSTNAME", "STATE", "ROLE"]
+    bad = subprocess.run([enrollctl, "nodes"], env={**env, "ENROLLCTL_TOKEN": "sea_nope"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert bad.stderr.strip().startswith("Error: unauthorized:")
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    wrong_pin = subprocess.run([enrollctl, "--pin", WRONG_PIN, "nodes"], env=env,
+                               capture_output=True, text=True, timeout=60)
+    assert wrong_pin.returncode == 1 and "pin_mismatch" in wrong_pin.stderr
+
+
+_BROWSE = """
+import json, sys, time
+from zeroconf import Zeroconf, ServiceBrowser
+zc = Zeroconf(interfaces=[sys.argv[1]])
+names = []
+ServiceBrowser(zc, sys.argv[2], handlers=[lambda zeroconf, service_type, name, state_change:
+               names.append(name)])
+time.sleep(3)
+out = {}
+for name in set(names):
+    info = zc.get_service_info(sys.argv[2], name, timeout=3000)
+    if info:
+        out[name] = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
+zc.close()
+print(json.dumps(out))
+"""
+
+
+def test_pis_announce_their_state_over_mdns_without_secrets(cluster: Cluster) -> None:
+    """Browsed from inside a lab Pi, as any client on the Pis' LAN would."""
+    ip = next(n["ip"] for n in cluster.status["nodes"] if n["name"] == "PiLike-08")
+    out = cluster.lab.exec("PiLike-08", [sys.executable, "-c", _BROWSE, ip, NODE_SERVICE],
+                           capture_output=True, timeout=60)
+    ads = json.loads(out.stdout)
+    txt = ads[f"PiLike-03.{NODE_SERVICE}"]
+    record = records(cluster, "PiLike-03")[0]
+    assert txt["state"] == "joined" and txt["role"] == "worker"
+    assert txt["id"] == record["agent_id"] and txt["hw"] == "00000000a1b2c303"
+    ctl = cluster.lab.exec("PiLike-08", [sys.executable, "-c", _BROWSE, ip,
+                                         "_swarm-enroll._tcp.local."], capture_output=True,
+                           timeout=60)
+    (controller,) = json.loads(ctl.stdout).values()
+    assert controller["ca"] == cluster.status["pin"] and controller["v"] == "1"
+    blob = out.stdout + ctl.stdout
+    assert "SWMTKN-" not in blob and "seb_" not in blob and "sea_" not in blob
+
+
+def test_no_join_token_in_any_log_or_answer(cluster: Cluster) -> None:
+    """Runs last in this module: every journey above has written its logs by now."""
+    texts = []
+    for path in cluster.lab.state_dir.rglob("*.log"):
+        if path.name != "dockerd.log":
+            texts.append(path.read_text(errors="replace"))
+    assert len(texts) >= 9  # the controller's and every agent's log, at least
+    for node in cluster.admin.nodes():
+        if node["id"]:
+            texts.append(json.dumps(cluster.admin.node(node["id"])))
+    texts.append(json.dumps(cluster.admin.nodes()))
+    texts.append(json.dumps(cluster.admin.audit(limit=1000)))
+    texts.append(json.dumps(cluster.admin.tokens()))
+    for text in texts:
+        assert "SWMTKN-" not in text
+        assert "seb_" not in text.replace("seb_not-a-real-token-000", "")
