@@ -64,6 +64,9 @@ class EnrollmentService:
         # One decision per hostname at a time: two requests racing for one name
         # must not both create a record.
         self._lock = threading.Lock()
+        # Called (with the node) after the swarm's membership changed: a join, a
+        # revocation, a removal. The baseline reconciler listens here.
+        self.membership_changed: list[Callable[[Node], None]] = []
 
     # -- agent requests --------------------------------------------------------
 
@@ -100,7 +103,15 @@ class EnrollmentService:
         if node.role == "manager":
             log.info("promoted %s to manager", node.hostname)
         log.info("%s joined the swarm as %s (node %s)", node.hostname, node.role, report.node_id)
+        self._notify(node)
         return self._answer(node)
+
+    def _notify(self, node: Node) -> None:
+        for listener in self.membership_changed:
+            try:
+                listener(node)
+            except Exception:  # a listener's failure must not fail the agent's request
+                log.exception("membership listener failed for %s", node.hostname)
 
     # -- admin decisions -------------------------------------------------------
 
