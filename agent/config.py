@@ -35,6 +35,7 @@ class AgentConfig:
     insecure_tofu: bool = False
     mdns: bool = True
     poll_max_seconds: float = 15.0
+    idle_poll_seconds: float = 60.0
     log_level: str = "info"
     log_file: str = ""
 

@@ -20,7 +20,7 @@ from agent.client import ControllerClient, Unreachable
 from agent.config import AgentConfig, local_hostname
 from agent.discovery import ControllerFinder
 from agent.identity import architecture, board_model, hardware_id
-from agent.swarm import JoinError, connect, docker_version, join, local_state
+from agent.swarm import JoinError, connect, docker_version, join, leave, local_state
 from agent.wire.errors import WireError
 from agent.wire.jws import verify_grant
 from agent.wire.keys import ca_public_key, load_or_create_agent_key, thumbprint, write_private
@@ -29,7 +29,6 @@ from agent.wire.pinning import fetch_pinned_ca
 
 log = logging.getLogger(__name__)
 
-IDLE_POLL = 60.0
 REJECTED_POLL = 300.0
 
 
@@ -115,6 +114,12 @@ class Agent:
                 if exc.code in ("pin_mismatch", "tls_failed"):
                     self.finder.rotate()
                 wait = self._backoff()
+            if self.progress.status == "revoked":
+                log.error("this Pi was revoked (%s): not asking again. An admin can run "
+                          "'enrollctl nodes forget %s'; then restart this agent.",
+                          self.progress.reason or "no reason given", self.hostname)
+                self.stop.wait()
+                return
             self.stop.wait(wait)
 
     def _backoff(self) -> float:
@@ -151,7 +156,10 @@ class Agent:
             swarm = local_state(self.docker)
             self._check_foreign_swarm(swarm)
             left = self.progress.status == "joined" and swarm.state != "active"
-            if not self._said_hello or not self.progress.enrollment or left:
+            # While waiting, the full request is sent again: it carries the token, which
+            # approves a held replacement as soon as the old Pi is gone.
+            waiting = self.progress.status in ("new", "pending")
+            if not self._said_hello or not self.progress.enrollment or left or waiting:
                 if left:
                     log.warning("this Pi is no longer in the swarm; asking to rejoin")
                 answer = client.enroll(self._request(swarm))
@@ -190,6 +198,12 @@ class Agent:
         if status == "pending":
             self._save(enrollment=enrollment, status="pending", role=answer.get("role", ""))
             return self._backoff()
+        if status == "revoked":
+            if swarm.state == "active":
+                log.warning("this Pi was revoked: leaving the swarm")
+                leave(self.docker)
+            self._save(enrollment=enrollment, status="revoked", reason=answer.get("reason", ""))
+            return 0.0
         if status == "rejected":
             self._save(enrollment=enrollment, status="rejected", reason=answer.get("reason", ""))
             return REJECTED_POLL
@@ -197,7 +211,7 @@ class Agent:
             self._delay = 1.0
             self._save(enrollment=enrollment, status="joined", role=answer.get("role", ""),
                        node_id=swarm.node_id or self.progress.node_id)
-            return IDLE_POLL * random.uniform(0.8, 1.2)
+            return self.config.idle_poll_seconds * random.uniform(0.8, 1.2)
         if status == "approved" and answer.get("grant"):
             self._save(enrollment=enrollment, status="approved", role=answer.get("role", ""))
             return self._join(client, answer["grant"], swarm)

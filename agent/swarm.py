@@ -35,3 +35,12 @@ def join(client: docker.DockerClient, grant: Grant, advertise_addr: str) -> str:
     except docker.errors.APIError as exc:
         raise JoinError(str(exc.explanation or exc)) from None
     return local_state(client).node_id
+
+
+def leave(client: docker.DockerClient) -> None:
+    """`docker swarm leave --force`: the controller removed or revoked this node."""
+    try:
+        client.swarm.leave(force=True)
+    except docker.errors.APIError as exc:
+        if "not part of a swarm" not in str(exc):
+            raise JoinError(str(exc.explanation or exc)) from None

@@ -79,6 +79,16 @@ class AdminClient:
     def reject(self, ref: str, reason: str = "") -> dict[str, Any]:
         return self.request("POST", f"/v1/nodes/{ref}/reject", {"reason": reason})
 
+    def revoke(self, ref: str, reason: str = "") -> dict[str, Any]:
+        return self.request("POST", f"/v1/nodes/{ref}/revoke", {"reason": reason})
+
+    def forget(self, ref: str, reason: str = "") -> dict[str, Any]:
+        return self.request("POST", f"/v1/nodes/{ref}/forget", {"reason": reason})
+
+    def prune(self, older_than_seconds: float | None = None) -> list[dict[str, Any]]:
+        body = {} if older_than_seconds is None else {"older_than_seconds": older_than_seconds}
+        return self.request("POST", "/v1/nodes/prune", body)["removed"]
+
     def create_token(self, ttl_seconds: int, uses: int, hostname_glob: str = "",
                      description: str = "") -> dict[str, Any]:
         return self.request("POST", "/v1/tokens", {

@@ -32,6 +32,7 @@ class ControllerState:
     enrollment: EnrollmentService
     pin: str
     ca_pem: bytes
+    config: ControllerConfig
     version: str = __version__
 
 
@@ -66,7 +67,8 @@ def create_app(config: ControllerConfig, swarm: Swarm | None = None) -> Flask:
         local_addresses=frozenset({config.advertise_addr}),
     )
     app.extensions["swarm_enroll"] = ControllerState(
-        store, NonceStore(), service, pin_of_certificate(ca_cert), config.ca_cert.read_bytes()
+        store, NonceStore(), service, pin_of_certificate(ca_cert), config.ca_cert.read_bytes(),
+        config,
     )
     errors.register(app)
     app.register_blueprint(meta.bp)

@@ -26,6 +26,7 @@ class ControllerConfig:
     docker_host: str = "unix:///var/run/docker.sock"
     rules: str = "rules.toml"
     grant_ttl_minutes: int = 10
+    stale_after_minutes: int = 30
     mdns: bool = True
     mdns_interfaces: list[str] = field(default_factory=list)
     log_file: str = ""
@@ -62,8 +63,7 @@ class ControllerConfig:
 
     def to_toml(self) -> str:
         lines = ["# swarm-enroll controller configuration (see README: Configuration)"]
-        for key in ("advertise_addr", "hostname", "listen", "port", "docker_host", "rules",
-                    "grant_ttl_minutes", "mdns", "mdns_interfaces", "log_file"):
+        for key in _TYPES:
             value = getattr(self, key)
             if isinstance(value, bool):
                 rendered = "true" if value else "false"
@@ -79,8 +79,8 @@ class ControllerConfig:
 
 _TYPES: dict[str, type] = {
     "advertise_addr": str, "hostname": str, "listen": str, "port": int, "docker_host": str,
-    "rules": str, "grant_ttl_minutes": int, "mdns": bool, "mdns_interfaces": list,
-    "log_file": str,
+    "rules": str, "grant_ttl_minutes": int, "stale_after_minutes": int, "mdns": bool,
+    "mdns_interfaces": list, "log_file": str,
 }
 
 
@@ -103,6 +103,8 @@ def parse_config(state_dir: Path, data: dict[str, Any]) -> ControllerConfig:
         raise ConfigError("port must be from 1 to 65535")
     if not 1 <= data.get("grant_ttl_minutes", 10) <= 1440:
         raise ConfigError("grant_ttl_minutes must be from 1 to 1440")
+    if data.get("stale_after_minutes", 30) < 0:
+        raise ConfigError("stale_after_minutes must be >= 0")
     return ControllerConfig(state_dir=state_dir, **data)
 
 

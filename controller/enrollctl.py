@@ -116,12 +116,13 @@ def main(ctx: click.Context, url: str | None, pin: str | None, token: str | None
                       as_json)
 
 
-NODE_COLUMNS = ["hostname", "state", "role", "kind", "hardware_id", "addresses",
-                "swarm_node_id", "last_seen", "id"]
+NODE_COLUMNS = ["hostname", "state", "role", "kind", "swarm_state", "stale", "hardware_id",
+                "addresses", "swarm_node_id", "last_seen", "id"]
 
 
 @main.group(invoke_without_command=True)
-@click.option("--state", default="", help="Only nodes in this state (pending, joined, seen…).")
+@click.option("--state", default="",
+              help="Only nodes in this state (pending, joined, seen, stale, unmanaged…).")
 @click.pass_context
 def nodes(ctx: click.Context, state: str) -> None:
     """List nodes, including Pis only seen over mDNS."""
@@ -153,6 +154,35 @@ def nodes_approve(obj: Context, ref: str, reason: str) -> None:
 def nodes_reject(obj: Context, ref: str, reason: str) -> None:
     """Reject a pending Pi (by hostname or id)."""
     obj.show(obj.client.reject(ref, reason), NODE_COLUMNS)
+
+
+@nodes.command("revoke")
+@click.argument("ref")
+@click.option("--reason", default="")
+@click.pass_obj
+def nodes_revoke(obj: Context, ref: str, reason: str) -> None:
+    """Drain a node, remove it from the swarm, rotate the worker token; its agent leaves."""
+    obj.show(obj.client.revoke(ref, reason), NODE_COLUMNS)
+
+
+@nodes.command("forget")
+@click.argument("ref")
+@click.option("--reason", default="")
+@click.pass_obj
+def nodes_forget(obj: Context, ref: str, reason: str) -> None:
+    """Let a revoked or rejected Pi ask again (its record stays in the history)."""
+    obj.show(obj.client.forget(ref, reason), NODE_COLUMNS)
+
+
+@nodes.command("prune")
+@click.option("--older-than", default=None,
+              help="Remove nodes Down for longer than this (90s, 30m, 12h, 7d; default: the "
+                   "controller's stale_after_minutes).")
+@click.pass_obj
+def nodes_prune(obj: Context, older_than: str | None) -> None:
+    """Remove swarm nodes that are Down for too long (never a Ready node or last manager)."""
+    removed = obj.client.prune(_seconds(older_than) if older_than is not None else None)
+    obj.show(removed, ["hostname", "swarm_node_id"])
 
 
 TOKEN_COLUMNS = ["id", "description", "hostname_glob", "uses_left", "uses_total", "expires_at",

@@ -21,13 +21,17 @@ from agent.wire.jws import SignedRequest, sign_grant
 from agent.wire.messages import EnrollmentRequest, Grant, JoinedReport
 from controller.rules import Rule, match_rule
 from controller.store import Node, Store, new_id
-from controller.swarm import SWARM_PORT, Swarm, SwarmError
+from controller.swarm import SWARM_PORT, Swarm, SwarmError, down_for
 from controller.tokens import usable_token
 
 log = logging.getLogger(__name__)
 
 # States an agent can be told about; `seen` exists only for mDNS sightings.
 PENDING, APPROVED, JOINED, REJECTED = "pending", "approved", "joined", "rejected"
+REVOKED, FORGOTTEN, PRUNED = "revoked", "forgotten", "pruned"
+# History only: never matched against a new request.
+ARCHIVED = frozenset({"replaced", FORGOTTEN, PRUNED})
+DRAIN_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class Answer:
 
     @property
     def http_status(self) -> int:
-        return 200 if self.node.state in (APPROVED, JOINED, REJECTED) else 202
+        return 202 if self.node.state == PENDING else 200
 
 
 class EnrollmentService:
@@ -72,7 +76,10 @@ class EnrollmentService:
 
     def enroll(self, signed: SignedRequest, req: EnrollmentRequest, remote_addr: str) -> Answer:
         with self._lock:
-            records = self.store.nodes_by_hostname(req.hostname)
+            revoked = self.store.revoked_matching(signed.thumbprint, req.hardware_id)
+            if revoked is not None:
+                return Answer(revoked)
+            records = self._active(req.hostname)
             mine = next((n for n in records if n.thumbprint == signed.thumbprint
                          and n.hardware_id == req.hardware_id), None)
             if mine is not None:
@@ -120,9 +127,10 @@ class EnrollmentService:
         if node.state != PENDING:
             raise WireError("not_pending", f"{node.hostname} is {node.state}; only pending "
                             "requests can be approved", 409)
-        log.info("%s approved %s by %s", node.hostname, node.role, actor)
-        return self.store.update_node(node.id, actor, "node.approve", reason, state=APPROVED,
-                                      reason="")
+        approved = self._approve(node, actor, reason)
+        assert approved is not None
+        log.info("%s approved as %s by %s", node.hostname, approved.role, actor)
+        return approved
 
     def reject(self, node_id: str, actor: str, reason: str = "") -> Node:
         node = self._get(node_id)
@@ -133,7 +141,112 @@ class EnrollmentService:
         return self.store.update_node(node.id, actor, "node.reject", reason, state=REJECTED,
                                       reason=reason or f"rejected by {actor}")
 
+    def revoke(self, node_id: str, actor: str, reason: str = "") -> Node:
+        """Drain, wait (bounded) for its tasks to move, remove it, rotate the worker token."""
+        node = self._get(node_id)
+        if node.state not in (APPROVED, JOINED):
+            raise WireError("not_revocable", f"{node.hostname} is {node.state}; only approved "
+                            "or joined nodes can be revoked", 409)
+        try:
+            attrs = self.swarm.node(node.swarm_node_id) if node.swarm_node_id else None
+            if attrs is not None:
+                if attrs["Spec"].get("Role") == "manager":
+                    self.swarm.check_can_remove_manager()
+                self.swarm.drain(node.swarm_node_id)
+                deadline = time.monotonic() + DRAIN_TIMEOUT
+                while (self.swarm.running_tasks(node.swarm_node_id)
+                       and time.monotonic() < deadline):
+                    time.sleep(1)
+                self.swarm.remove(attrs)
+            self.swarm.rotate_worker_token()
+        except SwarmError as exc:
+            raise WireError(exc.code, exc.message, exc.status) from None
+        node = self.store.update_node(node.id, actor, "node.revoke", reason, state=REVOKED,
+                                      reason=reason or f"revoked by {actor}")
+        log.warning("%s revoked by %s; worker join token rotated", node.hostname, actor)
+        self._notify(node)
+        return node
+
+    def forget(self, node_id: str, actor: str, reason: str = "") -> Node:
+        """Let a revoked or rejected Pi ask again; the record stays in the history."""
+        node = self._get(node_id)
+        if node.state not in (REVOKED, REJECTED):
+            raise WireError("not_forgettable", f"{node.hostname} is {node.state}; only revoked "
+                            "or rejected records can be forgotten", 409)
+        return self.store.update_node(node.id, actor, "node.forget", reason, state=FORGOTTEN)
+
+    def prune(self, actor: str, older_than: float) -> list[dict[str, Any]]:
+        """Remove swarm nodes Down for longer than `older_than` seconds (never a Ready one)."""
+        removed = []
+        try:
+            for attrs in self.swarm.nodes():
+                if attrs["Status"]["State"] != "down" or down_for(attrs) < older_than:
+                    continue
+                self.swarm.remove(attrs)
+                hostname = attrs.get("Description", {}).get("Hostname", "")
+                removed.append({"swarm_node_id": attrs["ID"], "hostname": hostname})
+                for node in self._active(hostname):
+                    if node.swarm_node_id == attrs["ID"]:
+                        self.store.update_node(node.id, actor, "node.prune",
+                                               "Down for too long", state=PRUNED)
+                if not self._active(hostname):
+                    self.store.audit(actor, "node.prune", None, f"swarm node {attrs['ID']} "
+                                     f"({hostname}) Down for too long")
+        except SwarmError as exc:
+            raise WireError(exc.code, exc.message, exc.status) from None
+        return removed
+
     # -- internals -------------------------------------------------------------
+
+    def _live(self, hostname: str) -> bool:
+        try:
+            return any(a["Status"]["State"] == "ready"
+                       for a in self.swarm.nodes_named(hostname))
+        except SwarmError:
+            return False
+
+    def _active(self, hostname: str) -> list[Node]:
+        return [n for n in self.store.nodes_by_hostname(hostname) if n.state not in ARCHIVED]
+
+    def _approve(self, node: Node, actor: str, why: str, token_id: str = "") -> Node | None:
+        """Approve; for a replacement, first clear the stale swarm node and carry over its
+        role, labels and availability. None if the token was spent meanwhile."""
+        carried: dict[str, Any] = {}
+        archive: tuple[str, ...] = ()
+        if node.kind == "replacement":
+            carried, archive = self._take_over(node)
+        return self.store.approve(node.id, actor, why, token_id=token_id, archive=archive,
+                                  **carried)
+
+    def _take_over(self, node: Node) -> tuple[dict[str, Any], tuple[str, ...]]:
+        old = [n for n in self._active(node.hostname) if n.id != node.id]
+        try:
+            stale = self.swarm.nodes_named(node.hostname)
+            live = [a for a in stale if a["Status"]["State"] == "ready"]
+            if live:
+                raise WireError("hostname_in_use", (
+                    f"{node.hostname} is still a Ready swarm node ({live[0]['ID']}): the old "
+                    "Pi is alive. Shut it down (or 'enrollctl nodes revoke "
+                    f"{node.hostname}') before approving its replacement."), 409)
+            labels: dict[str, str] = {}
+            role = ""
+            for attrs in stale:
+                labels.update(attrs["Spec"].get("Labels") or {})
+                role = "manager" if attrs["Spec"].get("Role") == "manager" else role or "worker"
+                self.swarm.remove(attrs)
+        except SwarmError as exc:
+            raise WireError(exc.code, exc.message, exc.status) from None
+        previous = old[-1] if old else None
+        carried: dict[str, Any] = {"labels": {**node.labels, **labels}}
+        if previous is not None:
+            carried["labels"] = {**carried["labels"], **previous.labels}
+            carried["role"] = previous.role
+            carried["availability"] = previous.availability
+        if role:
+            carried["role"] = role
+        if stale:
+            log.info("removed %d stale swarm node(s) named %s", len(stale), node.hostname)
+        return carried, tuple(n.id for n in old)
 
     def _get(self, node_id: str) -> Node:
         node = self.store.get_node(node_id)
@@ -189,6 +302,10 @@ class EnrollmentService:
             node.kind = "replacement"
             node.reason = (f"hostname {req.hostname!r} already belongs to hardware "
                            f"{records[-1].hardware_id}; approve to replace it")
+            if self._live(req.hostname):
+                node.reason = (f"hostname {req.hostname!r} belongs to a live swarm node on "
+                               f"hardware {records[-1].hardware_id}: held; it can only be "
+                               "approved once the old Pi is gone")
             self.store.create_node(node, actor, "node.request", node.reason)
             if rule.approve == "token" and req.bootstrap_token:
                 node = self._try_token(node, req, signed.thumbprint)
@@ -213,7 +330,12 @@ class EnrollmentService:
                              "bootstrap token unknown, expired, spent, revoked or not for this "
                              "hostname")
             return node
-        approved = self.store.approve_with_token(node.id, token.id, f"token:{token.id}")
+        try:
+            approved = self._approve(node, f"token:{token.id}", "valid bootstrap token",
+                                     token_id=token.id)
+        except WireError as exc:  # a replacement whose old node is still alive: held
+            return self.store.update_node(node.id, "controller", "node.held", exc.message,
+                                          reason=exc.message)
         return approved or node
 
     def _is_local_manager(self, req: EnrollmentRequest, remote_addr: str) -> bool:

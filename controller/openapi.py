@@ -47,11 +47,23 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/enrollments/{node_id}/joined": {"post": _op(
         "Report the swarm NodeID after joining (signed); the controller confirms it, applies "
         "labels and availability and promotes managers", body=_JOSE)},
-    "/v1/nodes": {"get": _op("Node records and Pis only seen over mDNS (?state=)", admin=True)},
+    "/v1/nodes": {"get": _op("Node records with their swarm state, swarm nodes without a "
+                             "record, and Pis only seen over mDNS (?state=, incl. stale)",
+                             admin=True)},
     "/v1/nodes/{ref}": {"get": _op("One node by id or hostname, with its history", admin=True)},
     "/v1/nodes/{ref}/approve": {"post": _op("Approve a pending request", True, _REASON)},
     "/v1/nodes/{ref}/reject": {"post": _op("Reject a pending or approved request", True,
                                            _REASON)},
+    "/v1/nodes/{ref}/revoke": {"post": _op(
+        "Revoke: drain, wait for tasks to move, remove from the swarm, rotate the worker "
+        "token; the agent is told and leaves", True, _REASON)},
+    "/v1/nodes/{ref}/forget": {"post": _op(
+        "Forget a revoked or rejected record so that Pi may ask again (history kept)", True,
+        _REASON)},
+    "/v1/nodes/prune": {"post": _op(
+        "Remove swarm nodes Down for longer than older_than_seconds (default: the config's "
+        "stale_after_minutes); never a Ready node or the last manager", True,
+        _json_body({"older_than_seconds": {"type": "number", "minimum": 0}}))},
     "/v1/tokens": {
         "get": _op("Bootstrap tokens (never their secrets)", admin=True),
         "post": _op("Create a bootstrap token; the secret is in this answer only", True,

@@ -100,7 +100,9 @@ class Node:
     hardware_id: str
     thumbprint: str
     public_jwk: str
-    state: str  # pending | approved | joined | rejected
+    # pending | approved | joined | rejected | revoked, and the archived ones that are
+    # history only: replaced | forgotten | pruned
+    state: str
     role: str
     kind: str = "new"  # new | replacement
     labels: dict[str, str] = field(default_factory=dict)
@@ -331,23 +333,48 @@ class Store:
             row = db.execute("SELECT * FROM tokens WHERE id = ?", (token_id,)).fetchone()
         return Token(**dict(row)) if row else None
 
-    def approve_with_token(self, node_id: str, token_id: str, actor: str) -> Node | None:
-        """Spend one use of a token and approve the node, atomically; None if it is spent."""
+    def approve(self, node_id: str, actor: str, why: str, token_id: str = "",
+                archive: tuple[str, ...] = (), **changes: Any) -> Node | None:
+        """Approve a node in one transaction: spend a token use (if `token_id`; None when
+        it is spent or expired), apply `changes`, and mark the `archive`d records (the
+        ones a replacement takes over from) as replaced."""
+        now = time.time()
         with self.tx() as db:
-            cur = db.execute(
-                "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0"
-                " AND revoked_at IS NULL AND expires_at > ?",
-                (token_id, time.time()),
-            )
-            if not cur.rowcount:
-                return None
+            if token_id:
+                cur = db.execute(
+                    "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0"
+                    " AND revoked_at IS NULL AND expires_at > ?", (token_id, now))
+                if not cur.rowcount:
+                    return None
             node = self._get(db, node_id)
-            assert node is not None
-            self._set(db, node_id, {"state": "approved", "updated_at": time.time()})
-            node.state = "approved"
-            self._audit(db, actor, "node.approve", node, "valid bootstrap token",
-                        {"token_id": token_id})
+            if node is None:
+                raise KeyError(node_id)
+            changes.update(state="approved", reason="", updated_at=now)
+            self._set(db, node_id, changes)
+            for key, value in changes.items():
+                setattr(node, key, value)
+            detail = {k: v for k, v in changes.items() if k != "updated_at"}
+            if token_id:
+                detail["token_id"] = token_id
+            self._audit(db, actor, "node.approve", node, why, detail)
+            for old_id in archive:
+                old = self._get(db, old_id)
+                if old is None:
+                    continue
+                self._set(db, old_id, {"state": "replaced", "updated_at": now,
+                                       "reason": f"replaced by {node_id}"})
+                self._audit(db, actor, "node.replaced", old, f"replaced by {node_id}",
+                            {"replaced_by": node_id})
         return node
+
+    def revoked_matching(self, thumbprint: str, hardware_id: str) -> Node | None:
+        """A revoked record of this key or this hardware: such a Pi is refused until forgotten."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM nodes WHERE state = 'revoked' AND (thumbprint = ? OR"
+                " hardware_id = ?) ORDER BY updated_at DESC LIMIT 1", (thumbprint, hardware_id),
+            ).fetchone()
+        return _row_to_node(row) if row else None
 
     # -- admins --------------------------------------------------------------
 

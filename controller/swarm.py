@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +82,7 @@ class Swarm:
             return None
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [n.attrs for n in self.client.nodes.list()]
+        return [n.attrs for n in self._call("listing nodes", self.client.nodes.list) or []]
 
     def wait_ready(self, node_id: str, hostname: str, timeout: float = 20.0) -> dict[str, Any]:
         """The node, once Docker itself says it is Ready under this hostname."""
@@ -119,3 +120,97 @@ class Swarm:
                                      f"could not update node {node_id}: {exc.explanation}",
                                      502) from None
         raise SwarmError("swarm_update_failed", f"node {node_id} kept changing; retry", 503)
+
+
+    # -- removing nodes without breaking the swarm: drain, demote, remove, rotate --
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            if _no_leader(exc):
+                total = int(self.client.info()["Swarm"].get("Managers") or 0)
+                raise quorum_lost(total) from None
+            raise SwarmError("swarm_update_failed", f"{what}: {exc.explanation}", 502) from None
+
+    def nodes_named(self, hostname: str) -> list[dict[str, Any]]:
+        return [a for a in self.nodes()
+                if a.get("Description", {}).get("Hostname", "").lower() == hostname.lower()]
+
+    def managers(self) -> tuple[int, int]:
+        """(managers, reachable managers)."""
+        nodes = self._call("listing managers", self.client.nodes.list,
+                           filters={"role": "manager"}) or []
+        reachable = sum(1 for n in nodes
+                        if (n.attrs.get("ManagerStatus") or {}).get("Reachability") == "reachable")
+        return len(nodes), reachable
+
+    def check_can_remove_manager(self) -> None:
+        """Refuse when demoting one more manager would leave the rest without a quorum."""
+        total, reachable = self.managers()
+        needed = total // 2 + 1
+        if reachable < needed:
+            raise quorum_lost(total, reachable)
+        if total - 1 < 1:
+            raise SwarmError("last_manager", "this is the swarm's last manager; it cannot be "
+                             "removed", 409)
+
+    def remove(self, attrs: dict[str, Any], force: bool = True) -> None:
+        """Remove a node, demoting it first if it is a manager (with a quorum check)."""
+        node_id = attrs["ID"]
+        if attrs["Spec"].get("Role") == "manager":
+            self.check_can_remove_manager()
+            node = self._call("reading node", self.client.nodes.get, node_id)
+            if node is not None:
+                spec = dict(node.attrs["Spec"], Role="worker")
+                self._call(f"demoting {node_id}", node.update, spec)
+        node = self._call("reading node", self.client.nodes.get, node_id)
+        if node is not None:
+            self._call(f"removing {node_id}", node.remove, force=force)
+
+    def drain(self, node_id: str) -> None:
+        node = self._call("reading node", self.client.nodes.get, node_id)
+        if node is not None:
+            self._call(f"draining {node_id}", node.update,
+                       dict(node.attrs["Spec"], Availability="drain"))
+
+    def running_tasks(self, node_id: str) -> int:
+        tasks = self._call("listing tasks", self.client.api.tasks,
+                           filters={"node": node_id, "desired-state": "running"}) or []
+        return sum(1 for t in tasks if t["Status"]["State"] in ("running", "starting",
+                                                                 "preparing", "assigned"))
+
+    def rotate_worker_token(self) -> None:
+        self.client.swarm.reload()
+        self._call("rotating the worker join token", self.client.swarm.update,
+                   rotate_worker_token=True)
+
+
+def _no_leader(exc: docker.errors.APIError) -> bool:
+    return "does not have a leader" in str(exc) or "quorum" in str(exc).lower()
+
+
+def quorum_lost(total: int, reachable: int | None = None) -> SwarmError:
+    """The plain-words explanation of a lost Raft quorum, and what the admin can do."""
+    needed = total // 2 + 1
+    seen = f"{reachable} of {total}" if reachable is not None else f"fewer than {needed} of {total}"
+    return SwarmError("quorum_lost", (
+        f"the swarm has lost its Raft quorum: {seen} managers are reachable and {total} "
+        f"managers need {needed}, so no node can be demoted, removed or added safely. Bring "
+        "the dead manager back if you can. If it is gone for good, run 'docker swarm init "
+        "--force-new-cluster --advertise-addr <its LAN IP>' on a surviving manager, then "
+        "approve again. Two managers tolerate no failure: run one, three or five."), 409)
+
+
+def down_for(attrs: dict[str, Any]) -> float:
+    """Seconds since a Down node's status last changed (Docker keeps no 'down since')."""
+    stamp = attrs.get("UpdatedAt", "")
+    try:
+        head, _, frac = stamp.rstrip("Z").partition(".")
+        when = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC)
+        when += datetime.timedelta(microseconds=int((frac or "0")[:6].ljust(6, "0")))
+    except ValueError:
+        return 0.0
+    return (datetime.datetime.now(datetime.UTC) - when).total_seconds()

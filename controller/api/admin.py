@@ -7,8 +7,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from agent.wire.errors import WireError
-from controller.enrollment import PENDING
+from controller.enrollment import JOINED, PENDING, REVOKED
 from controller.store import Node, Store
+from controller.swarm import SwarmError, down_for
 from controller.tokens import create_bootstrap_token, digest
 
 bp = Blueprint("admin", __name__, url_prefix="/v1")
@@ -86,13 +87,49 @@ def _seen_only(store: Store, nodes: list[Node]) -> list[dict[str, Any]]:
     return rows
 
 
+def _swarm_view(nodes: list[Node]) -> list[dict[str, Any]]:
+    """Records with their swarm node's state, plus swarm nodes no record knows (joined by
+    hand, or whose record was pruned), and whether a Down node is stale."""
+    state = current_app.extensions["swarm_enroll"]
+    stale_after = state.config.stale_after_minutes * 60
+    try:
+        swarm = {a["ID"]: a for a in state.enrollment.swarm.nodes()}
+    except SwarmError:  # no quorum: still show the records
+        swarm = {}
+    rows = []
+    for node in nodes:
+        attrs = swarm.pop(node.swarm_node_id, None) if node.swarm_node_id else None
+        rows.append({**node.public(), **_swarm_fields(attrs, stale_after)})
+    for attrs in swarm.values():
+        rows.append({
+            "id": "", "hostname": attrs.get("Description", {}).get("Hostname", ""),
+            "state": "unmanaged", "kind": "swarm", "role": attrs["Spec"].get("Role", ""),
+            "hardware_id": "", "agent_id": "", "addresses": [attrs.get("Status", {})
+                                                             .get("Addr", "")],
+            "swarm_node_id": attrs["ID"], "last_seen": None,
+            "reason": "in the swarm without an enrollment record",
+            **_swarm_fields(attrs, stale_after),
+        })
+    return rows
+
+
+def _swarm_fields(attrs: dict[str, Any] | None, stale_after: float) -> dict[str, Any]:
+    if attrs is None:
+        return {"swarm_state": "", "stale": False}
+    swarm_state = attrs["Status"]["State"]
+    return {"swarm_state": swarm_state,
+            "stale": swarm_state == "down" and down_for(attrs) >= stale_after}
+
+
 @bp.get("/nodes")
 def list_nodes() -> Response:
     store = _store()
     nodes = store.list_nodes()
     state = request.args.get("state", "")
-    rows = [n.public() for n in nodes] + _seen_only(store, nodes)
-    if state:
+    rows = _swarm_view(nodes) + _seen_only(store, nodes)
+    if state == "stale":
+        rows = [r for r in rows if r["stale"]]
+    elif state:
         rows = [r for r in rows if r["state"] == state]
     return jsonify({"nodes": rows})
 
@@ -100,8 +137,10 @@ def list_nodes() -> Response:
 @bp.get("/nodes/<ref>")
 def show_node(ref: str) -> Response:
     node = find_node(ref)
-    history = _store().list_audit(node_id=node.id)
-    return jsonify({**node.public(), "history": history})
+    store = _store()
+    earlier = [n.public() for n in store.nodes_by_hostname(node.hostname) if n.id != node.id]
+    history = store.list_audit(hostname=node.hostname, limit=1000)
+    return jsonify({**node.public(), "previous_records": earlier, "history": history})
 
 
 @bp.post("/nodes/<ref>/approve")
@@ -116,6 +155,31 @@ def reject(ref: str) -> Response:
     node = find_node(ref, prefer=PENDING)
     service = current_app.extensions["swarm_enroll"].enrollment
     return jsonify(service.reject(node.id, g.actor, _reason(_body())).public())
+
+
+@bp.post("/nodes/<ref>/revoke")
+def revoke(ref: str) -> Response:
+    node = find_node(ref, prefer=JOINED)
+    service = current_app.extensions["swarm_enroll"].enrollment
+    return jsonify(service.revoke(node.id, g.actor, _reason(_body())).public())
+
+
+@bp.post("/nodes/<ref>/forget")
+def forget(ref: str) -> Response:
+    node = find_node(ref, prefer=REVOKED)
+    service = current_app.extensions["swarm_enroll"].enrollment
+    return jsonify(service.forget(node.id, g.actor, _reason(_body())).public())
+
+
+@bp.post("/nodes/prune")
+def prune() -> Response:
+    data = _body()
+    state = current_app.extensions["swarm_enroll"]
+    older_than = data.get("older_than_seconds", state.config.stale_after_minutes * 60)
+    if isinstance(older_than, bool) or not isinstance(older_than, int | float) or older_than < 0:
+        raise WireError("bad_json", "older_than_seconds must be a number >= 0")
+    removed = state.enrollment.prune(g.actor, float(older_than))
+    return jsonify({"removed": removed})
 
 
 @bp.get("/tokens")

@@ -72,8 +72,9 @@ class FakeSwarm:
     """In-memory stand-in for controller.swarm.Swarm, for the unit tests only.
 
     It implements, as plain in-memory logic, exactly the methods EnrollmentService
-    uses: local(), worker_token(), manager_addresses(), wait_ready(), finish_join()
-    and node(). It never talks to Docker: the journeys with a real dockerd (join,
+    uses: local(), worker_token(), manager_addresses(), wait_ready(), finish_join(),
+    node(), nodes(), nodes_named(), and the removal steps (remove, drain,
+    running_tasks, rotate_worker_token, check_can_remove_manager). It never talks to Docker: the journeys with a real dockerd (join,
     Ready, labels, promotion) are tested in the lab tests (tests/deploy).
     A test "joins" a Pi by calling add_member(), as `docker swarm join` would.
     """
@@ -87,15 +88,43 @@ class FakeSwarm:
             self.local_node.node_id: self._attrs(self.local_node.hostname, "ready", "manager"),
         }
         self.finished: list[tuple[str, str, dict[str, str], str]] = []
+        self.removed: list[str] = []
+        self.rotations = 0
         self.fail_local: SwarmError | None = None
 
     @staticmethod
     def _attrs(hostname: str, state: str, role: str) -> dict[str, Any]:
         return {"Description": {"Hostname": hostname}, "Status": {"State": state},
-                "Spec": {"Role": role, "Labels": {}, "Availability": "active"}}
+                "Spec": {"Role": role, "Labels": {}, "Availability": "active"},
+                "UpdatedAt": "2000-01-01T00:00:00.000000000Z"}
 
     def add_member(self, node_id: str, hostname: str, state: str = "ready") -> None:
         self.members[node_id] = self._attrs(hostname, state, "worker")
+        self.members[node_id]["ID"] = node_id
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return [{**a, "ID": i} for i, a in self.members.items()]
+
+    def nodes_named(self, hostname: str) -> list[dict[str, Any]]:
+        return [a for a in self.nodes()
+                if a["Description"]["Hostname"].lower() == hostname.lower()]
+
+    def check_can_remove_manager(self) -> None:
+        """Always fine here: the quorum arithmetic is tested with a real swarm."""
+
+    def remove(self, attrs: dict[str, Any], force: bool = True) -> None:
+        self.members.pop(attrs["ID"], None)
+        self.removed.append(attrs["ID"])
+
+    def drain(self, node_id: str) -> None:
+        self.members[node_id]["Spec"]["Availability"] = "drain"
+
+    def running_tasks(self, node_id: str) -> int:
+        return 0
+
+    def rotate_worker_token(self) -> None:
+        self.rotations += 1
+        self.worker = f"SWMTKN-1-{_alnum(50)}-{_alnum(25)}"
 
     def local(self) -> LocalNode:
         if self.fail_local is not None:

@@ -104,8 +104,8 @@ def test_failed_create_leaves_no_audit_row(store: Store) -> None:
 def test_token_use_rolled_back_when_approval_fails(store: Store) -> None:
     token = Token("tok_1", "h" * 64, "", "", 1, 1, 0.0, 4e9, None, "admin:x")
     store.create_token(token)
-    with pytest.raises(AssertionError):
-        store.approve_with_token("enr_missing", "tok_1", "token:tok_1")
+    with pytest.raises(KeyError):
+        store.approve("enr_missing", "token:tok_1", "why", token_id="tok_1")
     assert store.list_tokens()[0].uses_left == 1
 
 

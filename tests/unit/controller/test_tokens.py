@@ -38,7 +38,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 def _approve(store: Store, token_id: str, hostname: str = "pi-1"):
     node = store.create_node(make_node(hostname), "agent:x", "node.request")
-    return store.approve_with_token(node.id, token_id, f"token:{token_id}")
+    return store.approve(node.id, f"token:{token_id}", "valid bootstrap token", token_id=token_id)
 
 
 def test_secret_is_random_and_prefixed(store: Store) -> None:
@@ -89,7 +89,7 @@ def test_use_count(store: Store, clock: FakeClock) -> None:
     assert first.state == "approved" and second.state == "approved"
     assert usable_token(store, secret, "pi-3") is None
     third = store.create_node(make_node("pi-3"), "agent:x", "node.request")
-    assert store.approve_with_token(third.id, token.id, "token:x") is None
+    assert store.approve(third.id, "token:x", "valid bootstrap token", token_id=token.id) is None
     assert store.get_node(third.id).state == "pending"
     assert store.list_tokens()[0].uses_left == 0
 
@@ -98,7 +98,7 @@ def test_approval_by_token_is_audited(store: Store, clock: FakeClock) -> None:
     _, token = create_bootstrap_token(store, "admin:alice", 3600, 1)
     node = _approve(store, token.id)
     last = store.list_audit(node_id=node.id)[0]
-    assert last["action"] == "node.approve" and last["detail"] == {"token_id": token.id}
+    assert last["action"] == "node.approve" and last["detail"]["token_id"] == token.id
 
 
 def test_revoked_refused(store: Store, clock: FakeClock) -> None:
