@@ -1,7 +1,16 @@
-"""`enroll-lab`: bring the simulated Pi cluster up and down, look inside it.
+"""`enroll-lab`: bring the simulated Pi cluster up and down, look inside it, change it.
 
-A thin shell over deploy.lab.lab.Lab, so the CLI and the tests share one code path.
-Errors are one line on stderr and a non-zero exit (`-v` adds the details, e.g. log tails).
+    enroll-lab up [--config FILE] [--no-agents] [--no-controller]
+    enroll-lab status [--json] | exec NAME -- CMD... | logs NAME [--agent|--docker|...]
+    enroll-lab add NAME [--hardware-id ID] [--manager] [--token TOKEN | --lab-token]
+                        [--no-agent] [--ip IP] [--model MODEL] [--arch ARCH]
+    enroll-lab kill NAME
+    enroll-lab down
+
+`add` plugs a freshly flashed Pi into the running lab (a killed Pi's name may be reused:
+the replaced Pi); `kill` pulls a Pi's plug. A thin shell over deploy.lab.lab.Lab, so the
+CLI and the tests share one code path. Errors are one line on stderr and a non-zero exit
+(`-v` adds the details, e.g. log tails).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import click
 import docker.errors
 import requests
 
-from .config import ConfigError, load_cluster
+from .config import KNOWN_ARCHES, ConfigError, load_cluster
 from .lab import LOG_NAMES, Lab, LabError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "cluster.toml"
@@ -34,6 +43,8 @@ def _one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except click.ClickException:
+            raise  # usage errors: click's own message and exit status 2
         except Exception as exc:
             verbose = click.get_current_context().find_root().params.get("verbose")
             text = str(exc) if isinstance(exc, _EXPECTED) else f"{type(exc).__name__}: {exc}"
@@ -57,7 +68,9 @@ def _lab(ctx: click.Context) -> Lab:
               help="Lab state dir (default /var/lib/swarm-enroll-lab; env ENROLL_LAB_DIR).")
 @click.option("-v", "--verbose", is_flag=True, help="Show error details (log tails).")
 def main(state_dir: Path | None, verbose: bool) -> None:
-    """Simulate a cluster of Raspberry Pis on this host (namespaces + one dockerd each)."""
+    """Simulate a cluster of Raspberry Pis on this host (namespaces + one dockerd each).
+
+    up builds it, add/kill plug Pis in and out while it runs, down removes it."""
 
 
 @main.command()
@@ -91,6 +104,50 @@ def demo(ctx: click.Context, config_path: Path, timeout: float) -> None:
     lab = _lab(ctx)
     run_demo(lab, config, say=click.echo, timeout=timeout)
     click.echo(epilogue(lab, config))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--hardware-id", metavar="ID", help="Its hardware id (default: a new random "
+              "one, 00000000 + 8 hex digits).")
+@click.option("--manager", is_flag=True, help="Record it as meant to be a manager "
+              "(informational: the controller's rules decide the role).")
+@click.option("--token", metavar="TOKEN", help="Bootstrap token for its agent.toml.")
+@click.option("--lab-token", is_flag=True, help="Use the lab's own bootstrap token.")
+@click.option("--no-agent", is_flag=True, help="Do not start enroll-agent on it.")
+@click.option("--ip", metavar="IP", help="Its address (default: the next free one).")
+@click.option("--model", help="Its model string (default: from --arch).")
+@click.option("--arch", type=click.Choice(sorted(KNOWN_ARCHES)),
+              help="Its architecture (default: from --model, else armv7l).")
+@click.pass_context
+@_one_line_errors
+def add(ctx: click.Context, name: str, hardware_id: str | None, manager: bool,
+        token: str | None, lab_token: bool, no_agent: bool, ip: str | None,
+        model: str | None, arch: str | None) -> None:
+    """Plug a freshly flashed Pi NAME into the running lab.
+
+    It gets its own namespace, address, dockerd and images, and (unless --no-agent) an
+    agent with a new key, without a bootstrap token unless --token/--lab-token. NAME may
+    be that of a killed Pi: its replacement (new hardware id, new key, blank disk)."""
+    if token is not None and lab_token:
+        raise click.UsageError("--token and --lab-token exclude each other")
+    lab = _lab(ctx)
+    lab.add_pi(name, hardware_id=hardware_id, manager=manager,
+               token="lab" if lab_token else token, agent=not no_agent, model=model,
+               arch=arch, ip=ip)
+    _print_table(lab.status())
+
+
+@main.command()
+@click.argument("name")
+@click.pass_context
+@_one_line_errors
+def kill(ctx: click.Context, name: str) -> None:
+    """Pull Pi NAME's plug: its processes, namespace and veth go; its logs stay."""
+    lab = _lab(ctx)
+    lab.kill_pi(name)
+    pi = lab.node(name)
+    click.echo(f"{pi['name']} is unplugged (logs: {lab.pi_dir(pi['name'])})")
 
 
 @main.command()
@@ -164,7 +221,8 @@ def _print_table(st: dict[str, Any]) -> None:
     for n in st["nodes"]:
         agent = "-" if not n["agent_pid"] else ("up" if n["agent_running"] else "dead")
         name = n["name"] + (" *" if n["controller"] else "")
-        rows.append((name, n["ip"], "yes" if n["running"] else "NO",
+        running = "yes" if n["running"] else ("unplugged" if n.get("dead") else "NO")
+        rows.append((name, n["ip"], running,
                      str(n["pid"] or "-"), agent, n["docker_host"]))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:

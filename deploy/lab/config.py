@@ -74,6 +74,11 @@ def valid_hostname(name: object) -> bool:
     return isinstance(name, str) and len(name) <= MAX_NAME and bool(_LABEL.match(name))
 
 
+def valid_hardware_id(value: object) -> bool:
+    """1-64 characters of letters, digits, '.', '_', ':' or '-' (starting alphanumeric)."""
+    return isinstance(value, str) and bool(_HWID.match(value))
+
+
 def load_cluster(path: str | Path) -> ClusterConfig:
     """Read and validate a cluster file; relative paths in it are relative to the file."""
     path = Path(path)
@@ -210,7 +215,7 @@ def _parse_pi(
     if arch not in KNOWN_ARCHES:
         raise fail(f"{label}: arch {arch!r} is not one of {', '.join(sorted(KNOWN_ARCHES))}")
     hwid = raw["hardware_id"]
-    if not isinstance(hwid, str) or not _HWID.match(hwid):
+    if not valid_hardware_id(hwid):
         raise fail(f"{label}: hardware_id {hwid!r} must be 1-64 characters of letters, "
                    "digits, '.', '_', ':' or '-'")
     token = raw.get("token", True)

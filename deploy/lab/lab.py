@@ -4,19 +4,28 @@
 controller and agents; `down` removes all of it, from state.json when it is there and by
 name prefix, namespace membership and cgroup when it is not, so a crash mid-way never
 leaves daemons, namespaces, mounts or the host veth behind.
+
+While the lab is up, `add_pi` plugs a freshly flashed Pi into the LAN (new namespace,
+dockerd, images, agent with a new key), `kill_pi` pulls a Pi's plug (processes, namespace
+and veth go; its logs and disk stay until it is replaced or the lab goes down), and
+`restart_agent` restarts one agent with the same config and key.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
+import math
 import os
+import re
+import secrets
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +33,33 @@ import docker
 import requests
 
 from . import cgroups, dockerd, images, mounts, netns, procs
-from .config import ClusterConfig, PiSpec
+from .config import (
+    FIRST_HOST,
+    KNOWN_ARCHES,
+    MAX_NAME,
+    RESERVED_NAMES,
+    ClusterConfig,
+    PiSpec,
+    valid_hardware_id,
+    valid_hostname,
+)
 
 DEFAULT_STATE_DIR = Path("/var/lib/swarm-enroll-lab")
 DEFAULT_PREFIX = "selab-"
 STATE_VERSION = 1
 LOG_NAMES = {"docker": "dockerd.log", "controller": "controller.log", "agent": "agent.log"}
 REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "umount", "dockerd", "containerd", "runc")
+# logs (and the rotated logs of replaced Pis: agent.log.1, ...) survive down and kill_pi
+_LOG_FILE = re.compile(r"\.log(\.\d+)?$")
+_TOML_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+# what add_pi calls a Pi when only its architecture is given
+DEFAULT_MODELS = {
+    "armv6l": "Raspberry Pi Zero W Rev 1.1",
+    "armv7l": "Raspberry Pi 3 Model B Rev 1.2",
+    "aarch64": "Raspberry Pi 4 Model B Rev 1.4",
+    "x86_64": "Generic x86_64 board",
+}
+AGENT_STARTUP_CHECK = 1.0  # seconds: an agent that cannot even start says so at once
 
 
 class LabError(RuntimeError):
@@ -119,10 +148,18 @@ class Lab:
         )
 
     def _pi(self, name: str) -> dict[str, Any]:
-        for pi in self.state().get("pis", []):
+        return self._entry(self.state(), name)
+
+    def _entry(self, state: dict[str, Any], name: str) -> dict[str, Any]:
+        for pi in state.get("pis", []):
             if pi["name"].lower() == name.lower():
                 return pi
         raise LabError(f"no Pi named {name!r} in the lab at {self.state_dir}")
+
+    def _check_name_fits(self, name: str) -> None:
+        sock = self.daemon_spec(name).exec_root / "containerd/containerd.sock.ttrpc"
+        if len(str(sock)) >= 100:
+            raise LabError(f"{name}: name too long for unix socket paths ({sock})")
 
     # ---- bring up ----------------------------------------------------------------------
 
@@ -141,9 +178,7 @@ class Lab:
         """
         _require_root_and_tools()
         for pi in config.pis:
-            sock = self.daemon_spec(pi.name).exec_root / "containerd/containerd.sock.ttrpc"
-            if len(str(sock)) >= 100:
-                raise LabError(f"{pi.name}: name too long for unix socket paths ({sock})")
+            self._check_name_fits(pi.name)
         self.down()
         try:
             with self._locked():
@@ -181,7 +216,8 @@ class Lab:
             "pis": [
                 {"name": p.name, "ip": str(p.ip), "netns": self.netns_name(p.name),
                  "index": i, "model": p.model, "arch": p.arch, "hardware_id": p.hardware_id,
-                 "token": p.token, "dockerd_pid": None, "procs": {}}
+                 "token": p.token, "manager": False, "dead": False, "dockerd_pid": None,
+                 "procs": {}}
                 for i, p in enumerate(config.pis, start=1)
             ],
         }
@@ -307,25 +343,41 @@ class Lab:
         if not ctl:
             raise LabError("agents need the controller (its CA pin); use --no-agents")
         _require_program(self.agent_cmd[0])
-        started: list[tuple[PiSpec, subprocess.Popen]] = []
+        started: list[tuple[str, subprocess.Popen]] = []
         for pi in config.pis:
             conf = self.write_agent_config(pi, ctl["pin"], ctl.get("token") if pi.token else None)
-            log = self.pi_dir(pi.name) / LOG_NAMES["agent"]
-            proc = self.popen(pi.name, [*self.agent_cmd, "run", "--config", str(conf)], log=log)
-            self._record_proc(state, pi.name, "agent", proc.pid)
-            started.append((pi, proc))
-        time.sleep(1.0)  # an agent that cannot even start says so at once
-        dead = [(pi, p) for pi, p in started if p.poll() is not None]
+            started.append((pi.name, self._spawn_agent(state, pi.name, conf)))
+        self._check_agents_started(started)
+
+    def _spawn_agent(self, state: dict[str, Any], name: str, conf: Path) -> subprocess.Popen:
+        """`enroll-agent run --config <conf>` inside the Pi, logging to its agent.log."""
+        log = self.pi_dir(name) / LOG_NAMES["agent"]
+        proc = self.popen(name, [*self.agent_cmd, "run", "--config", str(conf)], log=log)
+        self._record_proc(state, name, "agent", proc.pid)
+        return proc
+
+    def _check_agents_started(self, started: Sequence[tuple[str, subprocess.Popen]]) -> None:
+        """LabError (with the log tail) if an agent exits within AGENT_STARTUP_CHECK."""
+        time.sleep(AGENT_STARTUP_CHECK)
+        dead = [(name, p) for name, p in started if p.poll() is not None]
         if dead:
-            pi, p = dead[0]
-            log = self.pi_dir(pi.name) / LOG_NAMES["agent"]
-            raise LabError(f"enroll-agent on {pi.name} exited (status {p.returncode}, "
+            name, p = dead[0]
+            log = self.pi_dir(name) / LOG_NAMES["agent"]
+            raise LabError(f"enroll-agent on {name} exited (status {p.returncode}, "
                            f"log: {log})\n{dockerd.log_tail(log)}")
 
-    def write_agent_config(self, pi: PiSpec, pin: str, token: str | None) -> Path:
-        """<state>/<pi>/agent.toml (0600), as the agent contract says."""
+    def write_agent_config(
+        self, pi: PiSpec, pin: str | None, token: str | None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """<state>/<pi>/agent.toml (0600), as the agent contract says.
+
+        `extra` adds keys or overrides the lab's (e.g. {"poll_max_seconds": 2.0},
+        {"ca_pin": "..."}, {"controller_url": ..., "mdns": False}); a value of None drops
+        the key. Values: strings, booleans, numbers or lists of them.
+        """
         spec = self.daemon_spec(pi.name)
-        values = {
+        values: dict[str, Any] = {
             "state_dir": str(self.pi_dir(pi.name) / "agent"),
             "ca_pin": pin,
             "docker_host": spec.docker_host,
@@ -336,11 +388,23 @@ class Lab:
         }
         if token:
             values["bootstrap_token"] = token
+        for key, value in (extra or {}).items():
+            if not isinstance(key, str) or not _TOML_KEY.match(key):
+                raise LabError(f"agent setting {key!r}: not a plain TOML key")
+            values[key] = value
+        lines = []
+        for key, value in values.items():
+            if value is None:
+                continue
+            try:
+                lines.append(f"{key} = {_toml_value(value)}\n")
+            except ValueError as exc:
+                raise LabError(f"agent setting {key}: {exc}") from None
         path = self.pi_dir(pi.name) / "agent.toml"
-        text = "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+            fh.write("".join(lines))
+        os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
         return path
 
     def _record_proc(self, state: dict[str, Any], name: str, role: str, pid: int) -> None:
@@ -406,16 +470,251 @@ class Lab:
         """<state>/<pi>/<dockerd|controller|agent>.log"""
         return self.pi_dir(self._pi(name)["name"]) / LOG_NAMES[which]
 
+    # ---- changing the lab while it is up ----------------------------------------------
+
+    def add_pi(
+        self,
+        name: str,
+        *,
+        hardware_id: str | None = None,
+        manager: bool = False,
+        token: str | None = None,
+        agent: bool = True,
+        model: str | None = None,
+        arch: str | None = None,
+        ip: str | ipaddress.IPv4Address | None = None,
+        agent_settings: Mapping[str, Any] | None = None,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        """A freshly flashed Pi appears on the lab LAN; return its status() node.
+
+        New namespace and veth on the LAN bridge (next free address, or `ip`), its own
+        dockerd with the lab's stand-in images, recorded in state.json like the cluster
+        file's Pis. Unless `agent` is False, its agent starts with a fresh state dir (a new
+        key) and an agent.toml with the controller's pin (or agent_settings["ca_pin"]).
+        `token`: None = no bootstrap token, "lab" = the lab's own, else that token.
+        `manager` is only recorded (the controller's rules decide the role).
+        `agent_settings` go into agent.toml (see write_agent_config).
+
+        A name killed with kill_pi may be added again: the replaced Pi (same hostname, new
+        hardware id unless given, new key, blank disk; old logs rotated to *.log.1).
+        A live name raises LabError. If bringing the Pi up fails, it is unplugged again
+        (recorded as dead, logs kept) and LabError is raised.
+        """
+        _require_root_and_tools()
+        if not valid_hostname(name):
+            raise LabError(f"name {name!r} is not a valid hostname (RFC 1123 label: letters, "
+                           f"digits, inner hyphens, at most {MAX_NAME} characters here)")
+        if name.lower() in RESERVED_NAMES:
+            raise LabError(f"name {name!r} is reserved by the lab")
+        self._check_name_fits(name)
+        hwid = hardware_id if hardware_id is not None else "00000000" + secrets.token_hex(4)
+        if not valid_hardware_id(hwid):
+            raise LabError(f"hardware_id {hwid!r} must be 1-64 characters of letters, "
+                           "digits, '.', '_', ':' or '-'")
+        arch = arch or _guess_arch(model)
+        if arch not in KNOWN_ARCHES:
+            raise LabError(f"arch {arch!r} is not one of {', '.join(sorted(KNOWN_ARCHES))}")
+        model = model if model is not None else DEFAULT_MODELS[arch]
+        if not isinstance(model, str) or not model.strip() or len(model) > 200:
+            raise LabError("model must be a non-empty string (at most 200 characters)")
+        if token is not None and not isinstance(token, str):
+            raise LabError("token must be a string (or None, or 'lab')")
+        settings = dict(agent_settings or {})
+
+        with self._locked():
+            state = self.state()
+            if state.get("phase") != "up" or not netns.netns_exists(self.lan_ns):
+                raise LabError(f"no lab is up at {self.state_dir} (enroll-lab up first)")
+            old = next((p for p in state["pis"] if p["name"].lower() == name.lower()), None)
+            if old is not None and not old.get("dead"):
+                raise LabError(f"{old['name']} is already in the lab and alive; kill it first "
+                               "(kill_pi / enroll-lab kill) to replace it")
+            others = [p for p in state["pis"] if p is not old]
+            addr = self._pick_ip(state, others, old, ip)
+            index = min(set(range(1, len(others) + 2)) - {p["index"] for p in others})
+
+            ctl = state.get("controller") or {}
+            if token == "lab":
+                if not ctl.get("token"):
+                    raise LabError("token 'lab': this lab has no controller bootstrap token "
+                                   "(it was brought up without a controller)")
+                token = ctl["token"]
+            pin = ctl.get("pin")
+            if agent:
+                if not pin and not settings.get("ca_pin"):
+                    raise LabError("the lab has no controller (its CA pin for the agent); "
+                                   "add the Pi without its agent or give agent_settings "
+                                   "ca_pin")
+                _require_program(self.agent_cmd[0])
+
+            # a new SD card: blank disk, fresh agent state; the old logs stay, rotated
+            if old is not None:
+                _rotate_logs(self.pi_dir(old["name"]))
+                _wipe_pi_dir(self.pi_dir(old["name"]))
+            if (old is None or old["name"] != name) and self.pi_dir(name).exists():
+                _remove(self.pi_dir(name))  # a stale dir of an earlier lab, old logs too
+            self.pi_dir(name).mkdir(parents=True, mode=0o700, exist_ok=True)
+
+            entry = {"name": name, "ip": str(addr), "netns": self.netns_name(name),
+                     "index": index, "model": model, "arch": arch, "hardware_id": hwid,
+                     "token": token is not None, "manager": bool(manager), "dead": False,
+                     "added": True, "dockerd_pid": None, "procs": {}}
+            if old is not None:
+                state["pis"][state["pis"].index(old)] = entry
+            else:
+                state["pis"].append(entry)
+            self._save(state)  # before creating anything: down() must know
+
+            try:
+                self._bring_up_pi(state, entry, timeout)
+                if agent:
+                    spec = PiSpec(name=name, model=model, arch=arch, hardware_id=hwid,
+                                  ip=addr, token=token is not None)
+                    conf = self.write_agent_config(spec, pin, token, settings)
+                    proc = self._spawn_agent(state, name, conf)
+                    self._check_agents_started([(name, proc)])
+            except BaseException as exc:
+                try:
+                    self._unplug(entry)
+                finally:
+                    entry.update(dead=True, dockerd_pid=None, procs={})
+                    self._save(state)
+                if isinstance(exc, LabError) or not isinstance(exc, Exception):
+                    raise
+                raise LabError(f"adding {name} failed: {exc}") from exc
+        return self.node(name)
+
+    def _pick_ip(
+        self, state: dict[str, Any], others: list[dict[str, Any]], old: dict[str, Any] | None,
+        wanted: str | ipaddress.IPv4Address | None,
+    ) -> ipaddress.IPv4Address:
+        """`wanted` if it is free; else the replaced Pi's old address if free; else the next
+        address from .11 up that no recorded Pi (alive or dead) has."""
+        subnet = ipaddress.IPv4Network(state["subnet"])
+        admin = ipaddress.IPv4Address(state["admin_ip"])
+        live = {p["ip"]: p["name"] for p in others if not p.get("dead")}
+        if wanted is not None:
+            try:
+                addr = ipaddress.IPv4Address(str(wanted))
+            except ValueError:
+                raise LabError(f"ip {wanted!r} is not an IPv4 address") from None
+            if addr not in subnet or addr in (subnet.network_address,
+                                              subnet.broadcast_address):
+                raise LabError(f"ip {addr} is outside the lab subnet {subnet} "
+                               "(or is its network/broadcast address)")
+            if addr == admin:
+                raise LabError(f"ip {addr} is reserved for the host's admin veth")
+            if str(addr) in live:
+                raise LabError(f"ip {addr} is already used by {live[str(addr)]}")
+            return addr
+        if old is not None and old["ip"] not in live:
+            return ipaddress.IPv4Address(old["ip"])
+        taken = {p["ip"] for p in others} | {str(admin)}
+        hosts = list(subnet.hosts())
+        start = min(FIRST_HOST - 1, len(hosts))
+        for addr in hosts[start:] + hosts[:start]:
+            if str(addr) not in taken:
+                return addr
+        raise LabError(f"no free address left in {subnet}")
+
+    def _bring_up_pi(self, state: dict[str, Any], entry: dict[str, Any], timeout: float) -> None:
+        """Namespace, veth, dockerd and stand-in images of one added Pi."""
+        prefixlen = ipaddress.IPv4Network(state["subnet"]).prefixlen
+        self._delete_pi_net(entry)  # leftovers of a crashed earlier attempt, if any
+        try:
+            netns.add_netns(entry["netns"])
+            netns.add_pi_link(self.lan_ns, entry["netns"], entry["index"],
+                              f"{entry['ip']}/{prefixlen}")
+        except netns.NetError as exc:
+            raise LabError(f"{entry['name']}: network set-up failed: {exc}") from None
+        spec = self.daemon_spec(entry["name"])
+        try:
+            entry["dockerd_pid"] = dockerd.start(spec, timeout)
+        except dockerd.DaemonError as exc:
+            raise LabError(f"starting dockerd failed: {exc}") from None
+        self._save(state)
+        names = list(state.get("images") or images.DEFAULT_IMAGES)
+        client = dockerd.client(spec)
+        try:
+            images.import_everywhere({entry["name"]: client}, names)
+        except images.ImageError as exc:
+            raise LabError(str(exc)) from None
+        finally:
+            client.close()
+
     def kill_pi(self, name: str) -> None:
         """Pull the plug: SIGKILL everything of that Pi (dockerd, containerd, containers,
-        agent, controller); its namespace, mounts and files stay, as after a power cut."""
-        pi = self._pi(name)
-        spec = self.daemon_spec(pi["name"])
-        ns = netns.netns_id(pi["netns"])
+        agent, controller), remove its namespace and its veth on the LAN (and the mounts
+        that die with the power); its disk and logs stay. It shows as not running (dead)
+        and add_pi may plug in a replacement under the same name. Killing it again is a
+        no-op."""
+        with self._locked():
+            state = self.state()
+            entry = self._entry(state, name)
+            try:
+                self._unplug(entry)
+            finally:
+                entry.update(dead=True, dockerd_pid=None, procs={})
+                self._save(state)
+
+    def _unplug(self, entry: dict[str, Any]) -> None:
+        """Kill the Pi's processes; unmount and drop its runtime dir; delete its netns and
+        veth. Its data root and logs stay. LabError if something would not go."""
+        spec = self.daemon_spec(entry["name"])
+        ns = netns.netns_id(entry["netns"])
         victims = set(procs.in_netns([ns] if ns else []))
         victims |= set(procs.with_arg_containing(f"{spec.run_dir}/"))
         victims |= set(procs.in_cgroup(spec.cgroup_parent))
         procs.kill(victims)
+        errors = []
+        still = [p for p in victims if procs.alive(p)]
+        if still:
+            errors.append(f"processes would not die: {still}")
+        left = mounts.unmount_under(spec.run_dir, spec.data_root)
+        if left:
+            errors.append(f"still mounted: {', '.join(left[:5])}")
+        else:
+            shutil.rmtree(spec.run_dir, ignore_errors=True)
+        self._delete_pi_net(entry)
+        if netns.netns_exists(entry["netns"]):
+            errors.append(f"namespace {entry['netns']} still exists")
+        if errors:
+            raise LabError(f"unplugging {entry['name']}: {'; '.join(errors)}")
+
+    def _delete_pi_net(self, entry: dict[str, Any]) -> None:
+        """Its veth on the LAN bridge (both ends) and its namespace; gone already is fine."""
+        lan_if = f"selv{entry['index']}"
+        if netns.netns_exists(self.lan_ns) and netns.link_exists(lan_if, netns=self.lan_ns):
+            netns.ip("link", "delete", lan_if, netns=self.lan_ns, check=False)
+        netns.delete_netns(entry["netns"])
+
+    def restart_agent(self, name: str, timeout: float = 10.0) -> int:
+        """Stop the Pi's agent (SIGTERM, `timeout` s, SIGKILL) and start it again with the
+        same agent.toml and state dir (same key); return the new pid (recorded in state)."""
+        with self._locked():
+            state = self.state()
+            entry = self._entry(state, name)
+            name = entry["name"]
+            if entry.get("dead"):
+                raise LabError(f"{name} is unplugged (kill_pi); add it again instead")
+            conf = self.pi_dir(name) / "agent.toml"
+            if not conf.is_file():
+                raise LabError(f"{name} has no agent config {conf} (added without its agent?)")
+            _require_program(self.agent_cmd[0])
+            old = entry.get("procs", {}).get("agent")
+            if old and procs.alive(old) and str(conf) in procs.cmdline(old):
+                procs.terminate([old], timeout=timeout)
+                if procs.alive(old):
+                    raise LabError(f"the agent of {name} (pid {old}) would not stop")
+            proc = self._spawn_agent(state, name, conf)
+            self._check_agents_started([(name, proc)])
+            return proc.pid
+
+    def node(self, name: str) -> dict[str, Any]:
+        """One Pi's entry of status()["nodes"]."""
+        wanted = self._pi(name)["name"]
+        return next(n for n in self.status()["nodes"] if n["name"] == wanted)
 
     def status(self) -> dict[str, Any]:
         """{"controller_url", "pin", "admin_token", "state_dir", "phase", "nodes": [...]}"""
@@ -424,13 +723,15 @@ class Lab:
         nodes = []
         for pi in state.get("pis", []):
             spec = self.daemon_spec(pi["name"])
-            pid = dockerd.daemon_pid(spec, pi.get("dockerd_pid"))
-            agent = pi.get("procs", {}).get("agent")
+            dead = bool(pi.get("dead"))
+            pid = None if dead else dockerd.daemon_pid(spec, pi.get("dockerd_pid"))
+            agent = None if dead else pi.get("procs", {}).get("agent")
             nodes.append({
                 "name": pi["name"], "ip": pi["ip"], "netns": pi["netns"],
                 "docker_host": spec.docker_host, "pid": pid, "running": pid is not None,
                 "model": pi["model"], "arch": pi["arch"], "hardware_id": pi["hardware_id"],
                 "controller": ctl.get("name") == pi["name"],
+                "manager": bool(pi.get("manager")), "dead": dead,
                 "agent_pid": agent, "agent_running": bool(agent and procs.alive(agent)),
             })
         return {
@@ -508,7 +809,7 @@ class Lab:
                 if d.name not in names and not (d / LOG_NAMES["docker"]).exists():
                     continue  # not a Pi's directory: not ours to clean
                 for item in d.iterdir():
-                    if item.suffix != ".log":
+                    if not (_LOG_FILE.search(item.name) and item.is_file()):
                         try:
                             _remove(item)
                         except Exception as exc:
@@ -519,6 +820,25 @@ class Lab:
         if not errors:
             self.state_file.unlink(missing_ok=True)
         return errors
+
+
+def _toml_value(value: Any) -> str:
+    """A TOML literal for a string, boolean, finite number or list of those."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a finite number")
+        return repr(value)
+    if isinstance(value, str):
+        # JSON string escapes are TOML's; DEL is the one control JSON leaves as it is
+        return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ValueError(f"{type(value).__name__} values cannot be written (str, bool, int, "
+                     "float or a list of them)")
 
 
 def _require_root_and_tools() -> None:
@@ -559,6 +879,39 @@ def _last_json_object(text: str) -> dict[str, Any]:
                 if isinstance(obj, dict):
                     return obj
     return {}
+
+
+def _guess_arch(model: str | None) -> str:
+    """The CPU architecture a Pi model string suggests (armv7l when unsure)."""
+    m = (model or "").lower()
+    if "zero 2" in m or "pi 4" in m or "pi 5" in m or "compute module 4" in m:
+        return "aarch64"
+    if "zero" in m or "pi model" in m:  # a Zero / Zero W, or a first "Raspberry Pi Model B"
+        return "armv6l"
+    return "armv7l"
+
+
+def _rotate_logs(pi_dir: Path) -> None:
+    """agent.log -> agent.log.1 (agent.log.1 -> agent.log.2, ...), for each kind of log."""
+    for base in LOG_NAMES.values():
+        current = pi_dir / base
+        if not current.exists():
+            continue
+        n = 1
+        while (pi_dir / f"{base}.{n}").exists():
+            n += 1
+        for i in range(n, 1, -1):
+            (pi_dir / f"{base}.{i - 1}").rename(pi_dir / f"{base}.{i}")
+        current.rename(pi_dir / f"{base}.1")
+
+
+def _wipe_pi_dir(pi_dir: Path) -> None:
+    """Everything in a Pi's directory but its logs (unmounting first where needed)."""
+    if not pi_dir.is_dir():
+        return
+    for item in list(pi_dir.iterdir()):
+        if not (_LOG_FILE.search(item.name) and item.is_file()):
+            _remove(item)
 
 
 def _subdirs(path: Path) -> list[Path]:
