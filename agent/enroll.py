@@ -65,6 +65,7 @@ class Agent:
         self.stop = threading.Event()
         self._delay = 1.0
         self._said_hello = False  # each run starts with a full request, not a poll
+        self._last_answer: tuple[str, str] = ("", "")  # each run logs its first answer
 
     # -- persistence ---------------------------------------------------------
 
@@ -192,7 +193,8 @@ class Agent:
                 swarm: SwarmState) -> float:
         status = answer.get("status", "")
         enrollment = answer.get("id", self.progress.enrollment)
-        if status != self.progress.status or enrollment != self.progress.enrollment:
+        if (status, enrollment) != self._last_answer:
+            self._last_answer = (status, enrollment)
             log.info("enrollment %s: %s%s", enrollment, status,
                      f" ({answer['reason']})" if answer.get("reason") else "")
         if status == "pending":

@@ -6,12 +6,8 @@ the lab bridge, HTTPS with the pinned CA, the controller's SQLite file.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +28,6 @@ class Cluster:
     config: ClusterConfig
     admin: AdminClient
     said: list[str]
-    extra: list[subprocess.Popen] = field(default_factory=list)
 
     @property
     def status(self) -> dict[str, Any]:
@@ -41,26 +36,12 @@ class Cluster:
     def agent_log(self, name: str) -> str:
         return self.lab.log_path(name, "agent").read_text(errors="replace")
 
-    def start_agent(self, pi: str, tag: str, **settings: Any) -> tuple[subprocess.Popen, Path]:
-        """Another agent inside `pi`'s namespaces with its own state dir and config."""
-        base = self.lab.pi_dir(pi) / f"extra-{tag}"
-        base.mkdir(parents=True, exist_ok=True)
-        values = {"state_dir": str(base / "state"), "docker_host": self.lab.docker_host(pi),
-                  "advertise_addr": next(n["ip"] for n in self.status["nodes"]
-                                         if n["name"] == pi),
-                  "poll_max_seconds": 2.0, **settings}
-        conf = base / "agent.toml"
-        conf.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
-        conf.chmod(0o600)
-        log = base / "agent.log"
-        proc = self.lab.popen(pi, [*self.lab.agent_cmd, "run", "--config", str(conf)], log=log)
-        self.extra.append(proc)
-        return proc, log
-
-    def stop(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
+    def add_pi(self, name: str, token: str | None = None, **kwargs: Any) -> Path:
+        """A freshly flashed Pi with a quick-polling agent; returns its agent log."""
+        settings = {"poll_max_seconds": 2.0, "idle_poll_seconds": 3.0,
+                    **kwargs.pop("agent_settings", {})}
+        self.lab.add_pi(name, token=token, agent_settings=settings, **kwargs)
+        return self.lab.log_path(name, "agent")
 
 
 def wait_log(path: Path, text: str, timeout: float = 60) -> str:
@@ -77,7 +58,4 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     config = load_cluster(DEMO_CLUSTER)
     said: list[str] = []
     run_demo(lab, config, say=said.append)
-    c = Cluster(lab, config, admin_client(lab), said)
-    yield c
-    for proc in c.extra:
-        c.stop(proc)
+    yield Cluster(lab, config, admin_client(lab), said)
