@@ -34,17 +34,29 @@ class MDNS:
 
     def announce(self, service: str, instance: str, port: int, txt: dict[str, str],
                  addresses: list[str], server: str) -> None:
-        """Register, or update the TXT of, this instance's one announced service."""
-        info = ServiceInfo(
-            service, instance_name(instance, service), port=port, properties=txt,
-            addresses=[ipaddress.ip_address(a).packed for a in addresses],
-            server=f"{server}.local.",
-        )
+        """Register, or update the TXT of, this instance's one announced service.
+
+        Never raises: mDNS is how the admin sees a Pi, not how it enrolls, so a name
+        clash (another host announcing the same hostname) is logged, not fatal.
+        """
         with self._lock:
-            if self._info is None:
-                self.zc.register_service(info, allow_name_change=False)
-            elif self._info.properties != info.properties:
-                self.zc.update_service(info)
+            name = self._info.name if self._info else instance_name(instance, service)
+            info = ServiceInfo(
+                service, name, port=port, properties=txt,
+                addresses=[ipaddress.ip_address(a).packed for a in addresses],
+                server=f"{server}.local.",
+            )
+            try:
+                if self._info is None:
+                    self.zc.register_service(info, allow_name_change=True)
+                    if info.name != instance_name(instance, service):
+                        log.warning("another host on the LAN announces %r; announcing as %r",
+                                    instance, info.name)
+                elif self._info.properties != info.properties:
+                    self.zc.update_service(info)
+            except Exception as exc:  # zeroconf's errors vary by version
+                log.warning("mDNS announcement failed: %s", type(exc).__name__)
+                return
             self._info = info
 
     def browse(self, service: str, found: Found, gone: Gone | None = None) -> None:

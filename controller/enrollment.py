@@ -152,9 +152,10 @@ class EnrollmentService:
             if attrs is not None:
                 if attrs["Spec"].get("Role") == "manager":
                     self.swarm.check_can_remove_manager()
+                services = self.swarm.services_on(node.swarm_node_id)
                 self.swarm.drain(node.swarm_node_id)
                 deadline = time.monotonic() + DRAIN_TIMEOUT
-                while (self.swarm.running_tasks(node.swarm_node_id)
+                while (not self.swarm.tasks_moved(node.swarm_node_id, services)
                        and time.monotonic() < deadline):
                     time.sleep(1)
                 self.swarm.remove(attrs)
@@ -222,6 +223,9 @@ class EnrollmentService:
         old = [n for n in self._active(node.hostname) if n.id != node.id]
         try:
             stale = self.swarm.nodes_named(node.hostname)
+            if any(a["Spec"].get("Role") == "manager" for a in stale):
+                # Before the Ready check: without a quorum, node states are frozen.
+                self.swarm.check_can_remove_manager()
             live = [a for a in stale if a["Status"]["State"] == "ready"]
             if live:
                 raise WireError("hostname_in_use", (
@@ -334,8 +338,11 @@ class EnrollmentService:
             approved = self._approve(node, f"token:{token.id}", "valid bootstrap token",
                                      token_id=token.id)
         except WireError as exc:  # a replacement whose old node is still alive: held
-            return self.store.update_node(node.id, "controller", "node.held", exc.message,
-                                          reason=exc.message)
+            held = f"held: {exc.message}"
+            if node.reason == held:
+                return node
+            return self.store.update_node(node.id, "controller", "node.held", held,
+                                          reason=held)
         return approved or node
 
     def _is_local_manager(self, req: EnrollmentRequest, remote_addr: str) -> bool:

@@ -176,11 +176,25 @@ class Swarm:
             self._call(f"draining {node_id}", node.update,
                        dict(node.attrs["Spec"], Availability="drain"))
 
-    def running_tasks(self, node_id: str) -> int:
+    def services_on(self, node_id: str) -> set[str]:
         tasks = self._call("listing tasks", self.client.api.tasks,
                            filters={"node": node_id, "desired-state": "running"}) or []
-        return sum(1 for t in tasks if t["Status"]["State"] in ("running", "starting",
-                                                                 "preparing", "assigned"))
+        return {t["ServiceID"] for t in tasks}
+
+    def tasks_moved(self, node_id: str, services: set[str]) -> bool:
+        """Nothing runs on the node any more, and those services' tasks all run elsewhere."""
+        if self.services_on(node_id):
+            return False
+        for service in services:
+            spec = self._call("reading service", self.client.api.inspect_service, service)
+            replicas = ((spec or {}).get("Spec", {}).get("Mode", {}).get("Replicated") or {})
+            if "Replicas" not in replicas:
+                continue  # removed meanwhile, or global: nothing moves for those
+            tasks = self._call("listing tasks", self.client.api.tasks,
+                               filters={"service": service, "desired-state": "running"}) or []
+            if sum(t["Status"]["State"] == "running" for t in tasks) < replicas["Replicas"]:
+                return False
+        return True
 
     def rotate_worker_token(self) -> None:
         self.client.swarm.reload()

@@ -215,6 +215,7 @@ def test_two_managers_cannot_lose_one_safely_and_the_controller_says_why(
     assert sorted(n["hostname"] for n in swarm_nodes(cluster.lab, "PiLike-01")
                   if n["role"] == "manager") == ["PiLike-01", "PiLike-02"]
     cluster.lab.kill_pi("PiLike-02")  # now the swarm has no quorum: 1 of 2
+    wait_for("the swarm to notice", lambda: _quorum_gone(cluster), 90)
     cluster.add_pi("PiLike-02", hardware_id="replacement-02")
     request = wait_for("the replacement request", lambda: [
         r for r in records(cluster, "PiLike-02") if r["state"] == "pending"], 90)[0]
@@ -224,3 +225,12 @@ def test_two_managers_cannot_lose_one_safely_and_the_controller_says_why(
     message = refused.value.message
     assert "force-new-cluster" in message and "Two managers tolerate no failure" in message
     assert records(cluster, "PiLike-02")[0]["state"] == "joined"  # nothing was changed
+
+
+def _quorum_gone(cluster: Cluster) -> bool:
+    """Raft notices a lost majority after its election timeout, not at once."""
+    try:
+        nodes = named(cluster, "PiLike-02")
+    except docker.errors.APIError as exc:
+        return "leader" in str(exc)
+    return any(n["reachability"] == "unreachable" for n in nodes)

@@ -74,7 +74,7 @@ class FakeSwarm:
     It implements, as plain in-memory logic, exactly the methods EnrollmentService
     uses: local(), worker_token(), manager_addresses(), wait_ready(), finish_join(),
     node(), nodes(), nodes_named(), and the removal steps (remove, drain,
-    running_tasks, rotate_worker_token, check_can_remove_manager). It never talks to Docker: the journeys with a real dockerd (join,
+    services_on, tasks_moved, rotate_worker_token, check_can_remove_manager). It never talks to Docker: the journeys with a real dockerd (join,
     Ready, labels, promotion) are tested in the lab tests (tests/deploy).
     A test "joins" a Pi by calling add_member(), as `docker swarm join` would.
     """
@@ -119,8 +119,11 @@ class FakeSwarm:
     def drain(self, node_id: str) -> None:
         self.members[node_id]["Spec"]["Availability"] = "drain"
 
-    def running_tasks(self, node_id: str) -> int:
-        return 0
+    def services_on(self, node_id: str) -> set[str]:
+        return set()
+
+    def tasks_moved(self, node_id: str, services: set[str]) -> bool:
+        return True
 
     def rotate_worker_token(self) -> None:
         self.rotations += 1
