@@ -1,7 +1,8 @@
 """Enrollment decisions: what to do with each agent request, independent of HTTP.
 
-The Flask blueprints only parse and answer; every rule of the lifecycle
-(seen → pending → approved → joined, pending → rejected) lives here.
+The Flask blueprints only parse and answer; every rule of the lifecycle (seen →
+pending → approved → joined → revoked, pending → rejected, replacements, pruning)
+lives here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from agent.wire.jws import SignedRequest, sign_grant
 from agent.wire.messages import EnrollmentRequest, Grant, JoinedReport
 from controller.rules import Rule, match_rule
 from controller.store import Node, Store, new_id
-from controller.swarm import SWARM_PORT, Swarm, SwarmError, down_for
+from controller.swarm import Swarm, SwarmError, down_for
 from controller.tokens import usable_token
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,10 @@ class EnrollmentService:
             mine = next((n for n in records if n.thumbprint == signed.thumbprint
                          and n.hardware_id == req.hardware_id), None)
             if mine is not None:
-                return self._again(mine, req, signed.thumbprint)
-            return self._first(signed, req, remote_addr, records)
+                node = self._again(mine, req, signed.thumbprint)
+            else:
+                node = self._first(signed, req, remote_addr, records)
+        return self._answer(node)  # signing the grant needs no lock
 
     def poll(self, signed: SignedRequest, node_id: str) -> Answer:
         node = self._own(signed, node_id)
@@ -265,7 +268,7 @@ class EnrollmentService:
             raise WireError("not_found", f"no enrollment {node_id!r} for this agent key", 404)
         return node
 
-    def _again(self, node: Node, req: EnrollmentRequest, thumbprint: str) -> Answer:
+    def _again(self, node: Node, req: EnrollmentRequest, thumbprint: str) -> Node:
         """The same Pi (hardware id and key) asking again: restart, re-join, or waiting."""
         self.store.touch_node(node.id, addresses=req.addresses, agent_version=req.agent_version,
                               docker_version=req.docker_version)
@@ -275,10 +278,10 @@ class EnrollmentService:
             # Same key, same hardware, no longer in the swarm: the approval still stands.
             node = self.store.update_node(node.id, f"agent:{thumbprint}", "node.rejoin",
                                           "the Pi left the swarm; re-granted", state=APPROVED)
-        return self._answer(node)
+        return node
 
     def _first(self, signed: SignedRequest, req: EnrollmentRequest, remote_addr: str,
-               records: list[Node]) -> Answer:
+               records: list[Node]) -> Node:
         actor = f"agent:{signed.thumbprint}"
         rule = match_rule(self.rules(), req.hostname)
         node = Node(
@@ -295,13 +298,13 @@ class EnrollmentService:
             node.swarm_node_id = req.swarm.node_id
             self.store.create_node(node, actor, "node.adopt",
                                    "the controller's own manager node")
-            return Answer(node)
+            return node
         if rule is None:
             node.state = REJECTED
             node.reason = f"no hostname rule matches {req.hostname!r}"
             log.warning("rejected %s: %s", req.hostname, node.reason)
             self.store.create_node(node, actor, "node.reject", node.reason)
-            return Answer(node)
+            return node
         if records:
             node.kind = "replacement"
             node.reason = (f"hostname {req.hostname!r} already belongs to hardware "
@@ -313,7 +316,7 @@ class EnrollmentService:
             self.store.create_node(node, actor, "node.request", node.reason)
             if rule.approve == "token" and req.bootstrap_token:
                 node = self._try_token(node, req, signed.thumbprint)
-            return self._answer(node)
+            return node
         self.store.create_node(node, actor, "node.request", f"rule {rule.match!r}")
         if rule.approve == "auto":
             log.warning("auto-approving %s as %s (rule %r): fine in a lab, not on a shared LAN",
@@ -323,7 +326,7 @@ class EnrollmentService:
                                           state=APPROVED)
         elif rule.approve == "token" and req.bootstrap_token:
             node = self._try_token(node, req, signed.thumbprint)
-        return self._answer(node)
+        return node
 
     def _try_token(self, node: Node, req: EnrollmentRequest, thumbprint: str) -> Node:
         if node.approve != "token":
@@ -363,16 +366,16 @@ class EnrollmentService:
 
     def _grant(self, node: Node) -> str:
         try:
-            local = self.swarm.local()
-            grant = Grant(
-                hostname=node.hostname, agent=node.thumbprint, role=node.role,
-                join_token=self.swarm.worker_token(),  # managers are promoted after joining
-                managers=self.swarm.manager_addresses() or [f"{local.addr}:{SWARM_PORT}"],
-                labels=node.labels, cluster=local.cluster_id, enrollment=node.id,
-                iat=int(time.time()), exp=int(time.time()) + self.grant_ttl,
-            )
+            facts = self.swarm.join_facts()
         except SwarmError as exc:
             raise WireError(exc.code, exc.message, exc.status) from None
+        now = int(time.time())
+        grant = Grant(
+            hostname=node.hostname, agent=node.thumbprint, role=node.role,
+            join_token=facts.worker_token,  # managers are promoted after joining
+            managers=facts.managers, labels=node.labels, cluster=facts.cluster_id,
+            enrollment=node.id, iat=now, exp=now + self.grant_ttl,
+        )
         return sign_grant(self.ca_key, grant)
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker
@@ -21,6 +22,16 @@ class SwarmError(Exception):
         self.code = code
         self.message = message
         self.status = status
+
+
+@dataclass(frozen=True)
+class JoinFacts:
+    """What every grant carries. Cached briefly: reading it costs three Docker calls, and
+    a fleet powering up asks for it hundreds of times a second."""
+
+    cluster_id: str
+    worker_token: str = field(repr=False)
+    managers: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -51,8 +62,27 @@ def init_swarm(client: docker.DockerClient, advertise_addr: str) -> str:
 class Swarm:
     """The few swarm operations enrollment needs, with Docker's errors made plain."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    def __init__(self, client: docker.DockerClient, facts_ttl: float = 5.0) -> None:
         self.client = client
+        self.facts_ttl = facts_ttl
+        self._facts: tuple[float, JoinFacts] | None = None
+        self._facts_lock = threading.Lock()
+
+    def join_facts(self) -> JoinFacts:
+        """Cluster id, worker token and manager addresses, at most `facts_ttl` seconds old;
+        forgotten at once when the token rotates or the managers change."""
+        with self._facts_lock:
+            if self._facts and time.monotonic() - self._facts[0] < self.facts_ttl:
+                return self._facts[1]
+            local = self.local()
+            facts = JoinFacts(local.cluster_id, self.worker_token(),
+                              self.manager_addresses() or [f"{local.addr}:{SWARM_PORT}"])
+            self._facts = (time.monotonic(), facts)
+            return facts
+
+    def _forget_facts(self) -> None:
+        with self._facts_lock:
+            self._facts = None
 
     def local(self) -> LocalNode:
         info = self.client.info()
@@ -113,6 +143,8 @@ class Swarm:
             spec["Role"] = role
             try:
                 node.update(spec)
+                if role == "manager":
+                    self._forget_facts()
                 return
             except docker.errors.APIError as exc:
                 if "update out of sequence" not in str(exc):
@@ -169,6 +201,7 @@ class Swarm:
         node = self._call("reading node", self.client.nodes.get, node_id)
         if node is not None:
             self._call(f"removing {node_id}", node.remove, force=force)
+        self._forget_facts()
 
     def drain(self, node_id: str) -> None:
         node = self._call("reading node", self.client.nodes.get, node_id)
@@ -200,6 +233,7 @@ class Swarm:
         self.client.swarm.reload()
         self._call("rotating the worker join token", self.client.swarm.update,
                    rotate_worker_token=True)
+        self._forget_facts()
 
 
 def _no_leader(exc: docker.errors.APIError) -> bool:

@@ -26,7 +26,7 @@ from controller import pki, tokens
 from controller.app import create_app
 from controller.config import ControllerConfig, parse_config
 from controller.store import Store
-from controller.swarm import LocalNode, SwarmError
+from controller.swarm import JoinFacts, LocalNode, SwarmError
 
 # Hostname rules used by the API tests; there is deliberately no catch-all rule, so
 # a hostname such as "other-1" matches nothing.
@@ -72,10 +72,11 @@ class FakeSwarm:
     """In-memory stand-in for controller.swarm.Swarm, for the unit tests only.
 
     It implements, as plain in-memory logic, exactly the methods EnrollmentService
-    uses: local(), worker_token(), manager_addresses(), wait_ready(), finish_join(),
-    node(), nodes(), nodes_named(), and the removal steps (remove, drain,
-    services_on, tasks_moved, rotate_worker_token, check_can_remove_manager). It never talks to Docker: the journeys with a real dockerd (join,
-    Ready, labels, promotion) are tested in the lab tests (tests/deploy).
+    uses: local(), worker_token(), manager_addresses(), join_facts(), wait_ready(),
+    finish_join(), node(), nodes(), nodes_named(), and the removal steps (remove,
+    drain, services_on, tasks_moved, rotate_worker_token, check_can_remove_manager).
+    It never talks to Docker: the journeys with a real dockerd (join, Ready, labels,
+    promotion, replacement, revocation) are tested in the lab tests (tests/e2e).
     A test "joins" a Pi by calling add_member(), as `docker swarm join` would.
     """
 
@@ -136,6 +137,10 @@ class FakeSwarm:
 
     def worker_token(self) -> str:
         return self.worker
+
+    def join_facts(self) -> JoinFacts:
+        local = self.local()
+        return JoinFacts(local.cluster_id, self.worker, self.manager_addresses())
 
     def manager_addresses(self) -> list[str]:
         return [f"{self.local_node.addr}:2377"]
