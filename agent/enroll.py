@@ -15,6 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
+from docker.errors import DockerException
+
 from agent import __version__
 from agent.client import ControllerClient, Unreachable
 from agent.config import AgentConfig, local_hostname
@@ -107,6 +110,10 @@ class Agent:
             except Unreachable as exc:
                 log.warning("controller unreachable (%s); trying the next one", exc)
                 self.finder.rotate()
+                wait = self._backoff()
+            except (DockerException, requests.ConnectionError) as exc:  # the Pi's own daemon
+                log.error("cannot use Docker at %s: %s", self.config.docker_host,
+                          type(exc).__name__)
                 wait = self._backoff()
             except WireError as exc:
                 log.error("%s: %s", exc.code, exc.message)
