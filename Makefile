@@ -3,8 +3,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := docker.io iproute2 busybox-static iptables procps util-linux python3-venv
+# cloud-init: `cloud-init schema` for the flash tests (installing it starts nothing here;
+# the deps target then disables it, so that it never runs at a boot of this machine);
+# systemd: `systemd-analyze verify` for the unit tests (PID 1 is not touched).
+APT_PACKAGES := docker.io iproute2 busybox-static iptables procps util-linux python3-venv \
+	cloud-init systemd
 CLUSTER ?= deploy/lab/cluster.toml
+DIST ?= dist
 
 .PHONY: help deps venv demo demo-down test lint bench dist clean
 
@@ -13,6 +18,7 @@ help:
 	@echo "make demo-down  remove the lab: daemons, namespaces, mounts"
 	@echo "make test       run the whole test suite (unit + lab)"
 	@echo "make lint       ruff"
+	@echo "make dist       build the wheel and sdist into dist/ (DIST=dir to change)"
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -21,6 +27,9 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  case " $$missing " in *" cloud-init "*) \
+	    mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled;; \
+	  esac; \
 	fi
 
 $(BIN)/.installed: pyproject.toml
@@ -43,6 +52,11 @@ test: deps venv
 
 lint: venv
 	$(BIN)/ruff check agent controller deploy tests
+
+# The sdist, then the wheel built from it (so the sdist is known to be complete).
+dist: venv
+	rm -f $(DIST)/swarm_enroll-*.whl $(DIST)/swarm_enroll-*.tar.gz
+	$(BIN)/python -m build --outdir $(DIST) .
 
 clean: demo-down
 	rm -rf $(VENV) build dist *.egg-info

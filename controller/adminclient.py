@@ -107,3 +107,15 @@ class AdminClient:
 
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/healthz")
+
+    def baseline(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/baseline")
+
+    def baseline_apply(self, file_text: str | None = None, force: bool = False) -> dict[str, Any]:
+        body: dict[str, Any] = {"force": force}
+        if file_text is not None:
+            body["file"] = file_text
+        return self.request("POST", "/v1/baseline/apply", body)
+
+    def cluster(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/cluster")

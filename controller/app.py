@@ -12,6 +12,8 @@ from agent import __version__
 from agent.wire.keys import pin_of_certificate
 from agent.wire.messages import MAX_BODY_BYTES
 from controller.api import admin, agent, errors, meta
+from controller.api import baseline as baseline_api
+from controller.baseline.reconcile import Reconciler
 from controller.config import ControllerConfig
 from controller.enrollment import EnrollmentService
 from controller.nonces import NonceStore
@@ -34,6 +36,8 @@ class ControllerState:
     ca_pem: bytes
     config: ControllerConfig
     version: str = __version__
+    # Baseline services; None without a real Docker connection (unit tests' FakeSwarm).
+    baseline: Reconciler | None = None
 
 
 class RulesFile:
@@ -53,7 +57,8 @@ class RulesFile:
         return self._rules
 
 
-def create_app(config: ControllerConfig, swarm: Swarm | None = None) -> Flask:
+def create_app(config: ControllerConfig, swarm: Swarm | None = None,
+               baseline: Reconciler | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -74,4 +79,14 @@ def create_app(config: ControllerConfig, swarm: Swarm | None = None) -> Flask:
     app.register_blueprint(meta.bp)
     app.register_blueprint(agent.bp)
     app.register_blueprint(admin.bp)
+    app.register_blueprint(baseline_api.bp)
+    if baseline is None and swarm is None:  # the real thing: reconcile over our Docker API
+        baseline = Reconciler(service.swarm.client.api, config.baseline_path)
+    if baseline is not None:
+        if baseline.audit is None:
+            baseline.audit = lambda actor, action, reason: store.audit(actor, action, None,
+                                                                       reason)
+        app.extensions["swarm_enroll"].baseline = baseline
+        # after each join; `enroll-controller serve` starts its background work
+        service.membership_changed.append(baseline.on_membership_changed)
     return app

@@ -49,12 +49,19 @@ def main() -> None:
 @click.option("--docker-host", default="unix:///var/run/docker.sock", show_default=True)
 @click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), help="Hostname rules to start with (default: a commented example).")
+@click.option("--baseline", "baseline_file", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Baseline services file (default: deploy/baseline.yml, "
+              "viz and nginx).")
 @click.option("--no-swarm-init", is_flag=True,
               help="Do not touch Docker (e.g. on the admin's laptop, before flashing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init(state_dir: Path, advertise_addr: str, hostname: str, port: int, docker_host: str,
-         rules_file: Path | None, no_swarm_init: bool, as_json: bool) -> None:
+         rules_file: Path | None, baseline_file: Path | None, no_swarm_init: bool,
+         as_json: bool) -> None:
     """Create the enrollment CA, TLS certificate, admin token and config."""
+    # Here, not at the top: `enroll-controller --version` must work without PyYAML.
+    from controller.baseline.spec import BaselineError, default_baseline_text, parse_baseline
+
     if (state_dir / "ca.pem").exists():
         _fail(f"{state_dir} is already initialised; use another --state-dir or remove it")
     try:
@@ -64,7 +71,10 @@ def init(state_dir: Path, advertise_addr: str, hostname: str, port: int, docker_
         rules_text = rules_file.read_text() if rules_file else DEFAULT_RULES
         if rules_file:
             load_rules(rules_file)
-    except (ConfigError, RulesError) as exc:
+        baseline_text = default_baseline_text() if baseline_file is None else \
+            baseline_file.read_bytes()
+        parse_baseline(baseline_text, source=str(baseline_file or "the default baseline"))
+    except (ConfigError, RulesError, BaselineError) as exc:
         _fail(str(exc))
     swarm_id = ""
     if not no_swarm_init:
@@ -85,6 +95,7 @@ def init(state_dir: Path, advertise_addr: str, hostname: str, port: int, docker_
     store.add_admin("admin", digest(admin_token))
     store.close()
     config.rules_path.write_text(rules_text)
+    config.baseline_path.write_bytes(baseline_text)
     (state_dir / "controller.toml").write_text(config.to_toml())
     result = {"url": config.url, "pin": pin_of_certificate(ca), "admin_token": admin_token,
               "state_dir": str(state_dir), "swarm_id": swarm_id}
@@ -129,9 +140,13 @@ def serve(state_dir: Path, log_level: str) -> None:
     log.info("swarm-enroll controller %s for swarm %s, CA %s", __version__,
              local.cluster_id[:12], state.pin)
     try:
+        if state.baseline is not None:
+            state.baseline.start()  # reconcile now, then on joins, node changes, demand
         serve_forever(server)
     finally:
         discovery.stop()
+        if state.baseline is not None:
+            state.baseline.stop()
         state.store.close()
 
 

@@ -30,6 +30,7 @@ class ControllerConfig:
     mdns: bool = True
     mdns_interfaces: list[str] = field(default_factory=list)
     log_file: str = ""
+    baseline: str = "baseline.yml"
 
     # Files in the state dir.
     @property
@@ -57,6 +58,10 @@ class ControllerConfig:
         return self.state_dir / self.rules
 
     @property
+    def baseline_path(self) -> Path:
+        return self.state_dir / self.baseline
+
+    @property
     def url(self) -> str:
         host = f"[{self.advertise_addr}]" if ":" in self.advertise_addr else self.advertise_addr
         return f"https://{host}:{self.port}"
@@ -80,7 +85,7 @@ class ControllerConfig:
 _TYPES: dict[str, type] = {
     "advertise_addr": str, "hostname": str, "listen": str, "port": int, "docker_host": str,
     "rules": str, "grant_ttl_minutes": int, "stale_after_minutes": int, "mdns": bool,
-    "mdns_interfaces": list, "log_file": str,
+    "mdns_interfaces": list, "log_file": str, "baseline": str,
 }
 
 

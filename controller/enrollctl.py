@@ -244,3 +244,97 @@ def audit(obj: Context, node: str, hostname: str, action: str, actor: str, limit
 def health(obj: Context) -> None:
     """The controller's health, version and CA pin."""
     obj.show(obj.client.health(), ["status", "version", "ca"])
+
+
+BASELINE_COLUMNS = ["name", "image", "mode", "tasks", "nodes", "in_sync", "result", "error"]
+RESULT_COLUMNS = ["service", "result", "message"]
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def baseline(ctx: click.Context) -> None:
+    """Baseline services (viz, nginx, ...): their status, or apply the file now."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(baseline_status)
+
+
+@baseline.command("status")
+@click.pass_obj
+def baseline_status(obj: Context) -> None:
+    """Each service: desired vs running tasks, its nodes, drift, last result and error."""
+    data = obj.client.baseline()
+    if obj.as_json:
+        obj.show(data)
+        return
+    click.echo(f"file: {data['file']}")
+    if data["file_error"]:
+        click.echo(f"FILE ERROR (nothing is applied until it is fixed): {data['file_error']}")
+    rows = [{**s, "tasks": f"{s['running_tasks']}/{s['desired_tasks']}",
+             "result": (s.get("last_result") or {}).get("result", ""),
+             "error": s["error"] or s["task_error"]} for s in data["services"]]
+    click.echo(_table(rows, BASELINE_COLUMNS))
+    for s in data["services"]:
+        for change in s["changes"]:
+            click.echo(f"{s['name']}: apply would change: {change}")
+        for warning in s["warnings"]:
+            click.echo(f"{s['name']}: warning: {warning}")
+    click.echo("converged" if data["converged"] else "not converged (yet)")
+
+
+@baseline.command("apply")
+@click.option("--file", "file_path", type=click.Path(exists=True, dir_okay=False,
+              path_type=Path), help="Make this the controller's baseline file (validated "
+              "first; a bad file changes nothing).")
+@click.option("--force", is_flag=True, help="Retry updates that Docker rolled back.")
+@click.pass_obj
+def baseline_apply(obj: Context, file_path: Path | None, force: bool) -> None:
+    """Reconcile now: create what is missing, update what drifted, rescale."""
+    text = file_path.read_text(encoding="utf-8") if file_path else None
+    report = obj.client.baseline_apply(text, force)
+    obj.show(report if obj.as_json else report["results"], None if obj.as_json
+             else RESULT_COLUMNS)
+    if not report["ok"]:
+        raise click.ClickException("some services could not be reconciled (see above)")
+
+
+CLUSTER_NODE_COLUMNS = ["hostname", "state", "availability", "arch", "reachability", "leader"]
+CLUSTER_SERVICE_COLUMNS = ["name", "mode", "running", "desired", "baseline"]
+
+
+@main.command()
+@click.pass_obj
+def cluster(obj: Context) -> None:
+    """Cluster health: managers, workers, leader, tasks per service, Raft fault tolerance."""
+    data = obj.client.cluster()
+    if obj.as_json:
+        obj.show(data)
+        return
+    for role in ("managers", "workers"):
+        group = data[role]
+        states = ", ".join(f"{n} {s}" for s, n in group["by_state"].items()) or "none"
+        avail = ", ".join(f"{n} {a}" for a, n in group["by_availability"].items()) or "none"
+        click.echo(f"{role.capitalize()}: {group['total']} ({states}; {avail})")
+        if group["nodes"]:
+            columns = CLUSTER_NODE_COLUMNS if role == "managers" else CLUSTER_NODE_COLUMNS[:4]
+            click.echo(_table(group["nodes"], columns))
+        click.echo("")
+    leader = data["leader"]
+    click.echo(f"Leader: {leader['hostname']} ({leader['addr']})" if leader else
+               "Leader: none (no quorum?)")
+    click.echo("")
+    click.echo("Services:")
+    click.echo(_table(data["services"], CLUSTER_SERVICE_COLUMNS))
+    click.echo("")
+    raft = data["raft"]
+    click.echo(f"Raft: {raft['summary']}.")
+    click.echo(f"Recommendation: {raft['recommendation']}.")
+
+
+def _register_flash() -> None:
+    """`enrollctl flash`: prepares an SD card's boot partition (controller/flash/)."""
+    from controller.flash.cli import flash
+
+    main.add_command(flash)
+
+
+_register_flash()

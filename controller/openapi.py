@@ -74,6 +74,18 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/tokens/{token_id}": {"delete": _op("Revoke a bootstrap token", admin=True)},
     "/v1/audit": {"get": _op("Audit log (?node=&hostname=&action=&actor=&since=&limit=)",
                              admin=True)},
+    "/v1/baseline": {"get": _op(
+        "Baseline services: per service desired vs running tasks, the nodes it runs on, "
+        "drift, the last reconcile's result and error", admin=True)},
+    "/v1/baseline/apply": {"post": _op(
+        "Reconcile the baseline now: create missing services, update drifted ones, rescale; "
+        "per-service results (created, updated, unchanged, removed, error). Optional body: "
+        "the new file's text (validated, then stored) and force (retry a rolled-back "
+        "update); 422 baseline_invalid names the service and key and changes nothing",
+        True, _json_body({"file": {"type": "string"}, "force": {"type": "boolean"}}))},
+    "/v1/cluster": {"get": _op(
+        "Cluster health: managers and workers by state and availability, the leader, tasks "
+        "per service, Raft fault tolerance in words", admin=True)},
 }
 
 

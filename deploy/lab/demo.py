@@ -102,6 +102,35 @@ def run_demo(lab: Lab, config: ClusterConfig, say: Say = print, timeout: float =
         ready_in_swarm(lab, config).get(m.lower(), {}).get("reachability") == "reachable"
         for m in managers), timeout)
     say(f"All {len(config.pis)} Pis are Ready; managers: {', '.join(managers)}.")
+    say("The controller reconciles the baseline services (viz, nginx) after each join; "
+        "waiting until they have converged.")
+    baseline = wait_for("the baseline services to converge", lambda: baseline_converged(admin),
+                        timeout)
+    for svc in baseline["services"]:
+        say(f"{svc['name']}: {svc['running_tasks']}/{svc['desired_tasks']} tasks running on "
+            f"{', '.join(svc['nodes']) or 'no node'}")
+
+
+def baseline_converged(admin: AdminClient) -> dict[str, Any] | None:
+    """GET /v1/baseline once every service runs as the file says for today's nodes."""
+    status = admin.baseline()
+    return status if status["converged"] else None
+
+
+def baseline_urls(lab: Lab, status: dict[str, Any]) -> dict[str, list[str]]:
+    """Where each baseline service answers from inside the lab: host-mode ports on the
+    nodes running a task, ingress ports on every node."""
+    ips = {n["name"].lower(): n["ip"] for n in lab.status()["nodes"] if n["running"]}
+    urls: dict[str, list[str]] = {}
+    for svc in status["services"]:
+        for port in svc.get("ports", []):
+            if port["protocol"] != "tcp":
+                continue
+            hosts = svc["nodes"] if port["mode"] == "host" else sorted(ips)
+            urls.setdefault(svc["name"], []).extend(
+                f"http://{ips[h.lower()]}:{port['published']}/" for h in hosts
+                if h.lower() in ips)
+    return urls
 
 
 def manager_names(config: ClusterConfig) -> list[str]:
@@ -131,5 +160,27 @@ def epilogue(lab: Lab, config: ClusterConfig) -> str:
         "  .venv/bin/enrollctl audit",
         f"Look inside a Pi:  .venv/bin/enroll-lab exec {config.pis[-1].name} -- "
         "/usr/bin/docker info",
+        *_baseline_lines(lab, config),
         "Tear it all down: make demo-down",
     ])
+
+
+def _baseline_lines(lab: Lab, config: ClusterConfig) -> list[str]:
+    """The baseline services' URLs and a command to try one, for the epilogue."""
+    try:
+        urls = baseline_urls(lab, admin_client(lab).baseline())
+    except Exception as exc:  # the epilogue must not fail the demo
+        return [f"(baseline services: cannot ask the controller: {exc})"]
+    if not urls:
+        return []
+    client = config.pis[-1].name
+    lines = ["", "Baseline services answer inside the lab (host-mode ports: on the nodes that "
+             "run a task):"]
+    lines += [f"  {name:<6} {'  '.join(found)}" for name, found in urls.items()]
+    first = next(iter(urls.values()))[0]
+    lines += [f"Try one from a Pi:  .venv/bin/enroll-lab exec {client} -- busybox wget -qO- "
+              f"{first}",
+              "  .venv/bin/enrollctl baseline   # desired vs running tasks, last reconcile",
+              "  .venv/bin/enrollctl cluster    # managers, workers, leader, Raft fault "
+              "tolerance"]
+    return lines

@@ -283,7 +283,8 @@ class Lab:
         init = self.exec(
             pi.name,
             [*exe, "init", "--state-dir", str(cdir), "--advertise-addr", str(pi.ip),
-             "--docker-host", spec.docker_host, "--rules", str(config.rules), "--json"],
+             "--docker-host", spec.docker_host, "--rules", str(config.rules), "--json",
+             *(["--baseline", str(config.baseline)] if config.baseline else [])],
             capture_output=True, timeout=120,
         )
         with open(log, "a") as fh:

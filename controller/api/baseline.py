@@ -1,0 +1,98 @@
+"""Admin endpoints for the baseline services and cluster health. Bearer auth, as admin.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from agent.wire.errors import WireError
+from controller.api import admin
+from controller.baseline.health import read_cluster
+from controller.baseline.reconcile import Reconciler
+from controller.baseline.spec import BaselineError
+
+bp = Blueprint("baseline", __name__, url_prefix="/v1")
+# The admin blueprint's own checks, not a copy: one place decides who is an admin.
+bp.before_request(admin.authenticate)
+bp.after_request(admin.no_store)
+
+T = TypeVar("T")
+
+
+class BaselineInvalid(WireError):
+    """422 naming the service and key at fault, as well as the message."""
+
+    def __init__(self, exc: BaselineError) -> None:
+        super().__init__("baseline_invalid", f"{exc}; nothing was changed", 422)
+        self.detail = exc.to_json()
+
+    def to_json(self) -> dict[str, str]:
+        return {**super().to_json(), **self.detail}
+
+
+def _reconciler() -> Reconciler:
+    reconciler = current_app.extensions["swarm_enroll"].baseline
+    if reconciler is None:
+        raise WireError("baseline_unavailable", "this controller has no Docker connection for "
+                        "baseline services", 503)
+    return reconciler
+
+
+def _docker(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except WireError:
+        raise
+    except Exception as exc:  # the local manager's Docker API is down or not a manager
+        raise WireError("swarm_unavailable", f"cannot read the swarm through the local "
+                        f"Docker API: {type(exc).__name__}", 503) from None
+
+
+def _body() -> dict[str, Any]:
+    if not request.get_data():
+        return {}
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise WireError("bad_json", "request body must be a JSON object")
+    unknown = set(data) - {"force", "file"}
+    if unknown:
+        raise WireError("bad_json", f"unknown field(s) {', '.join(sorted(unknown))} (allowed: "
+                        "force, file)")
+    if not isinstance(data.get("force", False), bool):
+        raise WireError("bad_json", "force must be true or false")
+    if not isinstance(data.get("file", ""), str):
+        raise WireError("bad_json", "file must be the baseline file's text")
+    return data
+
+
+@bp.get("/baseline")
+def status() -> Response:
+    reconciler = _reconciler()
+    return jsonify(_docker(reconciler.status))
+
+
+@bp.post("/baseline/apply")
+def apply() -> Response:
+    reconciler = _reconciler()
+    data = _body()
+    baseline = None
+    if data.get("file"):
+        try:
+            baseline = reconciler.replace_file(data["file"])
+        except BaselineError as exc:
+            raise BaselineInvalid(exc) from None
+    report = reconciler.reconcile(f"apply by {g.actor}", force=data.get("force", False),
+                                  actor=g.actor, baseline=baseline)
+    if report.file_error is not None:
+        raise BaselineInvalid(report.file_error)
+    if report.error:
+        raise WireError(report.error_code or "swarm_unavailable", report.error, 503)
+    return jsonify(report.to_json())
+
+
+@bp.get("/cluster")
+def cluster() -> Response:
+    reconciler = _reconciler()
+    return jsonify(_docker(lambda: read_cluster(reconciler.api)))

@@ -1,0 +1,5 @@
+import sys
+
+from tests.bench.run import main
+
+sys.exit(main())

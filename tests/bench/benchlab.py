@@ -1,0 +1,162 @@
+"""The benchmarks' own lab: a prefix, state dir and subnet of its own, always torn down.
+
+Never the default lab (`selab-`, /var/lib/swarm-enroll-lab, 198.18.0.0/24) that other
+people's `make demo` and e2e runs use: every name the Lab class derives (namespaces
+`<prefix><pi>` and `<prefix>lan`, run dir /run/<prefix>, host veth `<prefix>0`, cgroup
+parents `<prefix><pi>`) comes from the prefix, and the addresses from the subnet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from deploy.lab.config import load_cluster
+from deploy.lab.lab import DEFAULT_PREFIX, DEFAULT_STATE_DIR, Lab, LabError
+
+CONTROLLER_PI = "ctl"  # runs the lab's controller (swarm A): join benchmarks
+STORM_PI = "storm"  # runs the storm's controllers (swarm B, single node)
+LOAD_PI = "load"  # runs the storm's load generator
+
+
+@dataclass(frozen=True)
+class BenchLabSpec:
+    state_dir: Path = Path("/var/lib/swarm-enroll-bench")
+    prefix: str = "sebench-"
+    subnet: str = "198.18.1.0/24"
+
+    def check(self) -> None:
+        if self.prefix == DEFAULT_PREFIX or self.state_dir == DEFAULT_STATE_DIR:
+            raise LabError("the benchmarks never use the default lab (prefix selab-, "
+                           f"{DEFAULT_STATE_DIR}); pick another prefix and state dir")
+        if self.subnet.startswith("198.18.0."):
+            raise LabError("198.18.0.0/24 is the default lab's subnet; use another /24")
+
+
+RULES = """\
+# Benchmark rules: bj-* are the join-overhead Pis (token), bm-* wait for an admin.
+[[rule]]
+match = "bm-*"
+role = "worker"
+approve = "manual"
+
+[[rule]]
+match = "bj-*"
+role = "worker"
+approve = "token"
+"""
+
+
+def cluster_text(spec: BenchLabSpec) -> str:
+    pis = [(CONTROLLER_PI, "Raspberry Pi Zero W Rev 1.1", "armv6l"),
+           (STORM_PI, "Raspberry Pi Zero W Rev 1.1", "armv6l"),
+           (LOAD_PI, "Raspberry Pi 3 Model B Rev 1.2", "armv7l")]
+    lines = ["[lab]", f'subnet = "{spec.subnet}"', 'rules = "rules.toml"',
+             f'controller = "{CONTROLLER_PI}"', ""]
+    for i, (name, model, arch) in enumerate(pis, start=1):
+        lines += ["[[pi]]", f'name = "{name}"', f'model = "{model}"', f'arch = "{arch}"',
+                  f'hardware_id = "00000000be0c{i:04x}"', ""]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def session_lock(spec: BenchLabSpec) -> Iterator[None]:
+    """One benchmark run per state dir at a time (a second `up` would tear down the first)."""
+    path = Path(str(spec.state_dir) + ".lock")
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LabError(f"another benchmark run holds {path}") from None
+        yield
+
+
+@contextlib.contextmanager
+def bench_lab(spec: BenchLabSpec, log: Any = print) -> Iterator[Lab]:
+    """Up with the lab's controller on `ctl` and no agents; down whatever happens."""
+    spec.check()
+    with session_lock(spec):
+        conf_dir = Path(tempfile.mkdtemp(prefix="swarm-enroll-bench-"))
+        lab = Lab(state_dir=spec.state_dir, prefix=spec.prefix)
+        try:
+            (conf_dir / "rules.toml").write_text(RULES)
+            (conf_dir / "cluster.toml").write_text(cluster_text(spec))
+            config = load_cluster(conf_dir / "cluster.toml")
+            t = time.monotonic()
+            lab.up(config, agents=False)
+            log(f"bench lab up in {time.monotonic() - t:.1f}s ({spec.prefix}*, {spec.subnet})")
+            yield lab
+        finally:
+            t = time.monotonic()
+            try:
+                lab.down()
+            finally:
+                shutil.rmtree(conf_dir, ignore_errors=True)
+            log(f"bench lab down in {time.monotonic() - t:.1f}s")
+
+
+# ---- measuring processes -----------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def vm_kb(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM, ... of /proc/<pid>/status, in kB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("Vm") or line.startswith("Rss"):
+                key, _, value = line.partition(":")
+                out[key] = int(value.split()[0])
+    return out
+
+
+def settle(pid: int, below: float = 0.05, window: float = 1.0, timeout: float = 30.0) -> float:
+    """Wait until the process uses less than `below` of a core over `window`; return waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        c0 = cpu_seconds(pid)
+        time.sleep(window)
+        if (cpu_seconds(pid) - c0) / window < below:
+            break
+    return time.monotonic() - start
+
+
+def node_ready(client: docker.DockerClient, hostname: str) -> bool:
+    for n in client.api.nodes(filters={"name": hostname}):
+        if (n.get("Description", {}).get("Hostname", "").lower() == hostname.lower()
+                and n["Status"]["State"] == "ready"):
+            return True
+    return False
+
+
+def wait_ready(client: docker.DockerClient, hostname: str, timeout: float = 120.0,
+               interval: float = 0.05) -> float:
+    """Poll the manager's node list until `hostname` is Ready; return time.monotonic() then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if node_ready(client, hostname):
+            return time.monotonic()
+        time.sleep(interval)
+    raise LabError(f"{hostname} not Ready in the swarm within {timeout:.0f}s")
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]

@@ -1,0 +1,217 @@
+"""Turning raw runs into results/latest.json: summaries, targets met or missed, Markdown."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .stats import summary
+
+STORM_KEYS = ("grants_per_s", "makespan_s", "latency_p50_s", "latency_p95_s", "latency_p99_s",
+              "since_t0_p99_s", "error_count", "not_granted", "controller_peak_rss_mb",
+              "controller_rss_after_idle_mb", "controller_cpu_ms_per_grant",
+              "controller_cpu_share", "client_cpu_share")
+JOIN_KEYS = ("total_s", "start_to_first_log_s", "start_to_found_s", "first_log_to_found_s",
+             "found_to_joining_s", "joining_to_ready_s")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    try:
+        dockerd = subprocess.run(["dockerd", "--version"], capture_output=True, text=True,
+                                 timeout=10).stdout.strip()
+    except OSError:
+        dockerd = ""
+    return {"arch": platform.machine(), "nproc": os.cpu_count(), "cpu_model": model,
+            "kernel": platform.release(), "python": platform.python_version(),
+            "dockerd": dockerd,
+            "mem_total_mb": int(Path("/proc/meminfo").read_text().split()[1]) // 1024}
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def summarize_join(raw: dict[str, Any]) -> dict[str, Any]:
+    pairs = raw["pairs"]
+    out: dict[str, Any] = {
+        "agent": {k: summary([p["agent"][k] for p in pairs]) for k in JOIN_KEYS},
+        "bare_total_s": summary([p["bare"]["total_s"] for p in pairs]),
+        "ratio": summary([p["ratio"] for p in pairs]),
+        "approval_to_ready_s": summary([m["approval_to_ready_s"] for m in raw["manual"]]),
+        "raw": raw,
+    }
+    return out
+
+
+def summarize_storm(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    by_n: dict[str, Any] = {}
+    for n in sorted({r["n"] for r in runs}):
+        rs = [r for r in runs if r["n"] == n]
+        entry = {k: summary([r[k] for r in rs]) for k in STORM_KEYS}
+        entry["concurrency"] = rs[0]["concurrency"]
+        entry["errors_by_kind"] = [r["errors"] for r in rs]
+        entry["grants_bad"] = sum(r["grants_bad"] for r in rs)
+        restarts = [r["restart_with_records"] for r in rs if "restart_with_records" in r]
+        if restarts:
+            entry["restart_with_records"] = {
+                k: summary([x[k] for x in restarts])
+                for k in ("rss_idle_mb", "rss_after_list_mb", "peak_rss_mb")}
+            entry["restart_with_records"]["records"] = [x["records"] for x in restarts]
+        entry["runs"] = [{k: v for k, v in r.items() if k != "profile"} for r in rs]
+        by_n[str(n)] = entry
+    return by_n
+
+
+def _med(s: dict[str, Any] | None) -> float | None:
+    return None if not s else s.get("median")
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with its measured figure; `met` is None where it was not measured."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, ok: bool | None, shown: str, note: str = "") -> None:
+        out.append({"target": name, "measured": value, "shown": shown,
+                    "met": None if value is None else ok, "note": note})
+
+    join = res.get("join")
+    if join:
+        r = _med(join["ratio"])
+        add("join overhead ratio (agent / bare join) <= 1.3", r, r is not None and r <= 1.3,
+            f"{r:.2f}" if r is not None else "-")
+        f = _med(join["agent"]["start_to_found_s"])
+        add("controller found over mDNS <= 1.5 s (median, from agent start)", f,
+            f is not None and f <= 1.5, f"{f:.2f} s" if f is not None else "-")
+    storm = res.get("storm", {})
+    if "1000" in storm:
+        s = storm["1000"]
+        mk, p99 = s["makespan_s"]["max"], s["latency_p99_s"]["max"]
+        errs, missing = s["error_count"]["max"], s["not_granted"]["max"]
+        add("1,000 agents all granted within 10 s (worst run)", mk,
+            mk <= 10 and missing == 0, f"{mk:.1f} s")
+        add("1,000 agents: p99 request->grant < 3 s (worst run)", p99, p99 < 3,
+            f"{p99:.2f} s", f"at most {s['concurrency']} agents in flight")
+        add("1,000 agents: zero errors", errs, errs == 0 and missing == 0, f"{errs:.0f}")
+    if "5000" in storm:
+        s = storm["5000"]
+        errs, missing = s["error_count"]["max"], s["not_granted"]["max"]
+        add("5,000 agents: zero errors", errs, errs == 0 and missing == 0,
+            f"{errs:.0f} errors, {missing:.0f} not granted")
+    fp = res.get("footprint", {})
+    if "agent_rss_mb" in fp:
+        v = fp["agent_rss_mb"]["max"]
+        add("agent idle RSS <= 45 MB (worst agent)", v, v <= 45, f"{v:.1f} MB")
+        c = fp["agent_cpu_percent"]["max"]
+        add("agent idle CPU < 0.5 % of a core (worst agent)", c, c < 0.5, f"{c:.2f} %")
+    if "controller_rss_1000_mb" in fp:
+        v = fp["controller_rss_1000_mb"]["max"]
+        add("controller RSS <= 120 MB with 1,000 records (worst case)", v, v <= 120,
+            f"{v:.1f} MB")
+    return out
+
+
+def _fmt(s: dict[str, Any] | None, unit: str = "", digits: int = 2) -> tuple[str, str, str]:
+    if not s or s.get("median") is None:
+        return "-", "-", "-"
+    return tuple(f"{s[k]:.{digits}f}{unit}" for k in ("median", "min", "max"))  # type: ignore
+
+
+def markdown(res: dict[str, Any]) -> str:
+    m = res["machine"]
+    lines = [
+        f"Measured {res['date']} on {m['arch']}, {m['nproc']} cores ({m['cpu_model']}), "
+        f"{m['mem_total_mb'] // 1024} GiB, Linux {m['kernel']}, Python {m['python']}, "
+        f"{m['dockerd']}; `make bench` ({res['params']['mode']}). Each figure: median (min-max) "
+        "over the runs shown; the controller pinned to one core with `taskset`.",
+        "",
+        "| benchmark | figure | median | min | max | runs |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def row(bench: str, figure: str, s: dict[str, Any] | None, unit: str = " s",
+            digits: int = 2) -> None:
+        med, lo, hi = _fmt(s, unit, digits)
+        lines.append(f"| {bench} | {figure} | {med} | {lo} | {hi} | {(s or {}).get('n', 0)} |")
+
+    join = res.get("join")
+    if join:
+        a = join["agent"]
+        row("join", "agent start -> node Ready", a["total_s"])
+        row("join", "bare `docker swarm join` -> Ready", join["bare_total_s"])
+        row("join", "ratio agent / bare (pairwise)", join["ratio"], "")
+        row("join", "agent start -> controller found (mDNS)", a["start_to_found_s"])
+        row("join", "  of which: start -> first log line (Python start-up)",
+            a["start_to_first_log_s"])
+        row("join", "  of which: first log line -> found", a["first_log_to_found_s"])
+        row("join", "found -> `docker swarm join` starts (pin, nonce, grant)",
+            a["found_to_joining_s"])
+        row("join", "join starts -> Ready", a["joining_to_ready_s"])
+        row("join", "approval (manual rule) -> Ready", join["approval_to_ready_s"])
+    for n, s in res.get("storm", {}).items():
+        b = f"storm N={int(n):,} (C={s['concurrency']})"
+        row(b, "grants/s", s["grants_per_s"], "", 1)
+        row(b, "all granted after", s["makespan_s"])
+        row(b, "request->grant p50", s["latency_p50_s"])
+        row(b, "request->grant p95", s["latency_p95_s"])
+        row(b, "request->grant p99", s["latency_p99_s"])
+        row(b, "t0->grant p99 (fleet view)", s["since_t0_p99_s"])
+        row(b, "errors / not granted", s["error_count"], "", 0)
+        row(b, "controller CPU per grant", s["controller_cpu_ms_per_grant"], " ms", 1)
+        row(b, "controller peak RSS (VmHWM)", s["controller_peak_rss_mb"], " MB", 1)
+    fp = res.get("footprint", {})
+    if "agent_rss_mb" in fp:
+        row(f"footprint (agent idle {fp['agent_window_s']:.0f} s)", "agent RSS",
+            fp["agent_rss_mb"], " MB", 1)
+        row(f"footprint (agent idle {fp['agent_window_s']:.0f} s)", "agent CPU",
+            fp["agent_cpu_percent"], " %", 2)
+    if "controller_rss_1000_mb" in fp:
+        row("footprint", f"controller RSS with {fp['records_n']:,} records (idle)",
+            fp["controller_rss_1000_mb"], " MB", 1)
+    if "import" in fp:
+        imp = fp["import"]
+        row("footprint", "agent import time (`enroll-agent run` imports, wall)",
+            imp["import_run_path_s_summary"])
+        row("footprint", "`import agent.cli` (wall)", imp["import_agent_cli_s_summary"])
+        row("footprint", "bare interpreter (wall)", imp["interpreter_s_summary"])
+    lines += ["", "| target | measured | met |", "|---|---|---|"]
+    for t in res.get("targets", []):
+        met = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
+        note = f" ({t['note']})" if t["note"] else ""
+        lines.append(f"| {t['target']} | {t['shown']}{note} | {met} |")
+    comp = res.get("compare")
+    if comp:
+        lines += ["", f"Proposed fixes measured on a patched copy ({comp['label']}: "
+                  f"{', '.join(comp['patches'])}), same lab, same run:", "",
+                  "| storm | figure | before (median) | after (median) |", "|---|---|---|---|"]
+        for n, after in comp["storm"].items():
+            before = res.get("storm", {}).get(n)
+            if not before:
+                continue
+            for key, label, unit in (("grants_per_s", "grants/s", ""),
+                                     ("makespan_s", "all granted after", " s"),
+                                     ("latency_p99_s", "request->grant p99", " s"),
+                                     ("error_count", "errors", ""),
+                                     ("controller_cpu_ms_per_grant", "CPU per grant", " ms"),
+                                     ("controller_peak_rss_mb", "peak RSS", " MB")):
+                lines.append(f"| N={int(n):,} | {label} | {before[key]['median']:.2f}{unit} | "
+                             f"{after[key]['median']:.2f}{unit} |")
+    prof = res.get("profile")
+    if prof:
+        for view in ("cpu", "wall"):
+            p = prof.get(view)
+            if not p or "categories" not in p:
+                continue
+            lines += ["", f"Profile of the N={prof['n']:,} storm's controller, {view} view "
+                      f"({p['samples']:,} py-spy samples):", "",
+                      "| where | share |", "|---|---|"]
+            lines += [f"| {c['name']} | {100 * c['share']:.1f} % |" for c in p["categories"][:10]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,224 @@
+"""`python -m tests.bench`: run the benchmarks, write results/latest.json and latest.md.
+
+Everything runs in the benchmarks' own lab (see benchlab.py), built once and torn down in
+a finally, whatever happens. `--smoke` is the tiny run of every benchmark that `make test`
+does (figures meaningless, code paths all exercised).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import footprint, profiling, report
+from .benchlab import BenchLabSpec, bench_lab
+from .join import run_join
+from .stats import summary
+from .storm import storm_once
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+RESULTS = HERE / "results"
+PROPOSALS = HERE / "proposals"
+ALL = ("join", "footprint", "storm", "profile", "import")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    p.add_argument("--smoke", action="store_true", help="tiny N everywhere (make test)")
+    p.add_argument("--only", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
+    p.add_argument("--pairs", type=int, default=5, help="join pairs (agent vs bare)")
+    p.add_argument("--manual", type=int, default=3, help="manual-approval Pis")
+    p.add_argument("--storm-n", default="100,1000,5000", help="comma list of N")
+    p.add_argument("--storm-reps", type=int, default=3, help="runs per N")
+    p.add_argument("--concurrency", type=int, default=256,
+                   help="simulated agents in flight at once (all start at t0)")
+    p.add_argument("--storm-deadline", type=float, default=300.0)
+    p.add_argument("--records-n", type=int, default=1000,
+                   help="storm N whose controller is also measured restarted over its records")
+    p.add_argument("--idle-seconds", type=float, default=60.0, help="agent idle window")
+    p.add_argument("--profile-n", type=int, default=1000)
+    p.add_argument("--import-reps", type=int, default=5)
+    p.add_argument("--try-proposals", action="store_true",
+                   help="also run the storms on a /tmp copy with proposals/*.patch applied")
+    p.add_argument("--compare-src", type=Path, help="like --try-proposals, with this tree")
+    p.add_argument("--state-dir", type=Path, default=BenchLabSpec.state_dir)
+    p.add_argument("--prefix", default=BenchLabSpec.prefix)
+    p.add_argument("--subnet", default=BenchLabSpec.subnet)
+    p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.pairs, args.manual, args.storm_n, args.storm_reps = 1, 1, "5,12", 1
+        args.idle_seconds, args.profile_n, args.import_reps = 3.0, 12, 1
+        args.records_n, args.concurrency, args.storm_deadline = 12, 4, 120.0
+    return args
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def patched_copy(patches: list[Path]) -> tuple[Path, list[str]]:
+    """agent/ and controller/ copied to /tmp with each proposal applied (skipped if it no
+    longer applies, e.g. once it has been merged)."""
+    dest = Path(tempfile.mkdtemp(prefix="swarm-enroll-proposal-"))
+    for pkg in ("agent", "controller"):
+        shutil.copytree(REPO / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    applied = []
+    for patch in patches:
+        r = subprocess.run(["patch", "-p1", "-N", "-d", str(dest), "-i", str(patch)],
+                           capture_output=True, text=True)
+        if r.returncode == 0:
+            applied.append(patch.name)
+        else:
+            say(f"proposal {patch.name} does not apply (merged already?): {r.stdout[-200:]}")
+    return dest, applied
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    only = {x.strip() for x in args.only.split(",") if x.strip()}
+    unknown = only - set(ALL)
+    if unknown:
+        raise SystemExit(f"--only: unknown {', '.join(sorted(unknown))}")
+    spec = BenchLabSpec(args.state_dir, args.prefix, args.subnet)
+    ns = [int(x) for x in args.storm_n.split(",") if x.strip()]
+    started = time.monotonic()
+    res: dict[str, Any] = {
+        "date": report.now(), "machine": report.machine(),
+        "params": {"mode": "smoke" if args.smoke else "full", "pairs": args.pairs,
+                   "manual": args.manual, "storm_n": ns, "storm_reps": args.storm_reps,
+                   "concurrency": args.concurrency, "idle_seconds": args.idle_seconds,
+                   "profile_n": args.profile_n, "records_n": args.records_n,
+                   "lab": {"prefix": spec.prefix, "subnet": spec.subnet,
+                           "state_dir": str(spec.state_dir)}},
+        "phases_s": {},
+    }
+    fp: dict[str, Any] = {}
+    res["footprint"] = fp
+    lab_parts = only & {"join", "footprint", "storm", "profile"}
+    compare_src: Path | None = args.compare_src
+    patches: list[str] = [str(compare_src)] if compare_src else []
+    if args.try_proposals and not compare_src:
+        compare_src, patches = patched_copy(sorted(PROPOSALS.glob("*.patch")))
+        if not patches:
+            compare_src = None
+    if lab_parts:
+        with bench_lab(spec, log=say) as lab:
+            if only & {"join", "footprint"}:
+                t = time.monotonic()
+                say(f"join overhead: {args.pairs} pairs, {args.manual} manual approvals")
+                raw, pis = run_join(lab, args.pairs, args.manual if "join" in only else 0,
+                                    log=say)
+                try:
+                    if "join" in only:
+                        res["join"] = report.summarize_join(raw)
+                    res["phases_s"]["join"] = time.monotonic() - t
+                    if "footprint" in only:
+                        t = time.monotonic()
+                        for name in pis.agents:
+                            footprint.wait_joined(lab.log_path(name, "agent"))
+                        time.sleep(min(5.0, args.idle_seconds))  # past the join's aftermath
+                        pids = {n: p.pid for n, p in pis.agents.items()}
+                        say(f"agent idle footprint: {len(pids)} agents, "
+                            f"{args.idle_seconds:.0f} s")
+                        idle = footprint.agent_idle(pids, args.idle_seconds)
+                        agents = idle["agents"].values()
+                        fp["agent_window_s"] = idle["window_s"]
+                        fp["agent_rss_mb"] = summary([a["rss_max_mb"] for a in agents])
+                        fp["agent_cpu_percent"] = summary([a["cpu_percent"] for a in agents])
+                        fp["agent_raw"] = idle
+                        res["phases_s"]["footprint_agent"] = time.monotonic() - t
+                finally:
+                    pis.stop_all()
+            if "storm" in only:
+                t = time.monotonic()
+                runs = []
+                for n in ns:
+                    for rep in range(1, args.storm_reps + 1):
+                        r = storm_once(lab, n, f"n{n}-r{rep}", args.concurrency,
+                                       args.storm_deadline,
+                                       records_footprint=(n == args.records_n))
+                        runs.append(r)
+                        say(f"storm N={n} run {rep}: {r['grants_per_s']:.1f} grants/s, all "
+                            f"after {r['makespan_s']:.2f}s, p99 {r['latency_p99_s']:.2f}s, "
+                            f"errors {r['error_count']}, not granted {r['not_granted']}, "
+                            f"peak RSS {r['controller_peak_rss_mb']:.1f} MB, "
+                            f"{r['controller_cpu_ms_per_grant']:.1f} ms CPU/grant")
+                res["storm"] = report.summarize_storm(runs)
+                restart = res["storm"].get(str(args.records_n), {}).get("restart_with_records")
+                if restart:
+                    after = [r["controller_rss_after_idle_mb"] for r in runs
+                             if r["n"] == args.records_n]
+                    worst = [max(a, b) for a, b in zip(
+                        after, restart["rss_after_list_mb"]["runs"], strict=False)]
+                    fp["records_n"] = args.records_n
+                    fp["controller_rss_1000_mb"] = summary(worst)
+                    fp["controller_rss_records_detail"] = {
+                        "after_storm_idle_mb": summary(after), **restart}
+                res["phases_s"]["storm"] = time.monotonic() - t
+                if compare_src:
+                    t = time.monotonic()
+                    say(f"storms again on the patched copy {compare_src} ({', '.join(patches)})")
+                    cruns = []
+                    for n in ns:
+                        for rep in range(1, args.storm_reps + 1):
+                            r = storm_once(lab, n, f"after-n{n}-r{rep}", args.concurrency,
+                                           args.storm_deadline, src=compare_src)
+                            cruns.append(r)
+                            say(f"  after N={n} run {rep}: {r['grants_per_s']:.1f} grants/s, "
+                                f"p99 {r['latency_p99_s']:.2f}s, errors {r['error_count']}")
+                    res["compare"] = {"label": "proposals", "patches": patches,
+                                      "storm": report.summarize_storm(cruns)}
+                    res["phases_s"]["compare"] = time.monotonic() - t
+            if "profile" in only:
+                t = time.monotonic()
+                prof: dict[str, Any] = {"n": args.profile_n}
+                if profiling.available() is None:
+                    prof["error"] = "py-spy not installed"
+                else:
+                    out_dir = args.out / "profile"
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    for view, idle in (("cpu", False), ("wall", True)):
+                        path = out_dir / f"storm-{args.profile_n}-{view}.txt"
+                        r = storm_once(lab, args.profile_n, f"profile-{view}", args.concurrency,
+                                       args.storm_deadline,
+                                       during=lambda pid, p=path, i=idle: profiling.start(
+                                           pid, p, i))
+                        prof[view] = r["profile"]
+                        prof[view]["storm_under_profiler"] = {
+                            k: r[k] for k in ("grants_per_s", "latency_p99_s", "error_count")}
+                        say(f"profile ({view}): {r['profile'].get('samples', 0)} samples; top: "
+                            + ", ".join(f"{c['name']} {100 * c['share']:.0f}%"
+                                        for c in r["profile"].get("categories", [])[:4]))
+                res["profile"] = prof
+                res["phases_s"]["profile"] = time.monotonic() - t
+    if "import" in only:
+        t = time.monotonic()
+        imp = footprint.import_time(args.import_reps)
+        for key in ("interpreter_s", "import_agent_cli_s", "import_run_path_s"):
+            imp[f"{key}_summary"] = summary(imp[key])
+        fp["import"] = imp
+        res["phases_s"]["import"] = time.monotonic() - t
+    res["phases_s"]["total"] = time.monotonic() - started
+    res["targets"] = report.targets(res)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(res, indent=1, sort_keys=False) + "\n")
+    (args.out / "latest.md").write_text(report.markdown(res))
+    say(f"done in {res['phases_s']['total']:.0f}s; wrote {args.out / 'latest.json'} and "
+        f"{args.out / 'latest.md'}")
+    for t in res["targets"]:
+        say(f"  {'MET   ' if t['met'] else 'MISSED' if t['met'] is False else '  -   '} "
+            f"{t['target']}: {t['shown']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

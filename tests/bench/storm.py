@@ -1,0 +1,211 @@
+"""Enrollment storm: one real controller process on one core against N simulated agents.
+
+Per run: a fresh `enroll-controller init` state dir on the `storm` Pi (whose dockerd is a
+real single-node swarm, initialised by the first init), `enroll-controller serve` started
+inside that Pi under `taskset -c 0`, a bootstrap token with N uses, then the load
+generator (storm_client.py) inside the `load` Pi under `taskset -c 1`. The controller's
+CPU time and VmHWM come from /proc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from deploy.lab.lab import Lab, LabError
+
+from .benchlab import LOAD_PI, STORM_PI, cpu_seconds, loadavg, settle, vm_kb
+from .stats import percentile
+
+CLIENT = Path(__file__).resolve().parent / "storm_client.py"
+STORM_RULES = """\
+[[rule]]
+match = "storm-*"
+role = "worker"
+approve = "token"
+"""
+CONTROLLER_CORE = "0"
+LOAD_CORE = "1"
+
+
+def _session() -> requests.Session:
+    s = requests.Session()
+    s.trust_env = False  # lab addresses only, never a proxy
+    return s
+
+
+class StormController:
+    """One `enroll-controller serve` on the storm Pi, from a fresh state dir."""
+
+    def __init__(self, lab: Lab, label: str, src: Path | None = None) -> None:
+        self.lab = lab
+        self.dir = lab.pi_dir(STORM_PI) / f"ctl-{label}"
+        self.src = src
+        self.proc: subprocess.Popen | None = None
+        self.info: dict[str, Any] = {}
+        self.ip = lab.node(STORM_PI)["ip"]
+
+    def _cmd(self) -> tuple[list[str], dict[str, str]]:
+        if self.src is None:
+            return [*self.lab.controller_cmd], {}
+        # a patched copy of the source tree shadows the installed one
+        return [sys.executable, "-m", "controller.cli"], {"PYTHONPATH": str(self.src)}
+
+    def init(self) -> None:
+        rules = self.dir.parent / "storm-rules.toml"
+        rules.write_text(STORM_RULES)
+        cmd, env = self._cmd()
+        r = self.lab.exec(STORM_PI, [*cmd, "init", "--state-dir", str(self.dir),
+                                     "--advertise-addr", self.ip, "--docker-host",
+                                     self.lab.docker_host(STORM_PI), "--rules", str(rules),
+                                     "--json"], env=env, capture_output=True, timeout=120)
+        if r.returncode != 0:
+            raise LabError(f"enroll-controller init for the storm failed: {r.stderr[-500:]}")
+        self.info = json.loads(r.stdout.strip().splitlines()[-1])
+
+    def start(self) -> int:
+        cmd, env = self._cmd()
+        self.proc = self.lab.popen(
+            STORM_PI, ["taskset", "-c", CONTROLLER_CORE, *cmd, "serve", "--state-dir",
+                       str(self.dir), "--log-level", "warning"],
+            log=self.dir.parent / f"{self.dir.name}.log", env=env)
+        deadline = time.monotonic() + 60
+        with _session() as s:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise LabError(f"storm controller exited ({self.proc.returncode}); see "
+                                   f"{self.dir.parent / (self.dir.name + '.log')}")
+                try:
+                    r = s.get(self.url + "/healthz", verify=self.ca, timeout=3)
+                    if r.status_code == 200:
+                        return self.proc.pid
+                except requests.RequestException:
+                    pass
+                time.sleep(0.2)
+        raise LabError("storm controller not healthy within 60s")
+
+    @property
+    def url(self) -> str:
+        return self.info["url"]
+
+    @property
+    def ca(self) -> str:
+        return str(self.dir / "ca.pem")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        with _session() as s:
+            r = s.request(method, self.url + path, verify=self.ca, timeout=120,
+                          headers={"Authorization": f"Bearer {self.info['admin_token']}"},
+                          **kwargs)
+        if r.status_code >= 400:
+            raise LabError(f"{method} {path}: {r.status_code} {r.text[:200]}")
+        return r.json()
+
+    def token(self, uses: int) -> str:
+        return self.admin("POST", "/v1/tokens", json={"ttl_seconds": 3600, "uses": uses,
+                                                     "description": "storm"})["token"]
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+def run_load(lab: Lab, ctl: StormController, n: int, token: str, concurrency: int,
+             deadline: float) -> dict[str, Any]:
+    argv = ["taskset", "-c", LOAD_CORE, sys.executable, str(CLIENT), "--url", ctl.url,
+            "--pin", ctl.info["pin"], "--token", token, "--n", str(n),
+            "--concurrency", str(concurrency), "--address", lab.node(LOAD_PI)["ip"],
+            "--deadline", str(deadline)]
+    r = lab.exec(LOAD_PI, argv, capture_output=True, timeout=deadline + 120,
+                 env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    if r.returncode != 0:
+        raise LabError(f"storm client failed ({r.returncode}): {r.stderr[-800:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
+               src: Path | None = None, during: Any = None,
+               records_footprint: bool = False) -> dict[str, Any]:
+    """One storm of N agents against a fresh controller; `during(pid)` may start a profiler
+    and return a stop() callable."""
+    ctl = StormController(lab, label, src)
+    ctl.init()
+    try:
+        ctl.start()
+        token = ctl.token(n)
+        settled = settle(ctl.pid, below=0.03, timeout=30)
+        vm0, cpu0, load0 = vm_kb(ctl.pid), cpu_seconds(ctl.pid), loadavg()
+        stop_profiler = during(ctl.pid) if during else None
+        try:
+            out = run_load(lab, ctl, n, token, concurrency, deadline)
+        finally:
+            profile = stop_profiler() if stop_profiler else None
+        cpu1, vm1 = cpu_seconds(ctl.pid), vm_kb(ctl.pid)
+        time.sleep(3)
+        vm_idle = vm_kb(ctl.pid)
+        starts, grants = out.pop("start"), out.pop("grant")
+        latency = [g - s for s, g in zip(starts, grants, strict=True)]
+        elapsed_grants = max(grants) if grants else out["elapsed"]
+        result: dict[str, Any] = {
+            "n": n, "label": label, **out,
+            "makespan_s": elapsed_grants,
+            "grants_per_s": out["granted"] / elapsed_grants if elapsed_grants else 0.0,
+            "latency_p50_s": percentile(latency, 50), "latency_p95_s": percentile(latency, 95),
+            "latency_p99_s": percentile(latency, 99), "latency_max_s": max(latency, default=0),
+            "since_t0_p50_s": percentile(grants, 50), "since_t0_p99_s": percentile(grants, 99),
+            "controller_cpu_s": cpu1 - cpu0,
+            "controller_cpu_ms_per_grant": 1000 * (cpu1 - cpu0) / max(out["granted"], 1),
+            "controller_cpu_share": (cpu1 - cpu0) / out["elapsed"] if out["elapsed"] else 0.0,
+            "controller_rss_before_mb": vm0["VmRSS"] / 1024,
+            "controller_peak_rss_mb": vm1["VmHWM"] / 1024,
+            "controller_rss_after_idle_mb": vm_idle["VmRSS"] / 1024,
+            "controller_threads": _threads(ctl.pid), "settled_s": settled,
+            "loadavg_before": load0,
+        }
+        if profile is not None:
+            result["profile"] = profile
+        if records_footprint:
+            result["restart_with_records"] = _restart_footprint(ctl, n)
+        return result
+    finally:
+        ctl.stop()
+
+
+def _threads(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def _restart_footprint(ctl: StormController, n: int, idle: float = 5.0) -> dict[str, Any]:
+    """The controller restarted over the N records of the storm: idle RSS, after listing."""
+    ctl.stop()
+    ctl.start()
+    settle(ctl.pid, below=0.03, timeout=30)
+    idle_rss = vm_kb(ctl.pid)["VmRSS"]
+    nodes = ctl.admin("GET", "/v1/nodes")["nodes"]
+    time.sleep(idle)
+    vm = vm_kb(ctl.pid)
+    records = sum(1 for x in nodes if str(x.get("hostname", "")).startswith("storm-"))
+    return {"records": records, "expected": n,
+            "rss_idle_mb": idle_rss / 1024, "rss_after_list_mb": vm["VmRSS"] / 1024,
+            "peak_rss_mb": vm["VmHWM"] / 1024}

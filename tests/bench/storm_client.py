@@ -1,0 +1,171 @@
+"""Load generator of the enrollment storm: N simulated agents, run inside a lab Pi.
+
+Each simulated agent does what a real agent does on first contact, with real code:
+a fresh Ed25519 key (made before the clock starts), the bare TLS handshake that checks
+the controller's chain against the CA pin (agent.wire.pinning.fetch_pinned_ca), then a
+TLS connection verified against that CA, `HEAD /v1/nonce` for a real nonce, and
+`POST /v1/enrollments` signed with agent.wire.jws.sign_request and carrying the bootstrap
+token, until a 200 with a grant. All N start at t0; at most `--concurrency` are in flight
+(a thread pool). A failed attempt (transport error, timeout, any non-200) counts as an
+error and the agent retries after a jittered backoff, like the real one, within a global
+deadline. Grants are verified (verify_grant, against the pinned CA and the agent's own
+thumbprint) after the clock stops. Prints one JSON object.
+
+Usage: storm_client.py --url https://IP:PORT --pin sha256:... --token seb_... --n 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import random
+import resource
+import ssl
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+from joserfc.jwk import OKPKey
+
+from agent import __version__
+from agent.wire.jws import sign_request, verify_grant
+from agent.wire.keys import ca_public_key
+from agent.wire.messages import EnrollmentRequest, SwarmState
+from agent.wire.pinning import fetch_pinned_ca
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--pin", required=True)
+    p.add_argument("--token", required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--concurrency", type=int, default=256)
+    p.add_argument("--hostname-prefix", default="storm-")
+    p.add_argument("--address", default="")
+    p.add_argument("--deadline", type=float, default=300.0, help="seconds for the whole storm")
+    p.add_argument("--timeout", type=float, default=15.0, help="per request, as the agent's")
+    p.add_argument("--max-attempts", type=int, default=8)
+    return p.parse_args(argv)
+
+
+class Storm:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        parts = urlsplit(args.url)
+        self.host, self.port = parts.hostname or "", parts.port or 443
+        self.keys = [OKPKey.generate_key("Ed25519", private=True) for _ in range(args.n)]
+        self.t0 = 0.0
+        self.deadline = 0.0
+        self.lock = threading.Lock()
+        self.errors: dict[str, int] = {}
+        self.results: list[dict[str, Any] | None] = [None] * args.n
+        self.ca_pem = b""
+
+    def error(self, kind: str) -> None:
+        with self.lock:
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def payload(self, i: int) -> dict[str, Any]:
+        return EnrollmentRequest(
+            hostname=f"{self.args.hostname_prefix}{i:05d}", hardware_id=f"5170{i:012x}",
+            arch="armv6l", model="Raspberry Pi Zero W Rev 1.1",
+            addresses=[self.args.address] if self.args.address else [],
+            docker_version="20.10.24", agent_version=__version__,
+            bootstrap_token=self.args.token, swarm=SwarmState(),
+        ).to_json()
+
+    def attempt(self, i: int) -> tuple[int, dict[str, Any]]:
+        pem, _ = fetch_pinned_ca(self.args.url, self.args.pin, timeout=self.args.timeout)
+        self.ca_pem = pem
+        ctx = ssl.create_default_context(cadata=pem.decode())
+        conn = http.client.HTTPSConnection(self.host, self.port, context=ctx,
+                                           timeout=self.args.timeout)
+        try:
+            conn.request("HEAD", "/v1/nonce", headers={"User-Agent": "swarm-enroll-agent"})
+            r = conn.getresponse()
+            r.read()
+            nonce = r.getheader("Replay-Nonce", "")
+            if r.status >= 400 or not nonce:
+                return r.status, {}
+            body = sign_request(self.keys[i], self.payload(i), nonce, "/v1/enrollments")
+            conn.request("POST", "/v1/enrollments", body=body,
+                         headers={"Content-Type": "application/jose",
+                                  "User-Agent": "swarm-enroll-agent"})
+            r = conn.getresponse()
+            data = r.read()
+            try:
+                answer = json.loads(data)
+            except ValueError:
+                answer = {}
+            return r.status, answer
+        finally:
+            conn.close()
+
+    def agent(self, i: int) -> None:
+        start = time.monotonic()
+        delay = 1.0
+        for attempt in range(1, self.args.max_attempts + 1):
+            try:
+                status, answer = self.attempt(i)
+            except Exception as exc:
+                kind = getattr(exc, "code", "") or type(exc).__name__
+                status, answer = 0, {"error": kind}
+            if status == 200 and answer.get("grant"):
+                self.results[i] = {"start": start - self.t0, "grant": time.monotonic() - self.t0,
+                                   "attempts": attempt, "token": answer["grant"]}
+                return
+            self.error(f"{status}:{answer.get('error', answer.get('status', ''))}")
+            wait = delay * random.uniform(0.8, 1.2)
+            delay = min(delay * 1.6, 15.0)
+            if time.monotonic() + wait > self.deadline:
+                break
+            time.sleep(wait)
+        self.results[i] = {"start": start - self.t0, "grant": None, "attempts": attempt}
+
+    def run(self) -> dict[str, Any]:
+        n = self.args.n
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + self.args.deadline
+        with ThreadPoolExecutor(max_workers=min(self.args.concurrency, n)) as pool:
+            list(pool.map(self.agent, range(n)))
+        elapsed = time.monotonic() - self.t0
+        ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        verified = bad = 0
+        if self.ca_pem:
+            ca_key = ca_public_key(self.ca_pem)
+            for i, r in enumerate(self.results):
+                if r and r.get("token"):
+                    try:
+                        verify_grant(r["token"], ca_key, self.keys[i].thumbprint(),
+                                     f"{self.args.hostname_prefix}{i:05d}")
+                        verified += 1
+                    except Exception:
+                        bad += 1
+        done = [r for r in self.results if r and r["grant"] is not None]
+        return {
+            "n": n, "concurrency": min(self.args.concurrency, n), "elapsed": elapsed,
+            "granted": len(done), "not_granted": n - len(done), "errors": self.errors,
+            "error_count": sum(self.errors.values()), "grants_verified": verified,
+            "grants_bad": bad, "client_cpu_s": client_cpu,
+            "client_cpu_share": client_cpu / elapsed if elapsed else 0.0,
+            "start": [round(r["start"], 4) for r in done],
+            "grant": [round(r["grant"], 4) for r in done],
+            "attempts_max": max((r["attempts"] for r in done), default=0),
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    print(json.dumps(Storm(args).run()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

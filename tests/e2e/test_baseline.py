@@ -1,0 +1,375 @@
+"""Baseline services on the simulated reference cluster: viz and nginx, kept true.
+
+The tests run in file order on one demo cluster (module-scoped) and build on each other:
+the cluster first as the demo leaves it (two managers, six workers), then hand edits,
+bad files, rolling updates and rollbacks, concurrent applies, and last the membership
+changes (a third manager joins, a worker dies).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.wire.errors import WireError
+from controller.baseline.desired import HASH_LABEL, OWNER_LABEL
+from controller.baseline.reconcile import Reconciler
+from deploy.lab.demo import admin_client, epilogue, wait_for
+
+from .conftest import REPO, Cluster
+
+pytestmark = pytest.mark.lab
+
+MANAGERS = ["PiLike-01", "PiLike-02"]
+WORKERS = [f"PiLike-0{i}" for i in range(3, 9)]
+LAB_BASELINE = REPO / "deploy" / "lab" / "baseline.yml"
+STANDIN = "swarm-enroll lab stand-in"
+
+
+def controller_dir(cluster: Cluster) -> Path:
+    return Path(cluster.lab.state()["controller"]["state_dir"])
+
+
+def baseline_file(cluster: Cluster) -> Path:
+    return controller_dir(cluster) / "baseline.yml"
+
+
+def row(status: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in status["services"] if s["name"] == name)
+
+
+def docker_api(cluster: Cluster, pi: str = "PiLike-01") -> Any:
+    return cluster.lab.docker(pi).api
+
+
+def running_tasks(cluster: Cluster, service: str) -> Counter[str]:
+    """Running tasks of a service per node hostname, as Docker itself says."""
+    api = docker_api(cluster)
+    names = {n["ID"]: n["Description"]["Hostname"] for n in api.nodes()}
+    tasks = api.tasks(filters={"service": service, "desired-state": "running"})
+    return Counter(names[t["NodeID"]] for t in tasks if t["Status"]["State"] == "running")
+
+
+def inspect(cluster: Cluster, service: str) -> dict[str, Any]:
+    return docker_api(cluster).inspect_service(service)
+
+
+def snapshot(cluster: Cluster) -> dict[str, tuple[int, str]]:
+    """Every service's version and spec."""
+    return {s["Spec"]["Name"]: (s["Version"]["Index"], repr(s["Spec"]))
+            for s in docker_api(cluster).services()}
+
+
+def http_get(cluster: Cluster, from_pi: str, url: str) -> str:
+    done = cluster.lab.exec(from_pi, ["busybox", "wget", "-qO-", url], capture_output=True,
+                            timeout=20)
+    return done.stdout if done.returncode == 0 else f"(failed: {done.stderr.strip()})"
+
+
+def wait_converged(cluster: Cluster, timeout: float = 90) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        status = cluster.admin.baseline()
+        return status if status["converged"] else None
+    return wait_for("the baseline to converge", check, timeout)
+
+
+def edit_file(cluster: Cluster, edit: Any) -> None:
+    """Load the controller's baseline file, let `edit` change the dict, write it back."""
+    path = baseline_file(cluster)
+    doc = yaml.safe_load(path.read_text())
+    edit(doc["services"])
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def enrollctl_env(cluster: Cluster) -> dict[str, str]:
+    status = cluster.status
+    return {**os.environ, "ENROLLCTL_URL": status["controller_url"],
+            "ENROLLCTL_CA_FILE": status["ca"], "ENROLLCTL_TOKEN": status["admin_token"],
+            "ENROLLCTL_CONFIG": str(cluster.lab.state_dir / "no-enrollctl.toml")}
+
+
+def enrollctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).parent / "enrollctl")
+    return subprocess.run([exe, *args], env=enrollctl_env(cluster), capture_output=True,
+                          text=True, timeout=60)
+
+
+# ---- the cluster as the demo leaves it -------------------------------------------------
+
+
+def test_demo_ends_with_viz_and_nginx_converged(cluster: Cluster) -> None:
+    assert any(line.startswith("viz: 2/2 tasks running on PiLike-01, PiLike-02")
+               for line in cluster.said), cluster.said
+    assert any(line.startswith("nginx: 6/6 tasks running on") for line in cluster.said)
+    assert running_tasks(cluster, "viz") == Counter(MANAGERS)  # one per manager, no worker
+    assert running_tasks(cluster, "nginx") == Counter(WORKERS)
+    status = cluster.admin.baseline()
+    assert status["converged"] and status["file_error"] == ""
+    viz, nginx = row(status, "viz"), row(status, "nginx")
+    assert (viz["desired_tasks"], viz["running_tasks"], viz["nodes"]) == (2, 2, MANAGERS)
+    assert (nginx["desired_tasks"], nginx["running_tasks"], nginx["nodes"]) == (6, 6, WORKERS)
+    assert viz["ports"] == [{"published": 8080, "target": 8080, "protocol": "tcp",
+                             "mode": "host"}]
+    for svc in (viz, nginx):
+        assert svc["in_sync"] and svc["error"] == "" and svc["hash"] == svc["desired_hash"]
+        assert svc["last_result"]["result"] in ("created", "updated", "unchanged")
+        spec = inspect(cluster, svc["name"])["Spec"]
+        assert spec["Labels"][OWNER_LABEL] == "true" and spec["Labels"][HASH_LABEL]
+    # created at the controller's start, then rescaled by joins: nobody applied anything
+    events = cluster.admin.audit(action="baseline.created")
+    assert {e["reason"].split(":")[0] for e in events} == {"viz", "nginx"}
+    assert not [e for e in cluster.admin.audit() if e["action"].startswith("baseline.")
+                and e["actor"].startswith("admin:")]
+
+
+def test_published_ports_answer_from_another_pi(cluster: Cluster) -> None:
+    ips = {n["name"]: n["ip"] for n in cluster.status["nodes"]}
+    for manager in MANAGERS:
+        assert STANDIN in http_get(cluster, "PiLike-05", f"http://{ips[manager]}:8080/")
+    for worker in ("PiLike-03", "PiLike-08"):
+        assert STANDIN in http_get(cluster, "PiLike-01", f"http://{ips[worker]}:80/")
+    text = epilogue(cluster.lab, cluster.config)
+    assert f"http://{ips['PiLike-01']}:8080/" in text and f"http://{ips['PiLike-06']}:80/" in text
+    command = next(line for line in text.splitlines() if "busybox wget" in line)
+    argv = shlex.split(command.split(":", 1)[1])
+    done = subprocess.run([str(REPO / argv[0]), *argv[1:]], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert done.returncode == 0 and STANDIN in done.stdout, done.stderr
+
+
+def test_cluster_health_says_two_managers_tolerate_nothing(cluster: Cluster) -> None:
+    health = cluster.admin.cluster()
+    assert health["managers"]["total"] == 2 and health["managers"]["by_state"] == {"ready": 2}
+    assert health["workers"]["total"] == 6
+    assert health["workers"]["by_availability"] == {"active": 6}
+    assert health["leader"]["hostname"] == "PiLike-01"
+    raft = health["raft"]
+    assert (raft["quorum"], raft["fault_tolerance"]) == (2, 0)
+    assert "tolerates zero manager failures" in raft["summary"]
+    assert "odd number of managers" in raft["recommendation"]
+    tasks = {s["name"]: s for s in health["services"]}
+    assert (tasks["viz"]["running"], tasks["nginx"]["running"]) == (2, 6)
+    assert tasks["viz"]["baseline"]
+    out = enrollctl(cluster, "cluster")
+    assert out.returncode == 0, out.stderr
+    assert "Leader: PiLike-01" in out.stdout and "tolerates zero manager failures" in out.stdout
+    assert "Recommendation: use an odd number of managers" in out.stdout
+
+
+# ---- ownership and bad files ------------------------------------------------------------
+
+
+def test_a_hand_made_service_is_untouched_by_apply(cluster: Cluster) -> None:
+    api = docker_api(cluster)
+    api.create_service({"ContainerSpec": {"Image": "busybox:latest"},
+                        "Placement": {"Constraints": ["node.role==worker"]}},
+                       name="handmade", labels={"team": "ops"},
+                       mode={"Replicated": {"Replicas": 1}})
+    try:
+        before = snapshot(cluster)
+        out = enrollctl(cluster, "baseline", "apply")
+        assert out.returncode == 0, out.stderr
+        assert "handmade" not in out.stdout
+        assert "viz" in out.stdout and "unchanged" in out.stdout
+        after = snapshot(cluster)
+        assert after["handmade"] == before["handmade"]
+        assert after == before  # and nothing else needed a change either
+        assert "handmade" not in {s["name"] for s in cluster.admin.baseline()["services"]}
+        health = {s["name"]: s for s in cluster.admin.cluster()["services"]}
+        assert not health["handmade"]["baseline"] and health["nginx"]["baseline"]
+    finally:
+        api.remove_service("handmade")
+
+
+BAD_FILES = [
+    # (edit of the services, service and key the error names)
+    (lambda s: s["nginx"].update(image="nginx:other", restart="always"), "nginx", "restart"),
+    (lambda s: s["viz"]["deploy"]["placement"].update(constraints=["node.role=manager"]),
+     "viz", "deploy.placement.constraints[0]"),
+    (lambda s: s["nginx"]["ports"][0].update(published=70000), "nginx", "ports[0].published"),
+]
+
+
+def test_invalid_files_are_refused_and_change_nothing(cluster: Cluster) -> None:
+    path = baseline_file(cluster)
+    good = path.read_text()
+    before = snapshot(cluster)
+    try:
+        for edit, service, key in BAD_FILES:
+            path.write_text(good)
+            edit_file(cluster, edit)
+            with pytest.raises(WireError) as err:
+                cluster.admin.baseline_apply()
+            assert (err.value.status, err.value.code) == (422, "baseline_invalid")
+            assert f"service {service!r}" in err.value.message
+            assert f"key {key!r}" in err.value.message
+            status = cluster.admin.baseline()
+            assert f"key {key!r}" in status["file_error"] and not status["converged"]
+        path.write_text(good.replace("services:", "services:\n  nginx: [", 1))
+        with pytest.raises(WireError) as err:
+            cluster.admin.baseline_apply()
+        assert err.value.code == "baseline_invalid" and "not valid YAML: line" in \
+            err.value.message
+        # an uploaded bad file is refused before it replaces the good one
+        path.write_text(good)
+        bad = good.replace("mode: host", "mode: bridge", 1)
+        with pytest.raises(WireError) as err:
+            cluster.admin.baseline_apply(file_text=bad)
+        assert err.value.code == "baseline_invalid" and "ports[0].mode" in err.value.message
+        assert path.read_text() == good
+        out = enrollctl(cluster, "baseline", "apply", "--file", str(LAB_BASELINE.parent /
+                                                                    "rules.toml"))
+        assert out.returncode == 1 and "baseline_invalid" in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
+    finally:
+        path.write_text(good)
+    assert snapshot(cluster) == before
+
+
+# ---- rolling updates and rollbacks --------------------------------------------------------
+
+
+def tag_standin_everywhere(cluster: Cluster, tag: str) -> None:
+    for node in cluster.status["nodes"]:
+        if node["running"]:
+            client = cluster.lab.docker(node["name"])
+            try:
+                client.images.get("nginx:latest").tag("nginx", tag)
+            finally:
+                client.close()
+
+
+def nginx_update_state(cluster: Cluster) -> str:
+    return (inspect(cluster, "nginx").get("UpdateStatus") or {}).get("State", "")
+
+
+def test_image_change_rolls_and_a_bad_image_rolls_back(cluster: Cluster) -> None:
+    tag_standin_everywhere(cluster, "rolled")
+    edit_file(cluster, lambda s: s["nginx"].update(image="nginx:rolled"))
+    report = cluster.admin.baseline_apply()
+    nginx = next(r for r in report["results"] if r["service"] == "nginx")
+    assert (nginx["result"], nginx["message"]) == ("updated", "image nginx:latest -> nginx:rolled")
+    assert next(r for r in report["results"] if r["service"] == "viz")["result"] == "unchanged"
+    wait_for("the rolling update to complete",
+             lambda: nginx_update_state(cluster) == "completed", 90)
+    status = wait_converged(cluster)
+    assert row(status, "nginx")["image"] == "nginx:rolled"
+    assert running_tasks(cluster, "nginx") == Counter(WORKERS)
+
+    edit_file(cluster, lambda s: s["nginx"].update(image="nginx:no-such-tag"))
+    report = cluster.admin.baseline_apply()
+    assert next(r for r in report["results"] if r["service"] == "nginx")["result"] == "updated"
+    wait_for("Docker to roll the bad image back",
+             lambda: nginx_update_state(cluster) == "rollback_completed", 120)
+    spec = inspect(cluster, "nginx")["Spec"]
+    assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == "nginx:rolled"
+    wait_for("nginx running again everywhere",
+             lambda: running_tasks(cluster, "nginx") == Counter(WORKERS), 60)
+    status = cluster.admin.baseline()
+    nginx_row = row(status, "nginx")
+    assert "rolled back" in nginx_row["error"] and "nginx:no-such-tag" in nginx_row["error"]
+    assert "No such image" in nginx_row["error"] or "No such image" in nginx_row["task_error"]
+    assert nginx_row["update"]["state"] == "rollback_completed"
+    # applying the same bad file again does not roll it out a second time
+    version = inspect(cluster, "nginx")["Version"]["Index"]
+    report = cluster.admin.baseline_apply()
+    again = next(r for r in report["results"] if r["service"] == "nginx")
+    assert again["result"] == "error" and "rolled back" in again["message"]
+    assert not report["ok"]
+    assert inspect(cluster, "nginx")["Version"]["Index"] == version
+    # back to the running image: nothing to do
+    edit_file(cluster, lambda s: s["nginx"].update(image="nginx:rolled"))
+    report = cluster.admin.baseline_apply()
+    assert report["ok"] and {r["result"] for r in report["results"]} == {"unchanged"}
+
+
+def test_concurrent_applies_end_with_one_spec_and_no_error(cluster: Cluster) -> None:
+    edit_file(cluster, lambda s: s["nginx"]["deploy"]["update_config"].update(delay="2s"))
+    # another controller on the other manager, reconciling the same file at the same time
+    other = cluster.lab.docker("PiLike-02")
+    rival = Reconciler(other.api, baseline_file(cluster))
+    reports: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(5)
+
+    def by_api() -> None:
+        try:
+            admin = admin_client(cluster.lab)
+            start.wait()
+            reports.append(admin.baseline_apply())
+        except BaseException as exc:
+            errors.append(exc)
+
+    def by_rival() -> None:
+        try:
+            start.wait()
+            reports.append(rival.reconcile("rival controller").to_json())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=by_api) for _ in range(4)]
+    threads.append(threading.Thread(target=by_rival))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    other.close()
+    assert not errors, errors
+    assert len(reports) == 5 and all(r["ok"] for r in reports), reports
+    outcomes = Counter(r["result"] for rep in reports for r in rep["results"]
+                       if r["service"] == "nginx")
+    assert outcomes == Counter({"updated": 1, "unchanged": 4}), outcomes
+    spec = inspect(cluster, "nginx")["Spec"]
+    assert spec["UpdateConfig"]["Delay"] == 2_000_000_000
+    status = cluster.admin.baseline()
+    assert row(status, "nginx")["in_sync"]
+    assert row(status, "nginx")["hash"] == row(status, "nginx")["desired_hash"]
+
+
+# ---- membership changes -------------------------------------------------------------------
+
+
+def test_a_third_manager_joins_and_viz_follows_without_anyone_asking(cluster: Cluster) -> None:
+    rules = controller_dir(cluster) / "rules.toml"
+    rules.write_text('[[rule]]\nmatch = "PiMgr-*"\nrole = "manager"\napprove = "token"\n\n'
+                     + rules.read_text())
+    cluster.add_pi("PiMgr-03", token="lab", manager=True)
+
+    def three() -> dict[str, Any] | None:
+        viz = row(cluster.admin.baseline(), "viz")
+        return viz if viz["running_tasks"] == 3 and viz["desired_tasks"] == 3 else None
+
+    viz = wait_for("viz on three managers", three, 120)
+    assert viz["nodes"] == ["PiLike-01", "PiLike-02", "PiMgr-03"]
+    assert not viz["last_result"]["trigger"].startswith("apply")
+    assert running_tasks(cluster, "viz") == Counter(["PiLike-01", "PiLike-02", "PiMgr-03"])
+    assert running_tasks(cluster, "nginx") == Counter(WORKERS)  # a manager: no nginx there
+    ip = cluster.lab.node("PiMgr-03")["ip"]
+    assert STANDIN in http_get(cluster, "PiLike-04", f"http://{ip}:8080/")
+    raft = cluster.admin.cluster()["raft"]
+    assert (raft["managers"], raft["fault_tolerance"]) == (3, 1)
+    assert raft["recommendation"] == "an odd number of managers: good"
+
+
+def test_a_worker_dies_and_workers_sized_services_scale_down(cluster: Cluster) -> None:
+    cluster.lab.kill_pi("PiLike-08")
+
+    def five() -> dict[str, Any] | None:
+        nginx = row(cluster.admin.baseline(), "nginx")
+        return nginx if nginx["desired_tasks"] == 5 and nginx["running_tasks"] == 5 else None
+
+    nginx = wait_for("nginx scaled down to the five workers left", five, 120)
+    assert nginx["nodes"] == WORKERS[:-1]
+    assert "nodes changed" in nginx["last_result"]["trigger"]
+    assert running_tasks(cluster, "nginx") == Counter(WORKERS[:-1])
+    status = wait_converged(cluster, 60)
+    assert row(status, "viz")["running_tasks"] == 3
