@@ -18,6 +18,7 @@ help:
 	@echo "make demo-down  remove the lab: daemons, namespaces, mounts"
 	@echo "make test       run the whole test suite (unit + lab)"
 	@echo "make lint       ruff"
+	@echo "make bench      benchmarks in their own lab -> tests/bench/results/latest.{json,md}"
 	@echo "make dist       build the wheel and sdist into dist/ (DIST=dir to change)"
 
 deps:
@@ -60,3 +61,9 @@ dist: venv
 
 clean: demo-down
 	rm -rf $(VENV) build dist *.egg-info
+
+# Benchmarks (issue 6) in their own lab (prefix sebench-, 198.18.1.0/24), never the demo's.
+# BENCH_ARGS: e.g. "--storm-n 100,1000 --storm-reps 2", "--try-proposals"; see --help.
+BENCH_ARGS ?= --try-proposals
+bench: deps venv
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)

@@ -6,6 +6,8 @@ leaves a controller with exactly those records behind.
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import statistics
 import subprocess
@@ -35,12 +37,14 @@ def agent_idle(pids: dict[str, int], seconds: float, interval: float = 1.0) -> d
     cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
     rss: dict[str, list[int]] = {n: [] for n in pids}
     hwm: dict[str, int] = {}
+    split: dict[str, tuple[int, int]] = {}
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         for n, p in pids.items():
             vm = vm_kb(p)
             rss[n].append(vm["VmRSS"])
             hwm[n] = vm["VmHWM"]
+            split[n] = (vm.get("RssAnon", 0), vm.get("RssFile", 0))
         time.sleep(interval)
     window = time.monotonic() - t0
     per_agent = {}
@@ -48,10 +52,40 @@ def agent_idle(pids: dict[str, int], seconds: float, interval: float = 1.0) -> d
         per_agent[n] = {
             "rss_median_mb": statistics.median(rss[n]) / 1024, "rss_max_mb": max(rss[n]) / 1024,
             "peak_rss_mb": hwm[n] / 1024,
+            "rss_anon_mb": split[n][0] / 1024, "rss_file_mb": split[n][1] / 1024,
             "cpu_percent": 100 * (cpu_seconds(p) - cpu0[n]) / window,
             "threads": len(list(Path(f"/proc/{p}/task").iterdir())),
         }
     return {"window_s": window, "agents": per_agent}
+
+
+_LADDER = """
+import importlib, json
+def rss():
+    d = {}
+    for line in open("/proc/self/status"):
+        if line.startswith(("VmRSS", "RssAnon", "RssFile")):
+            k, v = line.split(":")
+            d[k] = int(v.split()[0]) / 1024
+    return d
+out = [{"module": "(interpreter)", **rss()}]
+for m in MODULES:
+    importlib.import_module(m)
+    out.append({"module": m, **rss()})
+print(json.dumps(out))
+"""
+LADDER_MODULES = ["click", "cryptography.x509", "ssl", "requests", "docker", "zeroconf",
+                  "joserfc.jws", "agent.cli", "agent.enroll", "agent.mdns", "agent.discovery"]
+
+
+def import_rss() -> list[dict[str, Any]]:
+    """RSS after each library the agent imports, in one interpreter, in this order."""
+    code = _LADDER.replace("MODULES", repr(LADDER_MODULES))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    rows = json.loads(r.stdout)
+    for prev, row in itertools.pairwise(rows):
+        row["added_mb"] = row["VmRSS"] - prev["VmRSS"]
+    return rows
 
 
 def _wall(code: str, reps: int) -> list[float]:
@@ -79,4 +113,4 @@ def import_time(reps: int = 5) -> dict[str, Any]:
     top = [{"module": mod, "cumulative_ms": us / 1000}
            for us, depth, mod in sorted(rows, reverse=True) if depth <= 3][:10]
     return {"interpreter_s": bare, "import_agent_cli_s": cli, "import_run_path_s": run,
-            "top_cumulative": top}
+            "top_cumulative": top, "import_rss": import_rss()}

@@ -52,14 +52,25 @@ def _log_times(path: Path) -> dict[str, float]:
 class Pis:
     """Fresh Pis and the agents the benchmark started on them (kept for the footprint)."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, agent_cmd: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.lab = lab
         ctl = lab.state()["controller"]
         self.pin, self.token = ctl["pin"], ctl["token"]
         self.agents: dict[str, subprocess.Popen] = {}
+        self.added: list[str] = []
+        self.agent_cmd = agent_cmd or [*lab.agent_cmd]
+        self.env = env
 
     def add(self, name: str) -> dict[str, Any]:
+        self.added.append(name)
         return self.lab.add_pi(name, agent=False)
+
+    def unplug_all(self) -> None:
+        """Stop the agents and pull every added Pi's plug (less background load after)."""
+        self.stop_all()
+        for name in self.added:
+            self.lab.kill_pi(name)
 
     def start_agent(self, name: str, token: bool) -> tuple[subprocess.Popen, float, float]:
         node = self.lab.node(name)
@@ -69,8 +80,8 @@ class Pis:
         conf = self.lab.write_agent_config(spec, self.pin, self.token if token else None)
         log = self.lab.log_path(name, "agent")
         t_wall, t0 = time.time(), time.monotonic()
-        proc = self.lab.popen(name, [*self.lab.agent_cmd, "run", "--config", str(conf)],
-                              log=log)
+        proc = self.lab.popen(name, [*self.agent_cmd, "run", "--config", str(conf)],
+                              log=log, env=self.env)
         self.agents[name] = proc
         return proc, t_wall, t0
 
@@ -122,16 +133,19 @@ def bare_join(lab: Lab, mgr: Any, name: str, worker_token: str, manager: str) ->
     return {"total_s": t_ready - t0, "cli_s": t_cli - t0}
 
 
-def run_join(lab: Lab, pairs: int, manual: int, log: Any = print) -> tuple[dict[str, Any], Pis]:
-    """Returns the results and the Pis whose agents still run (for the idle footprint)."""
-    pis = Pis(lab)
+def run_join(lab: Lab, pairs: int, manual: int, log: Any = print, tag: str = "",
+             agent_cmd: list[str] | None = None, env: dict[str, str] | None = None,
+             ) -> tuple[dict[str, Any], Pis]:
+    """Returns the results and the Pis whose agents still run (for the idle footprint).
+    `tag` goes into the Pis' names; `agent_cmd`/`env` run another agent (a patched copy)."""
+    pis = Pis(lab, agent_cmd, env)
     mgr = lab.docker(CONTROLLER_PI)
     mgr.swarm.reload()
     worker_token = mgr.swarm.attrs["JoinTokens"]["Worker"]
     manager = f"{lab.node(CONTROLLER_PI)['ip']}:2377"
     rows = []
     for i in range(1, pairs + 1):
-        a, b = f"bj-a{i}", f"bj-b{i}"
+        a, b = f"bj-{tag}a{i}", f"bj-{tag}b{i}"
         pis.add(a)
         pis.add(b)
         time.sleep(1.0)  # both daemons past their start-up work
@@ -153,7 +167,7 @@ def run_join(lab: Lab, pairs: int, manual: int, log: Any = print) -> tuple[dict[
     admin = admin_client(lab)
     approvals = []
     for j in range(1, manual + 1):
-        name = f"bm-{j}"
+        name = f"bm-{tag}{j}"
         pis.add(name)
         time.sleep(1.0)
         _, _, t_start = pis.start_agent(name, token=False)

@@ -28,6 +28,25 @@ REPO = HERE.parents[1]
 RESULTS = HERE / "results"
 PROPOSALS = HERE / "proposals"
 ALL = ("join", "footprint", "storm", "profile", "import")
+# the agent of a patched copy (PYTHONPATH): the same entry point as the enroll-agent script
+PATCHED_AGENT = [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())"]
+
+
+def agent_footprint(lab: Any, pis: Any, seconds: float, fp: dict[str, Any]) -> None:
+    """The join benchmark's agents, joined and left alone: RSS and CPU over `seconds`."""
+    for name in pis.agents:
+        footprint.wait_joined(lab.log_path(name, "agent"))
+    time.sleep(min(5.0, seconds))  # past the join's aftermath
+    pids = {n: p.pid for n, p in pis.agents.items()}
+    say(f"agent idle footprint: {len(pids)} agents, {seconds:.0f} s")
+    idle = footprint.agent_idle(pids, seconds)
+    agents = idle["agents"].values()
+    fp["agent_window_s"] = idle["window_s"]
+    fp["agent_rss_mb"] = summary([a["rss_max_mb"] for a in agents])
+    fp["agent_rss_anon_mb"] = summary([a["rss_anon_mb"] for a in agents])
+    fp["agent_rss_file_mb"] = summary([a["rss_file_mb"] for a in agents])
+    fp["agent_cpu_percent"] = summary([a["cpu_percent"] for a in agents])
+    fp["agent_raw"] = idle
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -58,6 +77,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.pairs, args.manual, args.storm_n, args.storm_reps = 1, 1, "5,12", 1
         args.idle_seconds, args.profile_n, args.import_reps = 3.0, 12, 1
         args.records_n, args.concurrency, args.storm_deadline = 12, 4, 120.0
+        args.try_proposals = True
     return args
 
 
@@ -110,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         compare_src, patches = patched_copy(sorted(PROPOSALS.glob("*.patch")))
         if not patches:
             compare_src = None
+    compare: dict[str, Any] = {"label": "proposals", "patches": patches, "src": str(compare_src)}
+    if compare_src:
+        res["compare"] = compare
     if lab_parts:
         with bench_lab(spec, log=say) as lab:
             if only & {"join", "footprint"}:
@@ -123,21 +146,19 @@ def main(argv: list[str] | None = None) -> int:
                     res["phases_s"]["join"] = time.monotonic() - t
                     if "footprint" in only:
                         t = time.monotonic()
-                        for name in pis.agents:
-                            footprint.wait_joined(lab.log_path(name, "agent"))
-                        time.sleep(min(5.0, args.idle_seconds))  # past the join's aftermath
-                        pids = {n: p.pid for n, p in pis.agents.items()}
-                        say(f"agent idle footprint: {len(pids)} agents, "
-                            f"{args.idle_seconds:.0f} s")
-                        idle = footprint.agent_idle(pids, args.idle_seconds)
-                        agents = idle["agents"].values()
-                        fp["agent_window_s"] = idle["window_s"]
-                        fp["agent_rss_mb"] = summary([a["rss_max_mb"] for a in agents])
-                        fp["agent_cpu_percent"] = summary([a["cpu_percent"] for a in agents])
-                        fp["agent_raw"] = idle
+                        agent_footprint(lab, pis, args.idle_seconds, fp)
                         res["phases_s"]["footprint_agent"] = time.monotonic() - t
                 finally:
-                    pis.stop_all()
+                    pis.unplug_all()
+                if compare_src and "join" in only:
+                    t = time.monotonic()
+                    say(f"join overhead again with the patched agent ({', '.join(patches)})")
+                    raw, pis = run_join(lab, args.pairs, 0, log=say, tag="p",
+                                        agent_cmd=PATCHED_AGENT,
+                                        env={"PYTHONPATH": str(compare_src)})
+                    pis.unplug_all()
+                    compare["join"] = report.summarize_join(raw)
+                    res["phases_s"]["compare_join"] = time.monotonic() - t
             if "storm" in only:
                 t = time.monotonic()
                 runs = []
@@ -175,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                             cruns.append(r)
                             say(f"  after N={n} run {rep}: {r['grants_per_s']:.1f} grants/s, "
                                 f"p99 {r['latency_p99_s']:.2f}s, errors {r['error_count']}")
-                    res["compare"] = {"label": "proposals", "patches": patches,
-                                      "storm": report.summarize_storm(cruns)}
+                    compare["storm"] = report.summarize_storm(cruns)
                     res["phases_s"]["compare"] = time.monotonic() - t
             if "profile" in only:
                 t = time.monotonic()
@@ -198,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
                         say(f"profile ({view}): {r['profile'].get('samples', 0)} samples; top: "
                             + ", ".join(f"{c['name']} {100 * c['share']:.0f}%"
                                         for c in r["profile"].get("categories", [])[:4]))
+                    if compare_src:
+                        path = out_dir / f"storm-{args.profile_n}-cpu-proposals.txt"
+                        r = storm_once(lab, args.profile_n, "profile-proposals",
+                                       args.concurrency, args.storm_deadline, src=compare_src,
+                                       during=lambda pid, p=path: profiling.start(pid, p, False))
+                        compare["profile_cpu"] = r["profile"]
                 res["profile"] = prof
                 res["phases_s"]["profile"] = time.monotonic() - t
     if "import" in only:
