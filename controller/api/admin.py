@@ -40,12 +40,17 @@ def no_store(response: Response) -> Response:
     return response
 
 
-def _body() -> dict[str, Any]:
+def json_body(allowed: frozenset[str] | None = None) -> dict[str, Any]:
+    """The request's JSON object ({} when empty); 400 for anything else or unknown fields."""
     if not request.get_data():
         return {}
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         raise WireError("bad_json", "request body must be a JSON object")
+    unknown = set(data) - allowed if allowed is not None else set()
+    if unknown:
+        raise WireError("bad_json", f"unknown field(s) {', '.join(sorted(unknown))} (allowed: "
+                        f"{', '.join(sorted(allowed or ()))})")
     return data
 
 
@@ -143,37 +148,37 @@ def show_node(ref: str) -> Response:
     return jsonify({**node.public(), "previous_records": earlier, "history": history})
 
 
+def _decide(ref: str, prefer: str, service_method: str) -> Response:
+    """An admin decision on one node: approve, reject, revoke or forget, with a reason."""
+    node = find_node(ref, prefer=prefer)
+    service = current_app.extensions["swarm_enroll"].enrollment
+    reason = _reason(json_body(frozenset({"reason"})))
+    return jsonify(getattr(service, service_method)(node.id, g.actor, reason).public())
+
+
 @bp.post("/nodes/<ref>/approve")
 def approve(ref: str) -> Response:
-    node = find_node(ref, prefer=PENDING)
-    service = current_app.extensions["swarm_enroll"].enrollment
-    return jsonify(service.approve(node.id, g.actor, _reason(_body())).public())
+    return _decide(ref, PENDING, service_method="approve")
 
 
 @bp.post("/nodes/<ref>/reject")
 def reject(ref: str) -> Response:
-    node = find_node(ref, prefer=PENDING)
-    service = current_app.extensions["swarm_enroll"].enrollment
-    return jsonify(service.reject(node.id, g.actor, _reason(_body())).public())
+    return _decide(ref, PENDING, service_method="reject")
 
 
 @bp.post("/nodes/<ref>/revoke")
 def revoke(ref: str) -> Response:
-    node = find_node(ref, prefer=JOINED)
-    service = current_app.extensions["swarm_enroll"].enrollment
-    return jsonify(service.revoke(node.id, g.actor, _reason(_body())).public())
+    return _decide(ref, JOINED, service_method="revoke")
 
 
 @bp.post("/nodes/<ref>/forget")
 def forget(ref: str) -> Response:
-    node = find_node(ref, prefer=REVOKED)
-    service = current_app.extensions["swarm_enroll"].enrollment
-    return jsonify(service.forget(node.id, g.actor, _reason(_body())).public())
+    return _decide(ref, REVOKED, service_method="forget")
 
 
 @bp.post("/nodes/prune")
 def prune() -> Response:
-    data = _body()
+    data = json_body(frozenset({"older_than_seconds"}))
     state = current_app.extensions["swarm_enroll"]
     older_than = data.get("older_than_seconds", state.config.stale_after_minutes * 60)
     if isinstance(older_than, bool) or not isinstance(older_than, int | float) or older_than < 0:
@@ -189,10 +194,7 @@ def list_tokens() -> Response:
 
 @bp.post("/tokens")
 def create_token() -> tuple[Response, int]:
-    data = _body()
-    unknown = set(data) - {"ttl_seconds", "uses", "hostname_glob", "description"}
-    if unknown:
-        raise WireError("bad_json", f"unknown field(s) {', '.join(sorted(unknown))}")
+    data = json_body(frozenset({"ttl_seconds", "uses", "hostname_glob", "description"}))
     secret, token = create_bootstrap_token(
         _store(), g.actor, data.get("ttl_seconds", 3600), data.get("uses", 1),
         data.get("hostname_glob", ""), data.get("description", ""),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify
 
 from agent.wire.errors import WireError
 from controller.api import admin
@@ -51,15 +51,7 @@ def _docker(call: Callable[[], T]) -> T:
 
 
 def _body() -> dict[str, Any]:
-    if not request.get_data():
-        return {}
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        raise WireError("bad_json", "request body must be a JSON object")
-    unknown = set(data) - {"force", "file"}
-    if unknown:
-        raise WireError("bad_json", f"unknown field(s) {', '.join(sorted(unknown))} (allowed: "
-                        "force, file)")
+    data = admin.json_body(frozenset({"force", "file"}))
     if not isinstance(data.get("force", False), bool):
         raise WireError("bad_json", "force must be true or false")
     if not isinstance(data.get("file", ""), str):

@@ -100,30 +100,28 @@ def reap(pid: int) -> None:
 
 def terminate(pids_: Iterable[int], timeout: float = 10.0) -> None:
     """SIGTERM, wait up to `timeout`, then SIGKILL whatever is left; gone is fine."""
-    targets = [p for p in set(pids_) if p > 1 and p != os.getpid()]
-    for pid in targets:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for pid in targets:
-            reap(pid)
-        if not any(alive(p) for p in targets):
-            return
-        time.sleep(0.1)
-    kill(targets)
+    left = _signal_and_wait(pids_, signal.SIGTERM, timeout, 0.1)
+    if left:
+        kill(left)
 
 
 def kill(pids_: Iterable[int], timeout: float = 5.0) -> None:
     """SIGKILL and wait (bounded) until they are gone."""
+    _signal_and_wait(pids_, signal.SIGKILL, timeout, 0.05)
+
+
+def _signal_and_wait(pids_: Iterable[int], sig: int, timeout: float,
+                     interval: float) -> list[int]:
+    """Signal each (never PID 1 or ourselves), reap, wait; the ones still alive."""
     targets = [p for p in set(pids_) if p > 1 and p != os.getpid()]
     for pid in targets:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         for pid in targets:
             reap(pid)
-        if not any(alive(p) for p in targets):
-            return
-        time.sleep(0.05)
+        left = [p for p in targets if alive(p)]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(interval)
