@@ -64,6 +64,6 @@ clean: demo-down
 
 # Benchmarks (issue 6) in their own lab (prefix sebench-, 198.18.1.0/24), never the demo's.
 # BENCH_ARGS: e.g. "--storm-n 100,1000 --storm-reps 2", "--try-proposals"; see --help.
-BENCH_ARGS ?= --try-proposals
+BENCH_ARGS ?=
 bench: deps venv
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)

@@ -31,14 +31,39 @@ class MDNS:
         self._info: ServiceInfo | None = None
         self._browsers: list[ServiceBrowser] = []
         self._lock = threading.Lock()
+        # zeroconf's register_service (probing, then announcing) and update_service block
+        # for a second or more; a thread of our own does them, so that nobody waits.
+        self._wanted: tuple[str, str, int, dict[str, str], list[str], str] | None = None
+        self._wake = threading.Condition()
+        self._closing = False
+        self._announcer = threading.Thread(target=self._announce_loop, name="mdns-announce",
+                                           daemon=True)
+        self._announcer.start()
 
     def announce(self, service: str, instance: str, port: int, txt: dict[str, str],
                  addresses: list[str], server: str) -> None:
-        """Register, or update the TXT of, this instance's one announced service.
+        """Register, or update the TXT of, this instance's one announced service; returns
+        at once (the announcer thread does it, the newest wish first).
 
         Never raises: mDNS is how the admin sees a Pi, not how it enrolls, so a name
         clash (another host announcing the same hostname) is logged, not fatal.
         """
+        with self._wake:
+            self._wanted = (service, instance, port, dict(txt), list(addresses), server)
+            self._wake.notify()
+
+    def _announce_loop(self) -> None:
+        while True:
+            with self._wake:
+                while self._wanted is None and not self._closing:
+                    self._wake.wait()
+                if self._closing:
+                    return
+                wanted, self._wanted = self._wanted, None
+            self._announce_now(*wanted)
+
+    def _announce_now(self, service: str, instance: str, port: int, txt: dict[str, str],
+                      addresses: list[str], server: str) -> None:
         with self._lock:
             name = self._info.name if self._info else instance_name(instance, service)
             info = ServiceInfo(
@@ -80,6 +105,10 @@ class MDNS:
         self._browsers.append(ServiceBrowser(self.zc, service, handlers=[on_change]))
 
     def close(self) -> None:
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._announcer.join(timeout=5)
         for browser in self._browsers:
             browser.cancel()
         with self._lock:

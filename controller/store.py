@@ -46,6 +46,7 @@ CREATE TABLE nodes (
 );
 CREATE INDEX nodes_hostname ON nodes (hostname COLLATE NOCASE);
 CREATE INDEX nodes_thumbprint ON nodes (thumbprint);
+CREATE INDEX nodes_hardware ON nodes (hardware_id);
 CREATE TABLE tokens (
     id TEXT PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,

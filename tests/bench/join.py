@@ -21,6 +21,7 @@ import ipaddress
 import re
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,18 +50,25 @@ def _log_times(path: Path) -> dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class Variant:
+    """Another agent to measure beside the tree's own, e.g. a patched copy on PYTHONPATH."""
+
+    tag: str
+    agent_cmd: list[str]
+    env: dict[str, str]
+
+
 class Pis:
     """Fresh Pis and the agents the benchmark started on them (kept for the footprint)."""
 
-    def __init__(self, lab: Lab, agent_cmd: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(self, lab: Lab) -> None:
         self.lab = lab
         ctl = lab.state()["controller"]
         self.pin, self.token = ctl["pin"], ctl["token"]
-        self.agents: dict[str, subprocess.Popen] = {}
+        self.agents: dict[str, subprocess.Popen] = {}  # the tree's own agents
+        self.others: dict[str, subprocess.Popen] = {}  # agents of a variant (patched copy)
         self.added: list[str] = []
-        self.agent_cmd = agent_cmd or [*lab.agent_cmd]
-        self.env = env
 
     def add(self, name: str) -> dict[str, Any]:
         self.added.append(name)
@@ -72,7 +80,8 @@ class Pis:
         for name in self.added:
             self.lab.kill_pi(name)
 
-    def start_agent(self, name: str, token: bool) -> tuple[subprocess.Popen, float, float]:
+    def start_agent(self, name: str, token: bool, variant: Variant | None = None,
+                    ) -> tuple[subprocess.Popen, float, float]:
         node = self.lab.node(name)
         spec = PiSpec(name=name, model=node["model"], arch=node["arch"],
                       hardware_id=node["hardware_id"], ip=ipaddress.IPv4Address(node["ip"]),
@@ -80,24 +89,26 @@ class Pis:
         conf = self.lab.write_agent_config(spec, self.pin, self.token if token else None)
         log = self.lab.log_path(name, "agent")
         t_wall, t0 = time.time(), time.monotonic()
-        proc = self.lab.popen(name, [*self.agent_cmd, "run", "--config", str(conf)],
-                              log=log, env=self.env)
-        self.agents[name] = proc
+        cmd = variant.agent_cmd if variant else self.lab.agent_cmd
+        proc = self.lab.popen(name, [*cmd, "run", "--config", str(conf)], log=log,
+                              env=variant.env if variant else None)
+        (self.others if variant else self.agents)[name] = proc
         return proc, t_wall, t0
 
     def stop_all(self) -> None:
-        for proc in self.agents.values():
+        procs = [*self.agents.values(), *self.others.values()]
+        for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
-        for proc in self.agents.values():
+        for proc in procs:
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
 
 
-def agent_join(pis: Pis, mgr: Any, name: str) -> dict[str, Any]:
-    proc, t_wall, t0 = pis.start_agent(name, token=True)
+def agent_join(pis: Pis, mgr: Any, name: str, variant: Variant | None = None) -> dict[str, Any]:
+    proc, t_wall, t0 = pis.start_agent(name, token=True, variant=variant)
     t_ready = wait_ready(mgr, name, timeout=120)
     total = t_ready - t0
     ready_wall = t_wall + total
@@ -133,41 +144,54 @@ def bare_join(lab: Lab, mgr: Any, name: str, worker_token: str, manager: str) ->
     return {"total_s": t_ready - t0, "cli_s": t_cli - t0}
 
 
-def run_join(lab: Lab, pairs: int, manual: int, log: Any = print, tag: str = "",
-             agent_cmd: list[str] | None = None, env: dict[str, str] | None = None,
-             ) -> tuple[dict[str, Any], Pis]:
+def run_join(lab: Lab, pairs: int, manual: int, log: Any = print,
+             variants: tuple[Variant, ...] = ()) -> tuple[dict[str, Any], Pis]:
     """Returns the results and the Pis whose agents still run (for the idle footprint).
-    `tag` goes into the Pis' names; `agent_cmd`/`env` run another agent (a patched copy)."""
-    pis = Pis(lab, agent_cmd, env)
+
+    Each pair is one fresh Pi for the agent, one for the bare join, plus one per variant
+    (whose ratio is taken against the same bare join); the order rotates between pairs.
+    """
+    pis = Pis(lab)
     mgr = lab.docker(CONTROLLER_PI)
     mgr.swarm.reload()
     worker_token = mgr.swarm.attrs["JoinTokens"]["Worker"]
     manager = f"{lab.node(CONTROLLER_PI)['ip']}:2377"
     rows = []
     for i in range(1, pairs + 1):
-        a, b = f"bj-{tag}a{i}", f"bj-{tag}b{i}"
-        pis.add(a)
-        pis.add(b)
-        time.sleep(1.0)  # both daemons past their start-up work
+        a, b = f"bj-a{i}", f"bj-b{i}"
+        names = {"agent": a, "bare": b, **{v.tag: f"bj-{v.tag}{i}" for v in variants}}
+        for name in names.values():
+            pis.add(name)
+        time.sleep(1.0)  # the daemons past their start-up work
         load = loadavg()
-        if i % 2:
-            agent = agent_join(pis, mgr, a)
-            bare = bare_join(lab, mgr, b, worker_token, manager)
-        else:
-            bare = bare_join(lab, mgr, b, worker_token, manager)
-            agent = agent_join(pis, mgr, a)
-        row = {"pair": i, "agent": agent, "bare": bare,
-               "ratio": agent["total_s"] / bare["total_s"], "loadavg": load,
-               "agent_first": bool(i % 2)}
+        order = list(names)
+        shift = (i - 1) % len(order)
+        order = order[shift:] + order[:shift]
+        got: dict[str, dict[str, Any]] = {}
+        for what in order:
+            if what == "bare":
+                got[what] = bare_join(lab, mgr, b, worker_token, manager)
+            else:
+                variant = next((v for v in variants if v.tag == what), None)
+                got[what] = agent_join(pis, mgr, names[what], variant)
+        bare = got["bare"]
+        row = {"pair": i, "agent": got["agent"], "bare": bare,
+               "ratio": got["agent"]["total_s"] / bare["total_s"], "loadavg": load,
+               "order": order,
+               "variants": {v.tag: {"agent": got[v.tag],
+                                    "ratio": got[v.tag]["total_s"] / bare["total_s"]}
+                            for v in variants}}
         rows.append(row)
-        log(f"  pair {i}: agent {agent['total_s']:.2f}s (mDNS found after "
-            f"{agent['start_to_found_s'] or float('nan'):.2f}s), bare {bare['total_s']:.2f}s, "
-            f"ratio {row['ratio']:.2f}")
+        log(f"  pair {i}: agent {row['agent']['total_s']:.2f}s (mDNS found after "
+            f"{row['agent']['start_to_found_s'] or float('nan'):.2f}s), bare "
+            f"{bare['total_s']:.2f}s, ratio {row['ratio']:.2f}"
+            + "".join(f"; {t}: {x['agent']['total_s']:.2f}s, ratio {x['ratio']:.2f}"
+                      for t, x in row["variants"].items()))
 
     admin = admin_client(lab)
     approvals = []
     for j in range(1, manual + 1):
-        name = f"bm-{tag}{j}"
+        name = f"bm-{j}"
         pis.add(name)
         time.sleep(1.0)
         _, _, t_start = pis.start_agent(name, token=False)

@@ -34,9 +34,9 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("message validation", ("agent/wire/messages.py)",)),
     ("TLS handshake / socket wrap", ("do_handshake", "wrap_socket", "cheroot/ssl/")),
     ("Flask / Werkzeug request handling", ("flask/", "werkzeug/")),
-    ("cheroot HTTP (parse, write, keep-alive)", ("cheroot/server.py)", "cheroot/makefile.py)")),
-    ("idle: cheroot accept loop / selector", ("cheroot/connections.py)",)),
-    ("idle: cheroot worker waiting for a connection", ("cheroot/workers/threadpool.py)",)),
+    ("cheroot HTTP + TLS I/O (parse, read, write; with proposal 1 also the handshake)",
+     ("cheroot/server.py)", "cheroot/makefile.py)", "cheroot/workers/")),
+    ("cheroot accept loop (accept, selector bookkeeping)", ("cheroot/connections.py)",)),
     ("logging", ("logging/",)),
     ("mDNS (zeroconf)", ("zeroconf/",)),
     ("baseline reconciler", ("controller/baseline/",)),
@@ -44,10 +44,24 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
 LOCK_WAIT = "waiting for EnrollmentService._lock"
 
 
+# leaf frames of a thread that waits (for work, the network, a timer), not computes
+_WAITS = ("Condition.wait", "Event.wait", "select (selectors.py)", "SocketIO.readinto",
+          "sleep", "Thread._bootstrap_inner", "_run_once", "acquire", "Queue.get")
+
+
 def _category(frames: list[str], leaf_line: str) -> str:
-    if "enroll (controller/enrollment.py)" in frames[-1:] and "_lock" in leaf_line:
+    if frames and frames[-1].endswith("enroll (controller/enrollment.py)") \
+            and "_lock" in leaf_line:
         return LOCK_WAIT
     stack = ";".join(frames)
+    leaf = frames[-1] if frames else ""
+    serving = "flask/" in stack or "controller/api/" in stack
+    if not serving and any(w in leaf for w in _WAITS):
+        kind = ("cheroot worker (queue or client socket)" if "threadpool" in stack else
+                "cheroot accept loop" if "cheroot/" in stack else
+                "baseline reconciler" if "controller/baseline/" in stack else
+                "mDNS (zeroconf)" if "zeroconf/" in stack else "other thread")
+        return f"idle: {kind} waiting"
     for name, frags in CATEGORIES:
         if any(f in stack for f in frags):
             return name
@@ -114,7 +128,15 @@ def summarize(path: Path, top: int = 15) -> dict[str, Any]:
     ours = collections.Counter({k: v for k, v in inclusive.items()
                                 if any(p in k for p in ("controller/", "agent/"))})
     return {"samples": total, "categories": share(cats), "top_self": share(self_),
-            "top_inclusive_project": share(ours), "file": str(path)}
+            "top_inclusive_project": share(ours), "file": _relative(path)}
+
+
+def _relative(path: Path) -> str:
+    """The raw file's path relative to the repository when it lies inside (results/)."""
+    try:
+        return str(path.resolve().relative_to(Path(__file__).resolve().parents[2]))
+    except ValueError:
+        return str(path)
 
 
 def _short(frame: str) -> str:
@@ -138,4 +160,6 @@ def _line_of(frame: str) -> str:
     """The source line a raw frame points at (for telling a lock wait from work)."""
     loc = frame.partition(" (")[2].rstrip(")")
     file, _, line = loc.rpartition(":")
+    if not file.startswith("/"):  # py-spy shortens paths below sys.path entries
+        file = str(Path(__file__).resolve().parents[2] / file)
     return linecache.getline(file, int(line)) if line.isdigit() else ""

@@ -14,7 +14,7 @@ from .stats import summary
 STORM_KEYS = ("grants_per_s", "makespan_s", "latency_p50_s", "latency_p95_s", "latency_p99_s",
               "since_t0_p99_s", "error_count", "not_granted", "controller_peak_rss_mb",
               "controller_rss_after_idle_mb", "controller_cpu_ms_per_grant",
-              "controller_cpu_share", "client_cpu_share")
+              "controller_cpu_share", "client_cpu_share", "other_cpu_cores")
 JOIN_KEYS = ("total_s", "start_to_first_log_s", "start_to_found_s", "first_log_to_found_s",
              "found_to_joining_s", "joining_to_ready_s")
 
@@ -40,15 +40,19 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def summarize_join(raw: dict[str, Any]) -> dict[str, Any]:
+def summarize_join(raw: dict[str, Any], variant: str = "") -> dict[str, Any]:
+    """Summaries of the tree's agent, or (`variant`) of that variant's agent per pair."""
     pairs = raw["pairs"]
+    if variant:
+        pairs = [{**p["variants"][variant], "bare": p["bare"]} for p in pairs]
     out: dict[str, Any] = {
         "agent": {k: summary([p["agent"][k] for p in pairs]) for k in JOIN_KEYS},
         "bare_total_s": summary([p["bare"]["total_s"] for p in pairs]),
         "ratio": summary([p["ratio"] for p in pairs]),
-        "approval_to_ready_s": summary([m["approval_to_ready_s"] for m in raw["manual"]]),
-        "raw": raw,
     }
+    if not variant:
+        out["approval_to_ready_s"] = summary([m["approval_to_ready_s"] for m in raw["manual"]])
+        out["raw"] = raw
     return out
 
 
@@ -167,6 +171,9 @@ def markdown(res: dict[str, Any]) -> str:
         row(b, "errors / not granted", s["error_count"], "", 0)
         row(b, "controller CPU per grant", s["controller_cpu_ms_per_grant"], " ms", 1)
         row(b, "controller peak RSS (VmHWM)", s["controller_peak_rss_mb"], " MB", 1)
+        row(b, "controller core busy", s["controller_cpu_share"], "", 2)
+        row(b, "load generator core busy", s["client_cpu_share"], "", 2)
+        row(b, "other processes during it (cores; noise)", s["other_cpu_cores"], "", 2)
     fp = res.get("footprint", {})
     if "agent_rss_mb" in fp:
         row(f"footprint (agent idle {fp['agent_window_s']:.0f} s)", "agent RSS",
@@ -220,15 +227,22 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["", "Why (computed from the figures above):", ""]
         lines += [f"- {n}" for n in notes]
     prof = res.get("profile")
+    views = []
     if prof:
-        for view in ("cpu", "wall"):
-            p = prof.get(view)
-            if not p or "categories" not in p:
-                continue
-            lines += ["", f"Profile of the N={prof['n']:,} storm's controller, {view} view "
-                      f"({p['samples']:,} py-spy samples):", "",
-                      "| where | share |", "|---|---|"]
-            lines += [f"| {c['name']} | {100 * c['share']:.1f} % |" for c in p["categories"][:10]]
+        views += [(f"the N={prof['n']:,} storm's controller, {v} view", prof.get(v))
+                  for v in ("cpu", "wall")]
+    if comp and comp.get("profile_cpu") and prof:
+        views.append((f"the N={prof['n']:,} storm's controller with the proposals, cpu view",
+                      comp["profile_cpu"]))
+    for title, p in views:
+        if not p or "categories" not in p:
+            continue
+        busy = [c for c in p["categories"] if not c["name"].startswith("idle:")]
+        total = sum(c["samples"] for c in busy) or 1
+        lines += ["", f"Profile of {title} ({p['samples']:,} py-spy samples; shares of the "
+                  f"{total:,} samples not waiting for work):", "",
+                  "| where | share |", "|---|---|"]
+        lines += [f"| {c['name']} | {100 * c['samples'] / total:.1f} % |" for c in busy[:10]]
     return "\n".join(lines) + "\n"
 
 
@@ -246,16 +260,33 @@ def findings(res: dict[str, Any]) -> list[str]:
             f"{a['joining_to_ready_s']:.2f} s, against {join['bare_total_s']['median']:.2f} s for "
             "the bare join (docker CLI start-up included). The lab's join is a local, "
             "unloaded one; on a real Pi both sides are slower, the Python start-up most.")
-    for n, s in res.get("storm", {}).items():
-        busy, client = s["controller_cpu_share"]["median"], s["client_cpu_share"]["median"]
-        if busy is not None and client is not None:
-            out.append(
-                f"Storm N={int(n):,}: the controller kept its core {100 * busy:.0f} % busy "
-                f"and the load generator its own {100 * client:.0f} %: "
-                + ("neither is saturated, so requests wait on serialisation, not on CPU "
-                   "(see the profile)." if busy < 0.8 and client < 0.8 else
-                   "the controller's core is the limit." if busy >= 0.8 else
-                   "the load generator is the limit: the figure is a lower bound."))
+    cj = res.get("compare", {}).get("join")
+    if join and cj:
+        out.append(f"Join with the proposals: found -> join starts "
+                   f"{cj['agent']['found_to_joining_s']['median']:.2f} s instead of "
+                   f"{join['agent']['found_to_joining_s']['median']:.2f} s; what is left is "
+                   "mostly the interpreter and imports.")
+    storms = [("", res.get("storm", {}))]
+    if res.get("compare", {}).get("storm"):
+        storms.append((" with the proposals", res["compare"]["storm"]))
+    for variant, runs in storms:
+        for n, s in runs.items():
+            busy, client = s["controller_cpu_share"]["median"], s["client_cpu_share"]["median"]
+            if busy is None or client is None:
+                continue
+            if busy < 0.8 and client < 0.8:
+                why = ("neither is saturated, so requests wait on serialisation, not on CPU "
+                       "(see the profile).")
+            elif busy >= 0.8 and client >= 0.8:
+                why = ("both are near their limit: the controller's figure is close to its "
+                       "ceiling on this core, if anything understated.")
+            elif busy >= 0.8:
+                why = "the controller's core is the limit."
+            else:
+                why = "the load generator is the limit: the figure is a lower bound."
+            out.append(f"Storm N={int(n):,}{variant}: the controller kept its core "
+                       f"{100 * busy:.0f} % busy and the load generator its own "
+                       f"{100 * client:.0f} %: {why}")
     fp = res.get("footprint", {})
     if "agent_rss_anon_mb" in fp:
         out.append(f"Agent RSS: {fp['agent_rss_anon_mb']['median']:.1f} MB anonymous + "

@@ -19,9 +19,9 @@ from typing import Any
 
 from . import footprint, profiling, report
 from .benchlab import BenchLabSpec, bench_lab
-from .join import run_join
+from .join import Variant, run_join
 from .stats import summary
-from .storm import storm_once
+from .storm import check_variant, storm_once, variant_env
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -72,6 +72,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--prefix", default=BenchLabSpec.prefix)
     p.add_argument("--subnet", default=BenchLabSpec.subnet)
     p.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite latest.md (and the targets) from the latest.json in --out")
     args = p.parse_args(argv)
     if args.smoke:
         args.pairs, args.manual, args.storm_n, args.storm_reps = 1, 1, "5,12", 1
@@ -93,17 +95,30 @@ def patched_copy(patches: list[Path]) -> tuple[Path, list[str]]:
         shutil.copytree(REPO / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     applied = []
     for patch in patches:
-        r = subprocess.run(["patch", "-p1", "-N", "-d", str(dest), "-i", str(patch)],
-                           capture_output=True, text=True)
+        r = subprocess.run(["git", "apply", str(patch)], cwd=dest, capture_output=True,
+                           text=True)
         if r.returncode == 0:
             applied.append(patch.name)
         else:
-            say(f"proposal {patch.name} does not apply (merged already?): {r.stdout[-200:]}")
+            say(f"proposal {patch.name} does not apply (merged already?): {r.stderr[-200:]}")
     return dest, applied
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.report_only:
+        res = json.loads((args.out / "latest.json").read_text())
+        res["targets"] = report.targets(res)
+        # the profiles' categories again, from the raw py-spy files
+        for holder, key in ((res.get("profile", {}), "cpu"), (res.get("profile", {}), "wall"),
+                            (res.get("compare", {}), "profile_cpu")):
+            old = holder.get(key)
+            raw = REPO / old.get("file", "") if old else None  # (an absolute path stays)
+            if old and raw and raw.is_file():
+                holder[key] = {**old, **profiling.summarize(raw)}
+        (args.out / "latest.json").write_text(json.dumps(res, indent=1) + "\n")
+        (args.out / "latest.md").write_text(report.markdown(res))
+        return 0
     only = {x.strip() for x in args.only.split(",") if x.strip()}
     unknown = only - set(ALL)
     if unknown:
@@ -121,28 +136,44 @@ def main(argv: list[str] | None = None) -> int:
                            "state_dir": str(spec.state_dir)}},
         "phases_s": {},
     }
-    fp: dict[str, Any] = {}
-    res["footprint"] = fp
-    lab_parts = only & {"join", "footprint", "storm", "profile"}
+    res["footprint"] = {}
     compare_src: Path | None = args.compare_src
     patches: list[str] = [str(compare_src)] if compare_src else []
+    made = None
     if args.try_proposals and not compare_src:
-        compare_src, patches = patched_copy(sorted(PROPOSALS.glob("*.patch")))
-        if not patches:
-            compare_src = None
+        made, patches = patched_copy(sorted(PROPOSALS.glob("*.patch")))
+        compare_src = made if patches else None
+    try:
+        return _run(args, only, spec, ns, started, res, compare_src, patches)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[int],
+         started: float, res: dict[str, Any], compare_src: Path | None,
+         patches: list[str]) -> int:
+    fp = res["footprint"]
+    lab_parts = only & {"join", "footprint", "storm", "profile"}
     compare: dict[str, Any] = {"label": "proposals", "patches": patches, "src": str(compare_src)}
     if compare_src:
+        check_variant(compare_src)
         res["compare"] = compare
     if lab_parts:
         with bench_lab(spec, log=say) as lab:
             if only & {"join", "footprint"}:
                 t = time.monotonic()
-                say(f"join overhead: {args.pairs} pairs, {args.manual} manual approvals")
+                variants = (Variant("p", PATCHED_AGENT, variant_env(compare_src)),
+                            ) if compare_src and "join" in only else ()
+                say(f"join overhead: {args.pairs} pairs, {args.manual} manual approvals"
+                    + (f"; the patched agent beside ({', '.join(patches)})" if variants else ""))
                 raw, pis = run_join(lab, args.pairs, args.manual if "join" in only else 0,
-                                    log=say)
+                                    log=say, variants=variants)
                 try:
                     if "join" in only:
                         res["join"] = report.summarize_join(raw)
+                    if variants:
+                        compare["join"] = report.summarize_join(raw, "p")
                     res["phases_s"]["join"] = time.monotonic() - t
                     if "footprint" in only:
                         t = time.monotonic()
@@ -150,30 +181,36 @@ def main(argv: list[str] | None = None) -> int:
                         res["phases_s"]["footprint_agent"] = time.monotonic() - t
                 finally:
                     pis.unplug_all()
-                if compare_src and "join" in only:
-                    t = time.monotonic()
-                    say(f"join overhead again with the patched agent ({', '.join(patches)})")
-                    raw, pis = run_join(lab, args.pairs, 0, log=say, tag="p",
-                                        agent_cmd=PATCHED_AGENT,
-                                        env={"PYTHONPATH": str(compare_src)})
-                    pis.unplug_all()
-                    compare["join"] = report.summarize_join(raw)
-                    res["phases_s"]["compare_join"] = time.monotonic() - t
             if "storm" in only:
                 t = time.monotonic()
-                runs = []
+                runs, cruns = [], []
+                # warm-up, not counted: the first controller initialises swarm B and creates
+                # its baseline services there; their containers start meanwhile
+                storm_once(lab, min(50, max(ns)), "warmup", args.concurrency,
+                           args.storm_deadline)
                 for n in ns:
                     for rep in range(1, args.storm_reps + 1):
-                        r = storm_once(lab, n, f"n{n}-r{rep}", args.concurrency,
-                                       args.storm_deadline,
-                                       records_footprint=(n == args.records_n))
-                        runs.append(r)
-                        say(f"storm N={n} run {rep}: {r['grants_per_s']:.1f} grants/s, all "
-                            f"after {r['makespan_s']:.2f}s, p99 {r['latency_p99_s']:.2f}s, "
-                            f"errors {r['error_count']}, not granted {r['not_granted']}, "
-                            f"peak RSS {r['controller_peak_rss_mb']:.1f} MB, "
-                            f"{r['controller_cpu_ms_per_grant']:.1f} ms CPU/grant")
+                        # the patched copy's run right after the tree's: same conditions
+                        for src, into in ((None, runs), (compare_src, cruns)):
+                            if src is None and into is cruns:
+                                continue
+                            label = f"{'after-' if src else ''}n{n}-r{rep}"
+                            r = storm_once(lab, n, label, args.concurrency, args.storm_deadline,
+                                           src=src, records_footprint=(n == args.records_n
+                                                                       and src is None))
+                            into.append(r)
+                            say(f"storm N={n} run {rep}{' (proposals)' if src else ''}: "
+                                f"{r['grants_per_s']:.1f} grants/s, all after "
+                                f"{r['makespan_s']:.2f}s, p99 {r['latency_p99_s']:.2f}s, "
+                                f"errors {r['error_count']}, not granted {r['not_granted']}, "
+                                f"peak RSS {r['controller_peak_rss_mb']:.1f} MB, "
+                                f"{r['controller_cpu_ms_per_grant']:.1f} ms CPU/grant, "
+                                f"core {100 * r['controller_cpu_share']:.0f}% / client "
+                                f"{100 * r['client_cpu_share']:.0f}% / other "
+                                f"{r['other_cpu_cores']:.2f} cores")
                 res["storm"] = report.summarize_storm(runs)
+                if cruns:
+                    compare["storm"] = report.summarize_storm(cruns)
                 restart = res["storm"].get(str(args.records_n), {}).get("restart_with_records")
                 if restart:
                     after = [r["controller_rss_after_idle_mb"] for r in runs
@@ -185,19 +222,6 @@ def main(argv: list[str] | None = None) -> int:
                     fp["controller_rss_records_detail"] = {
                         "after_storm_idle_mb": summary(after), **restart}
                 res["phases_s"]["storm"] = time.monotonic() - t
-                if compare_src:
-                    t = time.monotonic()
-                    say(f"storms again on the patched copy {compare_src} ({', '.join(patches)})")
-                    cruns = []
-                    for n in ns:
-                        for rep in range(1, args.storm_reps + 1):
-                            r = storm_once(lab, n, f"after-n{n}-r{rep}", args.concurrency,
-                                           args.storm_deadline, src=compare_src)
-                            cruns.append(r)
-                            say(f"  after N={n} run {rep}: {r['grants_per_s']:.1f} grants/s, "
-                                f"p99 {r['latency_p99_s']:.2f}s, errors {r['error_count']}")
-                    compare["storm"] = report.summarize_storm(cruns)
-                    res["phases_s"]["compare"] = time.monotonic() - t
             if "profile" in only:
                 t = time.monotonic()
                 prof: dict[str, Any] = {"n": args.profile_n}

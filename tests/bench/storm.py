@@ -22,7 +22,7 @@ import requests
 
 from deploy.lab.lab import Lab, LabError
 
-from .benchlab import LOAD_PI, STORM_PI, cpu_seconds, loadavg, settle, vm_kb
+from .benchlab import LOAD_PI, STORM_PI, cpu_seconds, loadavg, settle, settle_host, vm_kb
 from .stats import percentile
 
 CLIENT = Path(__file__).resolve().parent / "storm_client.py"
@@ -34,6 +34,22 @@ approve = "token"
 """
 CONTROLLER_CORE = "0"
 LOAD_CORE = "1"
+
+
+def variant_env(src: Path) -> dict[str, str]:
+    """Environment that makes Python import agent/ and controller/ from `src`."""
+    return {"PYTHONPATH": str(src), "PYTHONSAFEPATH": "1"}
+
+
+def check_variant(src: Path) -> None:
+    """Refuse to measure a 'patched copy' that Python would not actually import."""
+    r = subprocess.run([sys.executable, "-c", "import agent.mdns, controller.server as s; "
+                        "print(agent.mdns.__file__); print(s.__file__)"],
+                       env={**os.environ, **variant_env(src)}, capture_output=True, text=True,
+                       check=True)
+    files = r.stdout.split()
+    if not files or not all(f.startswith(str(src)) for f in files):
+        raise LabError(f"the patched copy {src} is not what Python imports: {files}")
 
 
 def _session() -> requests.Session:
@@ -56,8 +72,9 @@ class StormController:
     def _cmd(self) -> tuple[list[str], dict[str, str]]:
         if self.src is None:
             return [*self.lab.controller_cmd], {}
-        # a patched copy of the source tree shadows the installed one
-        return [sys.executable, "-m", "controller.cli"], {"PYTHONPATH": str(self.src)}
+        # a patched copy of the source tree shadows the installed one (PYTHONSAFEPATH: the
+        # working directory, this tree, must not come first on sys.path)
+        return [sys.executable, "-m", "controller.cli"], variant_env(self.src)
 
     def init(self) -> None:
         rules = self.dir.parent / "storm-rules.toml"
@@ -155,6 +172,7 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
         ctl.start()
         token = ctl.token(n)
         settled = settle(ctl.pid, below=0.03, timeout=30)
+        host_before = settle_host()
         vm0, cpu0, load0 = vm_kb(ctl.pid), cpu_seconds(ctl.pid), loadavg()
         stop_profiler = during(ctl.pid) if during else None
         try:
@@ -162,6 +180,9 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
         finally:
             profile = stop_profiler() if stop_profiler else None
         cpu1, vm1 = cpu_seconds(ctl.pid), vm_kb(ctl.pid)
+        # what else the host ran during the storm (dockerd, the profiler, other people's
+        # labs on a shared machine), in cores: a noisy run shows here
+        other = (out["host_busy_s"] - (cpu1 - cpu0) - out["client_cpu_s"]) / out["elapsed"]
         time.sleep(3)
         vm_idle = vm_kb(ctl.pid)
         starts, grants = out.pop("start"), out.pop("grant")
@@ -181,7 +202,8 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
             "controller_peak_rss_mb": vm1["VmHWM"] / 1024,
             "controller_rss_after_idle_mb": vm_idle["VmRSS"] / 1024,
             "controller_threads": _threads(ctl.pid), "settled_s": settled,
-            "loadavg_before": load0,
+            "loadavg_before": load0, "other_cpu_cores": other,
+            "host_cores_busy_before": host_before,
         }
         if profile is not None:
             result["profile"] = profile

@@ -1,9 +1,11 @@
 """Load generator of the enrollment storm: N simulated agents, run inside a lab Pi.
 
 Each simulated agent does what a real agent does on first contact, with real code:
-a fresh Ed25519 key (made before the clock starts), the bare TLS handshake that checks
-the controller's chain against the CA pin (agent.wire.pinning.fetch_pinned_ca), then a
-TLS connection verified against that CA, `HEAD /v1/nonce` for a real nonce, and
+a fresh Ed25519 key (made before the clock starts), the bare TLS handshake that reads the
+controller's chain to check it against the CA pin (the check itself, fetch_pinned_ca,
+runs once per distinct chain and the verifying TLS context is shared: the controller's
+work is the same, the load generator's smaller), then a TLS connection verified against
+that CA, `HEAD /v1/nonce` for a real nonce, and
 `POST /v1/enrollments` signed with agent.wire.jws.sign_request and carrying the bootstrap
 token, until a 200 with a grant. All N start at t0; at most `--concurrency` are in flight
 (a thread pool). A failed attempt (transport error, timeout, any non-200) counts as an
@@ -19,8 +21,10 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import resource
+import socket
 import ssl
 import sys
 import threading
@@ -36,6 +40,13 @@ from agent.wire.jws import sign_request, verify_grant
 from agent.wire.keys import ca_public_key
 from agent.wire.messages import EnrollmentRequest, SwarmState
 from agent.wire.pinning import fetch_pinned_ca
+
+
+def host_busy_seconds() -> float:
+    """Busy CPU seconds of the whole host (all cores), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        f = [int(x) for x in fh.readline().split()[1:]]
+    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / os.sysconf("SC_CLK_TCK")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -65,6 +76,10 @@ class Storm:
         self.errors: dict[str, int] = {}
         self.results: list[dict[str, Any] | None] = [None] * args.n
         self.ca_pem = b""
+        self.checked: dict[bytes, ssl.SSLContext] = {}
+        self.bare_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.bare_ctx.check_hostname = False  # only to read the chain, as the agent does
+        self.bare_ctx.verify_mode = ssl.CERT_NONE
 
     def error(self, kind: str) -> None:
         with self.lock:
@@ -79,10 +94,29 @@ class Storm:
             bootstrap_token=self.args.token, swarm=SwarmState(),
         ).to_json()
 
+    def pin_check(self) -> ssl.SSLContext:
+        """The agent's first contact: a bare handshake that reads the presented chain, which
+        must match the pin. The handshake is done for every agent (the controller's cost);
+        the chain's check (fetch_pinned_ca: parse, pin, issuer signature) once per distinct
+        chain, so that the load generator's own CPU goes into load."""
+        with socket.create_connection((self.host, self.port), timeout=self.args.timeout) as raw, \
+                self.bare_ctx.wrap_socket(raw, server_hostname=self.host) as tls:
+            getter = getattr(tls, "get_unverified_chain", None) or \
+                tls._sslobj.get_unverified_chain  # type: ignore[attr-defined]
+            chain = b"".join(c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
+                             for c in getter())
+        with self.lock:
+            ctx = self.checked.get(chain)
+        if ctx is None:
+            pem, _ = fetch_pinned_ca(self.args.url, self.args.pin, timeout=self.args.timeout)
+            ctx = ssl.create_default_context(cadata=pem.decode())
+            with self.lock:
+                self.ca_pem = pem
+                self.checked[chain] = ctx
+        return ctx
+
     def attempt(self, i: int) -> tuple[int, dict[str, Any]]:
-        pem, _ = fetch_pinned_ca(self.args.url, self.args.pin, timeout=self.args.timeout)
-        self.ca_pem = pem
-        ctx = ssl.create_default_context(cadata=pem.decode())
+        ctx = self.pin_check()
         conn = http.client.HTTPSConnection(self.host, self.port, context=ctx,
                                            timeout=self.args.timeout)
         try:
@@ -130,12 +164,14 @@ class Storm:
     def run(self) -> dict[str, Any]:
         n = self.args.n
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
+        host0 = host_busy_seconds()
         self.t0 = time.monotonic()
         self.deadline = self.t0 + self.args.deadline
         with ThreadPoolExecutor(max_workers=min(self.args.concurrency, n)) as pool:
             list(pool.map(self.agent, range(n)))
         elapsed = time.monotonic() - self.t0
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
+        host_busy = host_busy_seconds() - host0
         client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         verified = bad = 0
         if self.ca_pem:
@@ -153,7 +189,7 @@ class Storm:
             "n": n, "concurrency": min(self.args.concurrency, n), "elapsed": elapsed,
             "granted": len(done), "not_granted": n - len(done), "errors": self.errors,
             "error_count": sum(self.errors.values()), "grants_verified": verified,
-            "grants_bad": bad, "client_cpu_s": client_cpu,
+            "grants_bad": bad, "client_cpu_s": client_cpu, "host_busy_s": host_busy,
             "client_cpu_share": client_cpu / elapsed if elapsed else 0.0,
             "start": [round(r["start"], 4) for r in done],
             "grant": [round(r["grant"], 4) for r in done],
