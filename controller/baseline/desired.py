@@ -343,6 +343,10 @@ def rolled_back_from(desired: dict[str, Any], service: dict[str, Any],
     if status.get("State") not in ROLLBACK_STATES:
         return ""
     want = task_view(desired)
+    if task_view(service.get("Spec") or {}) == want:
+        # The rollback was of something else (a replica count, or a task that the
+        # swarm itself stopped mid-update): the change we want now is worth trying.
+        return ""
     for task in sorted(tasks, key=lambda t: t.get("UpdatedAt", ""), reverse=True):
         state = (task.get("Status") or {}).get("State")
         if state not in FAILED_STATES:

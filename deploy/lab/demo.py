@@ -104,8 +104,14 @@ def run_demo(lab: Lab, config: ClusterConfig, say: Say = print, timeout: float =
     say(f"All {len(config.pis)} Pis are Ready; managers: {', '.join(managers)}.")
     say("The controller reconciles the baseline services (viz, nginx) after each join; "
         "waiting until they have converged.")
-    baseline = wait_for("the baseline services to converge", lambda: baseline_converged(admin),
-                        timeout)
+    try:
+        baseline = wait_for("the baseline services to converge",
+                            lambda: baseline_converged(admin), timeout)
+    except LabError as exc:  # say where each service stands: the next step to look at
+        rows = [f"{s['name']}: {s['running_tasks']}/{s['desired_tasks']} running, in sync "
+                f"{s['in_sync']}, update {s['update']['state'] or '-'}, error "
+                f"{s['error'] or s['task_error'] or '-'}" for s in admin.baseline()["services"]]
+        raise LabError(f"{exc}; {'; '.join(rows)}") from None
     for svc in baseline["services"]:
         say(f"{svc['name']}: {svc['running_tasks']}/{svc['desired_tasks']} tasks running on "
             f"{', '.join(svc['nodes']) or 'no node'}")

@@ -273,3 +273,15 @@ def test_rolled_back_from_the_very_spec_we_want() -> None:
     # the failed task ran something else than what we want now
     other = build(one("services:\n  web:\n    image: w:3\n"), [view("w1")])
     assert rolled_back_from(other.spec, service, [failed, ok]) == ""
+
+
+def test_after_a_rollback_a_replica_change_is_still_applied() -> None:
+    """A rollback caused by something else (the swarm stopping a task mid-update when a
+    node was promoted) must not freeze the replica count: only the task spec that was
+    rolled back is held."""
+    seven = build(one("services:\n  web:\n    image: w:1\n"), [view(f"w{i}") for i in range(7)])
+    six = build(one("services:\n  web:\n    image: w:1\n"), [view(f"w{i}") for i in range(6)])
+    stopped = {"Status": {"State": "failed", "Err": "task: non-zero exit (137)"},
+               "Spec": seven.spec["TaskTemplate"], "UpdatedAt": "2026-01-01T00:00:02Z"}
+    service = _service(seven.spec, "rollback_completed")
+    assert rolled_back_from(six.spec, service, [stopped]) == ""
