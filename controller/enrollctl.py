@@ -138,40 +138,25 @@ def nodes_show(obj: Context, ref: str) -> None:
     obj.show(obj.client.node(ref))
 
 
-@nodes.command("approve")
-@click.argument("ref")
-@click.option("--reason", default="")
-@click.pass_obj
-def nodes_approve(obj: Context, ref: str, reason: str) -> None:
-    """Approve a pending Pi (by hostname or id)."""
-    obj.show(obj.client.approve(ref, reason), NODE_COLUMNS)
+def _decision(action: str, help_text: str) -> None:
+    """`enrollctl nodes approve|reject|revoke|forget REF [--reason R]`: one shape, four verbs."""
+
+    @nodes.command(action, help=help_text)
+    @click.argument("ref")
+    @click.option("--reason", default="")
+    @click.pass_obj
+    def command(obj: Context, ref: str, reason: str) -> None:
+        obj.show(getattr(obj.client, action)(ref, reason), NODE_COLUMNS)
 
 
-@nodes.command("reject")
-@click.argument("ref")
-@click.option("--reason", default="")
-@click.pass_obj
-def nodes_reject(obj: Context, ref: str, reason: str) -> None:
-    """Reject a pending Pi (by hostname or id)."""
-    obj.show(obj.client.reject(ref, reason), NODE_COLUMNS)
-
-
-@nodes.command("revoke")
-@click.argument("ref")
-@click.option("--reason", default="")
-@click.pass_obj
-def nodes_revoke(obj: Context, ref: str, reason: str) -> None:
-    """Drain a node, remove it from the swarm, rotate the worker token; its agent leaves."""
-    obj.show(obj.client.revoke(ref, reason), NODE_COLUMNS)
-
-
-@nodes.command("forget")
-@click.argument("ref")
-@click.option("--reason", default="")
-@click.pass_obj
-def nodes_forget(obj: Context, ref: str, reason: str) -> None:
-    """Let a revoked or rejected Pi ask again (its record stays in the history)."""
-    obj.show(obj.client.forget(ref, reason), NODE_COLUMNS)
+for _action, _help in (
+    ("approve", "Approve a pending Pi (by hostname or id)."),
+    ("reject", "Reject a pending Pi (by hostname or id)."),
+    ("revoke", "Drain a node, remove it from the swarm, rotate the worker token; its agent "
+               "leaves."),
+    ("forget", "Let a revoked or rejected Pi ask again (its record stays in the history)."),
+):
+    _decision(_action, _help)
 
 
 @nodes.command("prune")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
-
 from agent import __version__
 
 _ERROR = {"description": "error", "content": {"application/json": {"schema": {
@@ -89,7 +87,7 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
-def spec(app: Flask) -> dict[str, Any]:
+def spec() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "swarm-enroll controller", "version": __version__},

@@ -20,7 +20,7 @@ from joserfc.jwk import ECKey, OKPKey
 from joserfc.registry import HeaderParameter
 
 from agent.wire.errors import WireError
-from agent.wire.keys import thumbprint
+from agent.wire.keys import public_jwk, thumbprint
 from agent.wire.messages import MAX_BODY_BYTES, Grant
 
 AGENT_ALG = "Ed25519"
@@ -52,7 +52,7 @@ class SignedRequest:
 def sign_request(key: OKPKey, payload: Any, nonce: str, url: str) -> str:
     header = {
         "alg": AGENT_ALG,
-        "jwk": dict(key.as_dict(private=False)),
+        "jwk": public_jwk(key),
         "nonce": nonce,
         "url": url,
     }

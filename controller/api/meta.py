@@ -24,4 +24,4 @@ def ca() -> Response:
 
 @bp.get("/v1/openapi.json")
 def openapi() -> Response:
-    return jsonify(spec(current_app))
+    return jsonify(spec())

@@ -144,10 +144,6 @@ def edit_cmdline(text: str, *, hook: bool, regdom: str | None) -> CmdlineEdit:
     return CmdlineEdit(" ".join(args) + newline, foreign)
 
 
-def hooked(text: str) -> bool:
-    return HOOK_ARGS[0] in split_cmdline(text)
-
-
 # ---- writing --------------------------------------------------------------------------
 
 def backup_path(path: Path) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import docker
@@ -13,6 +12,7 @@ import pytest
 import requests
 
 from deploy.lab import netns, procs
+from deploy.lab.demo import wait_for
 from deploy.lab.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -22,14 +22,6 @@ IPS = {name: f"198.18.0.{11 + i}" for i, name in enumerate(PI_NAMES)}
 BUSYBOX = "/usr/bin/busybox"
 
 
-def wait_for(pred, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_session_lab_is_the_expected_one(pi_names: tuple[str, ...]) -> None:
@@ -80,7 +72,7 @@ def test_swarm_across_three_pis(lab: Lab) -> None:
         states = {n.attrs["Description"]["Hostname"]: n.attrs["Status"]["State"] for n in nodes}
         return states if len(states) == 3 and set(states.values()) == {"ready"} else None
 
-    states = wait_for(all_ready, what="3 Ready nodes")
+    states = wait_for("3 Ready nodes", all_ready, 30, interval=0.2)
     assert set(states) == set(PI_NAMES)
 
     # a global service from the stand-in image, published in host mode (no IPVS here)
@@ -97,7 +89,7 @@ def test_swarm_across_three_pis(lab: Lab) -> None:
                 return False
         return True
 
-    wait_for(served_everywhere, timeout=60, what="the web service on every Pi")
+    wait_for("the web service on every Pi", served_everywhere, 60, interval=0.2)
 
 
 def test_host_reaches_a_pi_only_through_the_admin_veth(lab: Lab, tmp_path: Path) -> None:
@@ -117,7 +109,7 @@ def test_host_reaches_a_pi_only_through_the_admin_veth(lab: Lab, tmp_path: Path)
             except requests.RequestException:
                 return None
 
-        resp = wait_for(fetch, what="the http server inside PiLike-03")
+        resp = wait_for("the http server inside PiLike-03", fetch, 30, interval=0.2)
         assert resp.status_code == 200 and resp.text == "hello from PiLike-03\n"
         # and the server really lives in the Pi's namespace, not on the host
         assert procs.netns_of(server.pid) == netns.netns_id(lab.netns_name("PiLike-03"))

@@ -14,7 +14,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -25,6 +24,7 @@ import pytest
 
 from deploy.lab import mounts, netns, procs
 from deploy.lab.config import ClusterConfig, PiSpec
+from deploy.lab.demo import wait_for
 from deploy.lab.lab import Lab, LabError
 
 pytestmark = pytest.mark.lab
@@ -35,14 +35,6 @@ SESSION_IPS = {"PiLike-01": "198.18.0.11", "PiLike-02": "198.18.0.12", "PiLike-0
 BUSYBOX = "/usr/bin/busybox"
 
 
-def wait_for(pred: Callable[[], object], timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +118,8 @@ def test_add_pi_joins_the_lan(lab2: Lab) -> None:
         except docker.errors.APIError:
             return None
 
-    token = wait_for(swarm_inspect, what="the new swarm's manager")["JoinTokens"]["Worker"]
+    manager = wait_for("the new swarm's manager", swarm_inspect, 30, interval=0.2)
+    token = manager["JoinTokens"]["Worker"]
     assert lab2.docker("PiNew-02").swarm.join(
         remote_addrs=["198.18.0.14:2377"], join_token=token,
         advertise_addr="198.18.0.40", listen_addr="198.18.0.40:2377")
@@ -136,7 +129,7 @@ def test_add_pi_joins_the_lan(lab2: Lab) -> None:
                   for n in mgr.nodes.list()}
         return states if states == {"PiNew-01": "ready", "PiNew-02": "ready"} else None
 
-    wait_for(both_ready, what="PiNew-01 and PiNew-02 Ready in one swarm")
+    wait_for("PiNew-01 and PiNew-02 Ready in one swarm", both_ready, 30, interval=0.2)
 
 
 def test_add_pi_refuses_live_and_bad_names_and_addresses(lab2: Lab) -> None:
@@ -235,7 +228,8 @@ def test_agent_gets_a_new_key_dir_and_restarts_with_the_same_one(lab2: Lab) -> N
         a, d = os.stat(f"/proc/{first}/ns/{ns}"), os.stat(f"/proc/{node['pid']}/ns/{ns}")
         assert (a.st_dev, a.st_ino) == (d.st_dev, d.st_ino)
     log = lab2.log_path("PiNew-03", "agent")
-    wait_for(lambda: "fake agent:" in log.read_text(), what="the agent's first log line")
+    wait_for("the agent's first log line", lambda: "fake agent:" in log.read_text(), 30,
+             interval=0.2)
     # what the real agent keeps in its state dir (the fake one writes nothing)
     (pi_dir / "agent").mkdir(exist_ok=True)
     (pi_dir / "agent" / "key.pem").write_text("the agent key\n")
@@ -246,7 +240,8 @@ def test_agent_gets_a_new_key_dir_and_restarts_with_the_same_one(lab2: Lab) -> N
     assert state_entry(lab2, "PiNew-03")["procs"]["agent"] == second
     assert (pi_dir / "agent" / "key.pem").read_text() == "the agent key\n"  # same key
     assert str(conf_path) in procs.cmdline(second)
-    wait_for(lambda: log.read_text().count("fake agent:") == 2, what="the restarted agent")
+    wait_for("the restarted agent", lambda: log.read_text().count("fake agent:") == 2, 30,
+             interval=0.2)
 
     # the replaced Pi: new hardware, new key, no token unless given
     lab2.kill_pi("PiNew-03")
@@ -260,7 +255,7 @@ def test_agent_gets_a_new_key_dir_and_restarts_with_the_same_one(lab2: Lab) -> N
     assert "bootstrap_token" not in conf and conf["hardware_id"] != "00000000c0ffee03"
     assert conf["ca_pin"] == PIN and conf["state_dir"] == str(pi_dir / "agent")
     assert (pi_dir / "agent.log.1").read_text().count("fake agent:") == 2
-    wait_for(lambda: log.read_text().count("fake agent:") == 1, what="the new agent")
+    wait_for("the new agent", lambda: log.read_text().count("fake agent:") == 1, 30, interval=0.2)
 
 
 def test_restart_agent_needs_an_agent(lab2: Lab) -> None:
