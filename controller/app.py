@@ -81,7 +81,8 @@ def create_app(config: ControllerConfig, swarm: Swarm | None = None,
     app.register_blueprint(admin.bp)
     app.register_blueprint(baseline_api.bp)
     if baseline is None and swarm is None:  # the real thing: reconcile over our Docker API
-        baseline = Reconciler(service.swarm.client.api, config.baseline_path)
+        baseline = Reconciler(service.swarm.client.api, config.baseline_path,
+                              settling=service.roles_in_flight)
     if baseline is not None:
         if baseline.audit is None:
             baseline.audit = lambda actor, action, reason: store.audit(actor, action, None,

@@ -263,6 +263,11 @@ def baseline_status(obj: Context) -> None:
             click.echo(f"{s['name']}: apply would change: {change}")
         for warning in s["warnings"]:
             click.echo(f"{s['name']}: warning: {warning}")
+        stuck = s.get("stuck")
+        if stuck:
+            click.echo(f"{s['name']}: stuck: task {stuck['task']} pending for "
+                       f"{stuck['pending_for']:.0f}s although {', '.join(stuck['room_on'])} "
+                       f"could run it; {stuck['action']}")
     click.echo("converged" if data["converged"] else "not converged (yet)")
 
 

@@ -116,6 +116,12 @@ class EnrollmentService:
         self._notify(node)
         return self._answer(node)
 
+    def roles_in_flight(self) -> dict[str, str]:
+        """Hostname (lower case) -> role, for Pis granted but not yet through `joined`:
+        such a Pi joins as a worker and is promoted only then, so until it reports, its
+        swarm node's role is not the one it will have."""
+        return {n.hostname.lower(): n.role for n in self.store.nodes_in_state(APPROVED)}
+
     def _notify(self, node: Node) -> None:
         for listener in self.membership_changed:
             try:

@@ -294,6 +294,11 @@ class Store:
             ).fetchall()
         return [_row_to_node(r) for r in rows]
 
+    def nodes_in_state(self, state: str) -> list[Node]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM nodes WHERE state = ?", (state,)).fetchall()
+        return [_row_to_node(r) for r in rows]
+
     def list_nodes(self) -> list[Node]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM nodes ORDER BY hostname, created_at").fetchall()

@@ -166,15 +166,9 @@ def build(svc: ServiceDef, nodes: list[NodeView]) -> Desired:
     if svc.mode == "global":
         mode: dict[str, Any] = {"Global": {}}
     else:
-        if svc.replicas == "managers":
-            replicas = sum(1 for n in runnable if n.role == "manager")
-        elif svc.replicas == "workers":
-            replicas = sum(1 for n in runnable if n.role == "worker")
-        else:
-            assert isinstance(svc.replicas, int)
-            replicas = svc.replicas
-        if isinstance(svc.replicas, str):
-            placement["MaxReplicas"] = 1  # one per manager / worker, never two on one node
+        replicas = svc.replicas
+        if svc.max_per_node:
+            placement["MaxReplicas"] = svc.max_per_node
         mode = {"Replicated": {"Replicas": replicas}}
     container: dict[str, Any] = {"Image": image}
     if svc.command:
@@ -288,11 +282,17 @@ def diff(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:
             changes.append(f"image {a[key] or '-'} -> {b[key]}")
         elif key == "mode" and "replicas" in a[key] and "replicas" in b[key]:
             changes.append(f"replicas {a[key]['replicas']} -> {b[key]['replicas']}")
+        elif key == "mode":
+            changes.append(f"mode {_mode_text(a[key])} -> {_mode_text(b[key])}")
         elif key == "ports":
             changes.append("ports " + _ports_text(a[key]) + " -> " + _ports_text(b[key]))
         else:
             changes.append(f"{_FIELD_NAMES[key]} changed")
     return changes
+
+
+def _mode_text(mode: dict[str, Any]) -> str:
+    return "global" if mode.get("global") else f"replicated ({mode.get('replicas', 0)})"
 
 
 def _ports_text(ports: list[list[Any]]) -> str:

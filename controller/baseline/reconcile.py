@@ -3,7 +3,13 @@
 Triggers: after each join (EnrollmentService.membership_changed), on start, on demand
 (POST /v1/baseline/apply), and on node changes it notices (Docker's node events on this
 manager, and a periodic check of the nodes every `interval` seconds in case an event was
-missed). Every reconcile reads the file afresh; a file that does not parse changes nothing.
+missed). Joins and node events are coalesced: the worker waits until they have been quiet
+for `settle` seconds, so that a fleet powering up costs one update, not one per Pi. Every
+reconcile reads the file afresh; a file that does not parse changes nothing.
+
+Nodes are counted by their settled role: a Pi whose enrollment says manager but that
+Swarm still lists as a worker (it joins as one, then is promoted) counts as a manager.
+The same periodic check runs the stuck-task watchdog (watchdog.py).
 
 Safety: only services labelled swarm-enroll.baseline=true are ever updated or removed; a
 lock keeps two reconciles of this process apart, and every update carries the service
@@ -15,6 +21,8 @@ again, and retry.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import logging
 import os
 import threading
@@ -47,19 +55,24 @@ from controller.baseline.spec import (
     load_baseline,
     parse_baseline,
 )
+from controller.baseline.watchdog import STUCK_AFTER, find_stuck
 
 log = logging.getLogger(__name__)
 
 CREATED, UPDATED, UNCHANGED, REMOVED, ERROR = "created", "updated", "unchanged", "removed", "error"
 OUT_OF_SEQUENCE = "update out of sequence"
 BUSY_STATES = ("updating", "rollback_started")
-DEFAULT_INTERVAL = 30.0
-# A node event is followed by more (joined, Ready, promoted by the controller): wait this
-# long so that one reconcile sees the end state, not a manager-to-be as a worker.
+DEFAULT_INTERVAL = 10.0
+# A join or node event is followed by more (the next Pis of a fleet, Ready, promoted by
+# the controller): wait until they have been quiet this long, so that one reconcile sees
+# the end state. A steady stream is cut off after SETTLE_MAX_ROUNDS such waits.
 DEFAULT_SETTLE = 2.0
+SETTLE_MAX_ROUNDS = 5
 ATTEMPTS = 5
 
 Audit = Callable[[str, str, str], None]  # (actor, action, reason)
+# Hostname (lower case) -> the role its enrollment is taking it to, for Pis on the way.
+Settling = Callable[[], dict[str, str]]
 
 
 @dataclass
@@ -127,14 +140,20 @@ class Reconciler:
     """One per controller process. `api` is a docker.APIClient (client.api)."""
 
     def __init__(self, api: Any, path: Path, interval: float = DEFAULT_INTERVAL,
-                 audit: Audit | None = None, settle: float = DEFAULT_SETTLE) -> None:
+                 audit: Audit | None = None, settle: float = DEFAULT_SETTLE,
+                 settling: Settling | None = None, stuck_after: float = STUCK_AFTER) -> None:
         self.api = api
         self.path = path
         self.interval = interval
         self.settle = settle
         self.audit = audit
+        self.settling = settling
+        self.stuck_after = stuck_after
+        # Services with a stuck task now: what the watchdog saw, and what it did once.
+        self.stuck: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()  # one reconcile at a time in this process
-        self._pending: list[tuple[str, bool]] = []  # (reason, only if the nodes changed)
+        # (reason, only if the nodes changed, wait for the burst to settle)
+        self._pending: list[tuple[str, bool, bool]] = []
         self._pending_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -166,7 +185,7 @@ class Reconciler:
             try:
                 if baseline is None:
                     baseline = self.load()
-                nodes = [node_view(n) for n in self.api.nodes()]
+                nodes = self.nodes()
                 services = {s["Spec"]["Name"]: s for s in self.api.services()}
             except BaselineError as exc:
                 report.error, report.error_code = str(exc), "baseline_invalid"
@@ -280,15 +299,25 @@ class Reconciler:
 
     # ---- triggers ----------------------------------------------------------------------
 
-    def request(self, reason: str, only_if_nodes_changed: bool = False) -> None:
-        """Ask the background worker for a reconcile (coalesced; returns at once)."""
+    def nodes(self) -> list[NodeView]:
+        """The swarm's nodes as placement sees them, each with its settled role."""
+        views = [node_view(n) for n in self.api.nodes()]
+        settling = self.settling() if self.settling else {}
+        return [dataclasses.replace(v, role=settling[v.hostname.lower()])
+                if settling.get(v.hostname.lower(), v.role) != v.role else v for v in views]
+
+    def request(self, reason: str, only_if_nodes_changed: bool = False,
+                settle: bool = False) -> None:
+        """Ask the background worker for a reconcile (coalesced; returns at once). With
+        `settle`, it waits for the burst this request belongs to to end."""
         with self._pending_lock:
-            self._pending.append((reason, only_if_nodes_changed))
+            self._pending.append((reason, only_if_nodes_changed, settle))
         self._wake.set()
 
     def on_membership_changed(self, node: Any) -> None:
         """EnrollmentService listener: a Pi joined (or left) the swarm."""
-        self.request(f"{getattr(node, 'hostname', 'a node')} {getattr(node, 'state', 'changed')}")
+        self.request(f"{getattr(node, 'hostname', 'a node')} {getattr(node, 'state', 'changed')}",
+                     settle=True)
 
     def start(self) -> None:
         """The background worker (reconciles on request, checks the nodes every interval)
@@ -314,7 +343,7 @@ class Reconciler:
             thread.join(timeout)
         self._threads = []
 
-    def _take_pending(self) -> list[tuple[str, bool]]:
+    def _take_pending(self) -> list[tuple[str, bool, bool]]:
         with self._pending_lock:
             pending, self._pending = self._pending, []
         return pending
@@ -322,33 +351,93 @@ class Reconciler:
     def run_pending(self) -> Report | None:
         """One step of the worker: reconcile for what was asked, or when the nodes changed."""
         pending = self._take_pending()
-        forced = [reason for reason, only_if in pending if not only_if]
+        forced = [reason for reason, only_if, _ in pending if not only_if]
         if forced:
             return self.reconcile(", ".join(dict.fromkeys(forced)))
         try:
-            now = shape([node_view(n) for n in self.api.nodes()])
+            now = shape(self.nodes())
         except Exception as exc:
             log.warning("baseline: cannot list the nodes: %s", _explain(exc))
             return None
         if now == self._shape:
             return None
-        reasons = [reason for reason, _ in pending] or ["periodic check"]
+        reasons = [reason for reason, _, _ in pending] or ["periodic check"]
         return self.reconcile("nodes changed (" + ", ".join(dict.fromkeys(reasons)) + ")")
+
+    def _settle(self) -> None:
+        """Wait while the requests waiting to settle keep coming (bounded)."""
+        for _ in range(SETTLE_MAX_ROUNDS):
+            with self._pending_lock:
+                waiting = len(self._pending)
+                if not waiting or not all(s for _, _, s in self._pending):
+                    return
+            if self._stop.wait(self.settle):
+                return
+            with self._pending_lock:
+                if len(self._pending) == waiting:
+                    return  # quiet for `settle` seconds: the burst is over
 
     def _worker(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()
-            with self._pending_lock:
-                only_node_events = bool(self._pending) and all(o for _, o in self._pending)
-            if only_node_events:
-                self._stop.wait(self.settle)
+            self._settle()
             if self._stop.is_set():
                 break
             try:
                 self.run_pending()
+                self.watch_stuck()
             except Exception:
                 log.exception("baseline reconcile failed")
+
+    # ---- the stuck-task watchdog -------------------------------------------------------
+
+    def watch_stuck(self) -> None:
+        """Give each baseline service with a stuck task one forced update per episode (an
+        episode ends when the service has no stuck task any more)."""
+        with self._lock:
+            services = self.api.services()
+            watch = {s["Spec"]["Name"] for s in services if _owned(s)}
+            if not watch:
+                self.stuck.clear()
+                return
+            found = find_stuck(services, watch, self.api.tasks(), self.nodes(), time.time(),
+                               self.stuck_after)
+            for name in set(self.stuck) - {f.service for f in found}:
+                log.info("baseline %s: no task is stuck any more", name)
+                del self.stuck[name]
+            for stuck in found:
+                if self.stuck.get(stuck.service, {}).get("acted"):
+                    self.stuck[stuck.service].update(stuck.to_json())
+                    continue  # once per episode: a forced update that did not help is news
+                why = (f"task {stuck.task} has been pending for {stuck.pending_for:.0f}s "
+                       f"although {', '.join(stuck.room_on)} could run it")
+                acted, action = self._force_update(stuck.service)
+                self.stuck[stuck.service] = {**stuck.to_json(), "action": action,
+                                             "acted": acted, "at": time.time()}
+                log.warning("baseline %s: %s; %s", stuck.service, why, action)
+                if self.audit:
+                    try:
+                        self.audit("controller", "baseline.unstuck",
+                                   f"{stuck.service}: {why}; {action}")
+                    except Exception:
+                        log.exception("could not write the audit row for %s", stuck.service)
+
+    def _force_update(self, name: str) -> tuple[bool, str]:
+        """`docker service update --force`: the scheduler places every task afresh."""
+        for _ in range(ATTEMPTS):
+            try:
+                current = self.api.inspect_service(name)
+                spec = copy.deepcopy(current["Spec"])
+                template = spec.setdefault("TaskTemplate", {})
+                template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+                self._update(current, spec)
+            except docker.errors.APIError as exc:
+                if _is_out_of_sequence(exc):
+                    continue
+                return False, f"the forced update failed (tried again soon): {_explain(exc)}"
+            return True, "forced an update of the service so that Swarm places its tasks afresh"
+        return False, "the forced update kept meeting other changes (tried again soon)"
 
     def _watch_nodes(self) -> None:
         """Docker's node events (join, leave, up, down, promote, drain) on this manager."""
@@ -362,7 +451,7 @@ class Reconciler:
                     name = (actor.get("Attributes") or {}).get("name") or \
                         str(actor.get("ID", "?"))[:12]
                     self.request(f"node {name} {event.get('Action', '')}",
-                                 only_if_nodes_changed=True)
+                                 only_if_nodes_changed=True, settle=True)
             except Exception as exc:
                 if not self._stop.is_set():
                     log.debug("node events stream ended: %s", _explain(exc))
@@ -377,8 +466,7 @@ class Reconciler:
             file_error = ""
         except BaselineError as exc:
             baseline, file_error = None, str(exc)
-        nodes_attrs = self.api.nodes()
-        nodes = [node_view(n) for n in nodes_attrs]
+        nodes = self.nodes()
         hostnames = {n.id: n.hostname for n in nodes}
         services = {s["Spec"]["Name"]: s for s in self.api.services()}
         tasks: dict[str, list[dict[str, Any]]] = {}
@@ -406,7 +494,10 @@ class Reconciler:
         running = [t for t in mine if t.get("DesiredState") == "running"
                    and (t.get("Status") or {}).get("State") == "running"]
         if "Global" in (spec.get("Mode") or {}):
-            desired_tasks = sum(1 for t in mine if t.get("DesiredState") == "running")
+            # One per eligible node, whether or not Swarm has made its task yet: counting
+            # the tasks would call a service that has none yet converged.
+            desired_tasks = len(desired.eligible) if desired else sum(
+                1 for t in mine if t.get("DesiredState") == "running")
         else:
             desired_tasks = int(((spec.get("Mode") or {}).get("Replicated") or {})
                                 .get("Replicas") or 0)
@@ -452,5 +543,6 @@ class Reconciler:
             "desired_hash": desired.hash if desired else "",
             "warnings": desired.warnings if desired else [],
             "last_result": last.to_json() if last else None,
+            "stuck": self.stuck.get(name),
             "error": error,
         }

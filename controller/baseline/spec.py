@@ -3,10 +3,15 @@
 Supported, per service: `image` (a name, or a mapping of architecture to name),
 `command`, `environment`, `ports` (short `published:target[/protocol]` or long syntax
 with `mode: ingress | host`), `volumes` (bind mounts only), and under `deploy`: `mode`
-(replicated | global), `replicas` (a number, `managers` or `workers`),
-`placement.constraints`, `update_config` and `rollback_config`. Anything else is an
-error that names the service and the key: a key that would be silently ignored is a
-service that silently runs differently from what its author wrote.
+(replicated | global), `replicas` (a number), `placement.constraints`,
+`placement.max_replicas_per_node`, `update_config` and `rollback_config`. Anything else
+is an error that names the service and the key: a key that would be silently ignored is
+a service that silently runs differently from what its author wrote.
+
+`replicas: managers` / `replicas: workers` (this project's first dialect) are read as
+what they always meant: `mode: global` with a `node.role` constraint, so that Swarm
+itself keeps one task per eligible node through joins, promotions and departures, with
+no count for the controller to keep in step.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ DEFAULT_ARCH_KEY = "default"
 
 SERVICE_KEYS = ("image", "command", "environment", "ports", "volumes", "deploy")
 DEPLOY_KEYS = ("mode", "replicas", "placement", "update_config", "rollback_config")
-PLACEMENT_KEYS = ("constraints",)
+PLACEMENT_KEYS = ("constraints", "max_replicas_per_node")
+# The old per-role replica keywords and the role constraint each one stands for.
+ROLE_REPLICAS = {"managers": "manager", "workers": "worker"}
 UPDATE_KEYS = ("parallelism", "delay", "failure_action", "monitor", "max_failure_ratio",
                "order")
 PORT_KEYS = ("target", "published", "protocol", "mode")
@@ -128,8 +135,9 @@ class ServiceDef:
     image: str = ""  # the image for every architecture not in `images`
     images: tuple[tuple[str, str], ...] = ()  # (arch, image), in file order
     mode: str = "replicated"
-    replicas: int | str = 1  # a number, "managers" or "workers"
+    replicas: int = 1  # replicated mode only; 0 for global services
     constraints: tuple[Constraint, ...] = ()
+    max_per_node: int = 0  # placement.max_replicas_per_node; 0: no limit
     ports: tuple[Port, ...] = ()
     mounts: tuple[Mount, ...] = ()
     environment: tuple[str, ...] = ()  # "KEY=value", sorted by key
@@ -282,9 +290,21 @@ def _parse_service(name: str, body: Any) -> ServiceDef:
     if mode not in ("replicated", "global"):
         raise fail("must be 'replicated' or 'global'", "deploy.mode")
     replicas = _parse_replicas(deploy, mode, fail)
+    constraints, max_per_node = _parse_placement(deploy.get("placement"), fail)
+    if isinstance(replicas, str):  # managers | workers: global, constrained to that role
+        mode, role = "global", ROLE_REPLICAS[replicas]
+        if any(c.key == "node.role" and c.op == "==" and c.value != role
+               for c in constraints):
+            raise fail(f"'replicas: {replicas}' means one task per {role}, but the "
+                       f"placement constraints exclude every {role}", "deploy.replicas")
+        constraints = tuple(dict.fromkeys((*constraints, Constraint("node.role", "==", role))))
+        replicas = 0
+    if max_per_node and mode == "global":
+        raise fail("only for mode: replicated (a global service runs one task per node "
+                   "already)", "deploy.placement.max_replicas_per_node")
     return ServiceDef(
         name=name, image=image, images=images, mode=mode, replicas=replicas,
-        constraints=_parse_placement(deploy.get("placement"), fail),
+        constraints=constraints, max_per_node=max_per_node,
         ports=_parse_ports(body.get("ports"), fail),
         mounts=_parse_volumes(body.get("volumes"), fail),
         environment=_parse_environment(body.get("environment"), fail),
@@ -331,11 +351,12 @@ def _parse_replicas(deploy: dict[str, Any], mode: str, fail: Any) -> int | str:
         raise fail("not allowed with mode: global (a global service runs one task per "
                    "eligible node)", "deploy.replicas")
     value = deploy["replicas"]
-    if value in ("managers", "workers"):
+    if value in ROLE_REPLICAS:
         return value
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPLICAS:
-        raise fail(f"must be a number from 0 to {MAX_REPLICAS}, 'managers' (one per manager) "
-                   "or 'workers' (one per worker)", "deploy.replicas")
+        raise fail(f"must be a number from 0 to {MAX_REPLICAS} (for one task per manager or "
+                   "per worker, write mode: global with a node.role constraint)",
+                   "deploy.replicas")
     return value
 
 
@@ -364,15 +385,20 @@ def parse_constraint(text: Any) -> Constraint:
     return Constraint(key, op, value)
 
 
-def _parse_placement(value: Any, fail: Any) -> tuple[Constraint, ...]:
+def _parse_placement(value: Any, fail: Any) -> tuple[tuple[Constraint, ...], int]:
     if value is None:
-        return ()
+        return (), 0
     if not isinstance(value, dict):
         raise fail("must be a mapping with 'constraints'", "deploy.placement")
     for key in value:
         if key not in PLACEMENT_KEYS:
-            raise fail("unknown key (supported under placement: constraints)",
+            raise fail(f"unknown key (supported under placement: {', '.join(PLACEMENT_KEYS)})",
                        f"deploy.placement.{key}")
+    max_per_node = value.get("max_replicas_per_node", 0)
+    if (isinstance(max_per_node, bool) or not isinstance(max_per_node, int)
+            or not 0 <= max_per_node <= MAX_REPLICAS):
+        raise fail(f"must be a number from 0 (no limit) to {MAX_REPLICAS}",
+                   "deploy.placement.max_replicas_per_node")
     raw = value.get("constraints") or []
     if not isinstance(raw, list):
         raise fail("must be a list such as ['node.role==manager']",
@@ -383,7 +409,7 @@ def _parse_placement(value: Any, fail: Any) -> tuple[Constraint, ...]:
             constraints.append(parse_constraint(item))
         except ValueError as exc:
             raise fail(str(exc), f"deploy.placement.constraints[{i}]") from None
-    return tuple(dict.fromkeys(constraints))
+    return tuple(dict.fromkeys(constraints)), max_per_node
 
 
 def _port_number(value: Any, key: str, what: str, fail: Any) -> int:

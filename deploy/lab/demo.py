@@ -78,11 +78,16 @@ def ready_in_swarm(lab: Lab, config: ClusterConfig) -> dict[str, dict[str, Any]]
     return nodes if ready else {}
 
 
-def run_demo(lab: Lab, config: ClusterConfig, say: Say = print, timeout: float = 240) -> None:
-    """Bring the lab up, approve what waits for an admin, wait until every Pi is Ready."""
+def run_demo(lab: Lab, config: ClusterConfig, say: Say = print,
+             timeout: float = 240) -> dict[str, float]:
+    """Bring the lab up, approve what waits for an admin, wait until every Pi is Ready and
+    the baseline has converged; returns the seconds from the start to each milestone."""
+    started = time.monotonic()
+    times: dict[str, float] = {}
     say(f"Building the lab: {len(config.pis)} simulated Pis; the controller runs on "
         f"{config.controller} and initialises the swarm there.")
     lab.up(config)
+    times["up"] = time.monotonic() - started
     say("Each agent announces its Pi over mDNS, finds the controller, checks its CA pin "
         "and asks to enroll; Pis with a bootstrap token are approved at once.")
     admin = admin_client(lab)
@@ -101,6 +106,7 @@ def run_demo(lab: Lab, config: ClusterConfig, say: Say = print, timeout: float =
     wait_for("the managers promoted and reachable", lambda: all(
         ready_in_swarm(lab, config).get(m.lower(), {}).get("reachability") == "reachable"
         for m in managers), timeout)
+    times["ready"] = time.monotonic() - started
     say(f"All {len(config.pis)} Pis are Ready; managers: {', '.join(managers)}.")
     say("The controller reconciles the baseline services (viz, nginx) after each join; "
         "waiting until they have converged.")
@@ -112,9 +118,11 @@ def run_demo(lab: Lab, config: ClusterConfig, say: Say = print, timeout: float =
                 f"{s['in_sync']}, update {s['update']['state'] or '-'}, error "
                 f"{s['error'] or s['task_error'] or '-'}" for s in admin.baseline()["services"]]
         raise LabError(f"{exc}; {'; '.join(rows)}") from None
+    times["converged"] = time.monotonic() - started
     for svc in baseline["services"]:
         say(f"{svc['name']}: {svc['running_tasks']}/{svc['desired_tasks']} tasks running on "
             f"{', '.join(svc['nodes']) or 'no node'}")
+    return times
 
 
 def baseline_converged(admin: AdminClient) -> dict[str, Any] | None:

@@ -184,3 +184,19 @@ def test_enrollctl_baseline_and_cluster(ctl: Controller, monkeypatch: pytest.Mon
     assert "Leader: mgr-1" in cluster.output
     as_json = runner.invoke(enrollctl.main, [*args, "--json", "cluster"])
     assert '"fault_tolerance": 0' in as_json.output
+
+
+def test_enrollctl_baseline_says_what_the_watchdog_did(
+        ctl: Controller, api: FakeDockerAPI, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    from .test_reconcile import pending_task
+
+    monkeypatch.setattr(enrollctl.Context, "client", property(lambda self: FakeAdminClient(ctl)))
+    reconciler = ctl.app.extensions["swarm_enroll"].baseline
+    reconciler.reconcile("start")
+    pending_task(api, "nginx", age=120)
+    reconciler.watch_stuck()
+    out = CliRunner().invoke(enrollctl.main, ["--config", str(tmp_path / "none.toml"),
+                                              "baseline"]).output
+    assert "nginx: stuck: task stuck-nginx pending for 12" in out
+    assert "pi-1, pi-2 could run it; forced an update" in out

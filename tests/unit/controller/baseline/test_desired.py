@@ -35,7 +35,7 @@ services:
       x86_64: viz
     ports: ["8080:8080"]
     deploy:
-      replicas: managers
+      mode: global
       placement: {constraints: [node.role==manager]}
 """
 
@@ -75,25 +75,37 @@ def test_constraints_match_as_swarm_does(constraint: str, expected: bool) -> Non
     assert matches(parse_constraint(constraint), view("pi-1", zone="rack-1")) is expected
 
 
-def test_managers_replicas_count_ready_active_managers_only() -> None:
+def test_one_per_manager_is_global_and_leaves_the_count_to_swarm() -> None:
+    """No replica count that would have to follow joins and promotions: the spec does not
+    change when managers come and go; only the eligible list (what status shows) does."""
     nodes = [view("m1", "manager"), view("m2", "manager"), view("m3", "manager", state="down"),
              view("m4", "manager", availability="drain"), view("w1"), view("w2")]
     desired = build(one(VIZ), nodes)
-    assert desired.replicas == 2
-    assert desired.spec["Mode"] == {"Replicated": {"Replicas": 2}}
-    placement = desired.spec["TaskTemplate"]["Placement"]
-    assert placement == {"Constraints": ["node.role==manager"], "MaxReplicas": 1}
+    assert desired.replicas is None
+    assert desired.spec["Mode"] == {"Global": {}}
+    assert desired.spec["TaskTemplate"]["Placement"] == {"Constraints": ["node.role==manager"]}
     assert desired.eligible == ["m1", "m2"]
-    nodes.append(view("m5", "manager"))
-    assert build(one(VIZ), nodes).replicas == 3
+    more = build(one(VIZ), [*nodes, view("m5", "manager")])
+    assert more.spec == desired.spec and more.eligible == ["m1", "m2", "m5"]
 
 
-def test_workers_replicas_respect_constraints() -> None:
-    svc = one("services:\n  web:\n    image: w\n    deploy:\n      replicas: workers\n"
+def test_the_old_workers_keyword_builds_the_same_spec_as_global() -> None:
+    old = one("services:\n  web:\n    image: w\n    deploy:\n      replicas: workers\n"
               "      placement: {constraints: [node.labels.zone==a]}\n")
+    new = one("services:\n  web:\n    image: w\n    deploy:\n      mode: global\n"
+              "      placement: {constraints: [node.labels.zone==a, node.role==worker]}\n")
     nodes = [view("m1", "manager", zone="a"), view("w1", zone="a"), view("w2", zone="a"),
              view("w3", zone="b"), view("w4", state="down", zone="a")]
-    assert build(svc, nodes).replicas == 2
+    assert build(old, nodes).spec == build(new, nodes).spec
+    assert build(old, nodes).eligible == ["w1", "w2"]
+
+
+def test_max_replicas_per_node() -> None:
+    svc = one("services:\n  web:\n    image: w\n    deploy:\n      replicas: 4\n"
+              "      placement: {max_replicas_per_node: 1}\n")
+    desired = build(svc, [view("w1"), view("w2")])
+    assert desired.spec["Mode"] == {"Replicated": {"Replicas": 4}}
+    assert desired.spec["TaskTemplate"]["Placement"]["MaxReplicas"] == 1
 
 
 def test_a_number_is_a_number_and_global_is_global() -> None:
@@ -121,7 +133,7 @@ def test_mixed_architectures_majority_wins_and_the_rest_is_left_out() -> None:
              view("m3", "manager", arch="armv6l")]
     desired = build(one(VIZ), nodes)
     assert desired.image == "viz-arm"
-    assert desired.replicas == 2
+    assert desired.eligible == ["m1", "m3"]
     assert desired.excluded == ["m2"]
     assert desired.spec["TaskTemplate"]["Placement"]["Constraints"] == [
         "node.role==manager", "node.id!=id-m2"]
@@ -204,7 +216,7 @@ def _changed(spec: dict[str, Any], **edits: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("edits", "change"), [
     ({"image": "viz:old"}, "image viz:old -> viz"),
-    ({"replicas": 3}, "replicas 3 -> 1"),
+    ({"replicas": 3}, "mode replicated (3) -> global"),
     ({"env": ["X=1"]}, "environment changed"),
     ({"ports": []}, "ports none -> 8080:8080/tcp(ingress)"),
     ({"ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishedPort": 8080,
@@ -218,6 +230,12 @@ def test_diff_names_each_drift(edits: dict[str, Any], change: str) -> None:
     desired = build(one(VIZ), [view("m1", "manager")])
     current = as_docker_returns(_changed(desired.spec, **edits))
     assert diff(current, desired.spec) == [change]
+
+
+def test_diff_names_a_replica_count_change() -> None:
+    desired = build(one("services:\n  web:\n    image: w\n    deploy: {replicas: 2}\n"), [])
+    current = as_docker_returns(_changed(desired.spec, replicas=3))
+    assert diff(current, desired.spec) == ["replicas 3 -> 2"]
 
 
 def test_merge_keeps_what_the_baseline_does_not_manage() -> None:

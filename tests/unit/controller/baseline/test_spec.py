@@ -31,7 +31,7 @@ def test_default_file_is_the_reference_setup() -> None:
     baseline = load_baseline(ROOT / "deploy" / "baseline.yml")
     assert baseline.names() == ["viz", "nginx"]
     viz, nginx = baseline.services
-    assert viz.replicas == "managers"
+    assert viz.mode == "global"  # one per manager, kept so by Swarm itself
     assert viz.constraints == (Constraint("node.role", "==", "manager"),)
     assert viz.ports == (Port(8080, 8080, "tcp", "ingress"),)
     assert viz.mounts == (Mount("/var/run/docker.sock", "/var/run/docker.sock"),)
@@ -49,7 +49,8 @@ def test_lab_file_publishes_in_host_mode() -> None:
     baseline = load_baseline(ROOT / "deploy" / "lab" / "baseline.yml")
     viz, nginx = baseline.services
     assert [p.mode for s in baseline.services for p in s.ports] == ["host", "host"]
-    assert (viz.replicas, nginx.replicas) == ("managers", "workers")
+    assert (viz.mode, nginx.mode) == ("global", "global")
+    assert viz.constraints == (Constraint("node.role", "==", "manager"),)
     assert nginx.constraints == (Constraint("node.role", "==", "worker"),)
 
 
@@ -75,9 +76,10 @@ services:
       - {type: bind, source: /etc/app/, target: /etc/app, read_only: false}
     deploy:
       mode: replicated
-      replicas: workers
+      replicas: 3
       placement:
         constraints: ["node.labels.zone == rack-1", "engine.labels.Disk!=ssd", "NODE.ROLE==Worker"]
+        max_replicas_per_node: 1
       update_config: {parallelism: 2, delay: 1m30s, failure_action: continue, monitor: 500ms,
                       max_failure_ratio: 0.5, order: start-first}
       rollback_config: {parallelism: 0, failure_action: continue}
@@ -96,7 +98,7 @@ services:
     assert app.environment == ("A=1", "B=2")
     assert app.ports == (Port(80, 8080), Port(53, 53, "udp"), Port(9000, 9001, "tcp", "host"))
     assert app.mounts == (Mount("/srv/data", "/data", True), Mount("/etc/app", "/etc/app"))
-    assert app.replicas == "workers"
+    assert (app.mode, app.replicas, app.max_per_node) == ("replicated", 3, 1)
     assert [c.text for c in app.constraints] == [
         "node.labels.zone==rack-1", "engine.labels.Disk!=ssd", "node.role==worker"]
     assert app.update == UpdatePolicy(2, 90_000_000_000, "continue", 500_000_000, 0.5,
@@ -107,6 +109,19 @@ services:
     assert agent.command == ("run", "--verbose", "two words")
     assert agent.environment == ("X=a=b", "Y=")
     assert agent.update.failure_action == "rollback"  # the default
+
+
+@pytest.mark.parametrize(("keyword", "role"), [("managers", "manager"), ("workers", "worker")])
+def test_per_role_replicas_mean_global_with_a_role_constraint(keyword: str, role: str) -> None:
+    """The first dialect's `replicas: managers|workers`: Swarm keeps one per node."""
+    (web,) = parse_baseline(svc(f"    image: a\n    deploy: {{replicas: {keyword}}}\n")).services
+    assert (web.mode, web.replicas, web.max_per_node) == ("global", 0, 0)
+    assert web.constraints == (Constraint("node.role", "==", role),)
+    (labelled,) = parse_baseline(svc(
+        f"    image: a\n    deploy:\n      replicas: {keyword}\n      placement:\n"
+        f"        constraints: [node.labels.zone==a, node.role=={role}]\n")).services
+    assert [c.text for c in labelled.constraints] == ["node.labels.zone==a",
+                                                      f"node.role=={role}"]
 
 
 def test_defaults() -> None:
@@ -151,7 +166,16 @@ ERRORS = [
     (svc("    image: a\n    deploy: {replicas: -1}\n"), "web", "deploy.replicas", "number"),
     (svc("    image: a\n    deploy: {replicas: 1001}\n"), "web", "deploy.replicas", "number"),
     (svc("    image: a\n    deploy: {replicas: true}\n"), "web", "deploy.replicas", "number"),
-    (svc("    image: a\n    deploy: {replicas: all}\n"), "web", "deploy.replicas", "managers"),
+    (svc("    image: a\n    deploy: {replicas: all}\n"), "web", "deploy.replicas",
+     "mode: global with a node.role constraint"),
+    (svc("    image: a\n    deploy: {replicas: workers, placement: {constraints: "
+         "[node.role==manager]}}\n"), "web", "deploy.replicas", "exclude every worker"),
+    (svc("    image: a\n    deploy: {mode: global, placement: {max_replicas_per_node: 1}}\n"),
+     "web", "deploy.placement.max_replicas_per_node", "only for mode: replicated"),
+    (svc("    image: a\n    deploy: {placement: {max_replicas_per_node: -1}}\n"), "web",
+     "deploy.placement.max_replicas_per_node", "number from 0"),
+    (svc("    image: a\n    deploy: {placement: {max_replicas_per_node: '1'}}\n"), "web",
+     "deploy.placement.max_replicas_per_node", "number from 0"),
     (svc("    image: a\n    deploy: {mode: global, replicas: 2}\n"), "web", "deploy.replicas",
      "global"),
     (svc("    image: a\n    deploy: {placement: [x]}\n"), "web", "deploy.placement", "mapping"),
