@@ -439,7 +439,7 @@ def test_a_worker_dies_and_workers_sized_services_scale_down(cluster: Cluster) -
 
 def test_a_restarted_controllers_socket_reaches_the_running_viz_tasks(cluster: Cluster) -> None:
     pids = viz_pids(cluster)
-    assert set(MANAGERS) <= set(pids)  # and PiMgr-03's, in file order
+    assert set(MANAGERS) <= set(pids)  # PiMgr-03 too, when the whole module runs
     sock = viz_socket_dir(cluster) / "docker.sock"
     ctl = cluster.lab.state()["controller"]
     os.kill(ctl["pid"], signal.SIGTERM)
