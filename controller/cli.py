@@ -16,6 +16,7 @@ from agent.wire.keys import pin_of_certificate
 from controller.config import (
     DEFAULT_PORT,
     DEFAULT_STATE_DIR,
+    DEFAULT_VIZ_SOCKET_DIR,
     ConfigError,
     load_config,
     parse_config,
@@ -52,12 +53,14 @@ def main() -> None:
 @click.option("--baseline", "baseline_file", type=click.Path(exists=True, dir_okay=False,
               path_type=Path), help="Baseline services file (default: deploy/baseline.yml, "
               "viz and nginx).")
+@click.option("--viz-socket-dir", default=DEFAULT_VIZ_SOCKET_DIR, show_default=True,
+              help="Directory of the read-only, filtered Docker API for viz ('' for none).")
 @click.option("--no-swarm-init", is_flag=True,
               help="Do not touch Docker (e.g. on the admin's laptop, before flashing).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init(state_dir: Path, advertise_addr: str, hostname: str, port: int, docker_host: str,
-         rules_file: Path | None, baseline_file: Path | None, no_swarm_init: bool,
-         as_json: bool) -> None:
+         rules_file: Path | None, baseline_file: Path | None, viz_socket_dir: str,
+         no_swarm_init: bool, as_json: bool) -> None:
     """Create the enrollment CA, TLS certificate, admin token and config."""
     # Here, not at the top: `enroll-controller --version` must work without PyYAML.
     from controller.baseline.spec import BaselineError, default_baseline_text, parse_baseline
@@ -67,7 +70,8 @@ def init(state_dir: Path, advertise_addr: str, hostname: str, port: int, docker_
     try:
         config = parse_config(state_dir, {"advertise_addr": advertise_addr,
                                           "hostname": hostname, "port": port,
-                                          "docker_host": docker_host})
+                                          "docker_host": docker_host,
+                                          "viz_socket_dir": viz_socket_dir})
         rules_text = rules_file.read_text() if rules_file else DEFAULT_RULES
         if rules_file:
             load_rules(rules_file)
@@ -121,6 +125,7 @@ def serve(state_dir: Path, log_level: str) -> None:
     from controller.app import create_app
     from controller.discovery import ControllerDiscovery
     from controller.server import make_server, serve_forever
+    from controller.viz.server import VizSocket, docker_fetch
 
     try:
         config = load_config(state_dir)
@@ -134,6 +139,15 @@ def serve(state_dir: Path, log_level: str) -> None:
     except SwarmError as exc:
         _fail(exc.message)
     server = make_server(app, config)
+    viz = None
+    if config.viz_socket_dir:  # what viz may read of Docker, instead of the Docker socket
+        viz = VizSocket(Path(config.viz_socket_dir),
+                        docker_fetch(state.enrollment.swarm.client.api))
+        try:
+            viz.start()
+        except OSError as exc:
+            _fail(f"cannot serve viz's socket in {config.viz_socket_dir}: "
+                  f"{exc.strerror or exc}")
     discovery = ControllerDiscovery(config, state.pin, local.cluster_id, state.store)
     if config.mdns:
         discovery.start()
@@ -145,6 +159,8 @@ def serve(state_dir: Path, log_level: str) -> None:
         serve_forever(server)
     finally:
         discovery.stop()
+        if viz is not None:
+            viz.stop()
         if state.baseline is not None:
             state.baseline.stop()
         state.store.close()

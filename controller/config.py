@@ -10,6 +10,9 @@ from typing import Any
 
 DEFAULT_STATE_DIR = Path("/var/lib/swarm-enroll")
 DEFAULT_PORT = 8443
+DEFAULT_VIZ_SOCKET_DIR = "/run/swarm-enroll/docker-ro"
+VIZ_SOCKET_NAME = "docker.sock"  # the visualizer dials /var/run/docker.sock
+_MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
 
 
 class ConfigError(ValueError):
@@ -31,6 +34,7 @@ class ControllerConfig:
     mdns_interfaces: list[str] = field(default_factory=list)
     log_file: str = ""
     baseline: str = "baseline.yml"
+    viz_socket_dir: str = DEFAULT_VIZ_SOCKET_DIR  # "": no filtered Docker API for viz
 
     # Files in the state dir.
     @property
@@ -85,7 +89,7 @@ class ControllerConfig:
 _TYPES: dict[str, type] = {
     "advertise_addr": str, "hostname": str, "listen": str, "port": int, "docker_host": str,
     "rules": str, "grant_ttl_minutes": int, "stale_after_minutes": int, "mdns": bool,
-    "mdns_interfaces": list, "log_file": str, "baseline": str,
+    "mdns_interfaces": list, "log_file": str, "baseline": str, "viz_socket_dir": str,
 }
 
 
@@ -110,7 +114,18 @@ def parse_config(state_dir: Path, data: dict[str, Any]) -> ControllerConfig:
         raise ConfigError("grant_ttl_minutes must be from 1 to 1440")
     if data.get("stale_after_minutes", 30) < 0:
         raise ConfigError("stale_after_minutes must be >= 0")
+    _check_viz_socket_dir(data.get("viz_socket_dir", DEFAULT_VIZ_SOCKET_DIR))
     return ControllerConfig(state_dir=state_dir, **data)
+
+
+def _check_viz_socket_dir(value: str) -> None:
+    if not value:
+        return
+    if not value.startswith("/") or "\0" in value or ".." in Path(value).parts:
+        raise ConfigError("viz_socket_dir must be an absolute path (or \"\" for none)")
+    if len(str(Path(value) / VIZ_SOCKET_NAME).encode()) > _MAX_SOCKET_PATH:
+        raise ConfigError(f"viz_socket_dir is too long for a unix socket path: at most "
+                          f"{_MAX_SOCKET_PATH - len(VIZ_SOCKET_NAME) - 1} bytes")
 
 
 def load_config(state_dir: Path) -> ControllerConfig:

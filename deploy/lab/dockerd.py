@@ -51,6 +51,11 @@ class DaemonSpec:
         return self.run_dir / "docker.sock"
 
     @property
+    def viz_socket_dir(self) -> Path:
+        """Where this Pi's controller serves viz's filtered Docker API (not Docker's)."""
+        return self.run_dir / "docker-ro"
+
+    @property
     def pidfile(self) -> Path:
         return self.run_dir / "docker.pid"
 

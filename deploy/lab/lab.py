@@ -284,6 +284,7 @@ class Lab:
             pi.name,
             [*exe, "init", "--state-dir", str(cdir), "--advertise-addr", str(pi.ip),
              "--docker-host", spec.docker_host, "--rules", str(config.rules), "--json",
+             "--viz-socket-dir", str(spec.viz_socket_dir),
              *(["--baseline", str(config.baseline)] if config.baseline else [])],
             capture_output=True, timeout=120,
         )

@@ -131,6 +131,7 @@ def main() -> int:
     for opt in ("--state-dir", "--advertise-addr", "--docker-host", "--rules"):
         init.add_argument(opt, required=True)
     init.add_argument("--json", action="store_true", required=True)
+    init.add_argument("--viz-socket-dir", required=True)
     ctl.add_parser("serve").add_argument("--state-dir", required=True)
     agent = sub.add_parser("agent").add_subparsers(dest="cmd", required=True)
     agent.add_parser("run").add_argument("--config", required=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import DEFAULT_CONFIG, AgentConfig
-from controller.config import DEFAULT_STATE_DIR
+from controller.config import DEFAULT_STATE_DIR, DEFAULT_VIZ_SOCKET_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS_DIR = ROOT / "deploy" / "systemd"
@@ -116,6 +116,9 @@ def test_units_match_the_programs_defaults() -> None:
     assert controller["ExecStart"] == \
         f"/opt/swarm-enroll/bin/enroll-controller serve --state-dir {DEFAULT_STATE_DIR}"
     assert Path("/var/lib") / controller["StateDirectory"] == DEFAULT_STATE_DIR
+    # and /run/<RuntimeDirectory>, kept across restarts, holds viz's socket directory
+    assert Path("/run") / controller["RuntimeDirectory"] in Path(DEFAULT_VIZ_SOCKET_DIR).parents
+    assert controller["RuntimeDirectoryPreserve"] == "yes"
 
 
 def test_first_boot_unit_retries_until_done() -> None:

@@ -8,8 +8,10 @@ changes (a third manager joins, a worker dies).
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +30,9 @@ from agent.wire.keys import ca_public_key, load_or_create_agent_key, thumbprint
 from agent.wire.messages import EnrollmentRequest
 from controller.baseline.desired import HASH_LABEL, OWNER_LABEL
 from controller.baseline.reconcile import Reconciler
+from deploy.lab import procs
 from deploy.lab.demo import admin_client, epilogue, wait_for
+from tests.unixhttp import request
 
 from .conftest import REPO, Cluster
 
@@ -150,6 +154,64 @@ def test_published_ports_answer_from_another_pi(cluster: Cluster) -> None:
     done = subprocess.run([str(REPO / argv[0]), *argv[1:]], capture_output=True, text=True,
                           timeout=60, cwd=REPO)
     assert done.returncode == 0 and STANDIN in done.stdout, done.stderr
+
+
+def viz_socket_dir(cluster: Cluster) -> Path:
+    return cluster.lab.daemon_spec(cluster.config.controller or "").viz_socket_dir
+
+
+def viz_pids(cluster: Cluster) -> dict[str, int]:
+    """The host pid of each manager's running viz container."""
+    pids = {}
+    for node in cluster.status["nodes"]:
+        if node["running"]:
+            for c in cluster.lab.docker(node["name"]).containers.list(
+                    filters={"label": "com.docker.swarm.service.name=viz"}):
+                pids[node["name"]] = c.attrs["State"]["Pid"]
+    return pids
+
+
+def test_viz_mounts_only_the_controllers_filtered_socket(cluster: Cluster) -> None:
+    """viz never sees a Docker socket: only the controller's read-only, filtered API."""
+    socket_dir = viz_socket_dir(cluster)
+    spec = inspect(cluster, "viz")["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert spec["Mounts"] == [{"Type": "bind", "Source": str(socket_dir), "Target": "/var/run",
+                               "ReadOnly": True}]
+    for pi in MANAGERS:
+        (container,) = cluster.lab.docker(pi).containers.list(
+            filters={"label": "com.docker.swarm.service.name=viz"})
+        assert [(m["Type"], m["Source"], m["Destination"], m["RW"])
+                for m in container.attrs["Mounts"]] == [("bind", str(socket_dir), "/var/run",
+                                                          False)]
+    # What the visualizer's server dials, through its own (read-only) mount.
+    pids = viz_pids(cluster)
+    assert sorted(pids) == MANAGERS
+    for pi, pid in pids.items():
+        status, nodes = request(Path(f"/proc/{pid}/root/var/run/docker.sock"), "/nodes")
+        assert status == 200, pi
+        assert sorted(n["Description"]["Hostname"] for n in nodes) == sorted(MANAGERS + WORKERS)
+
+
+def test_the_viz_socket_answers_what_viz_draws_and_refuses_the_rest(cluster: Cluster) -> None:
+    sock = viz_socket_dir(cluster) / "docker.sock"
+    tokens = docker_api(cluster).inspect_swarm()["JoinTokens"]
+    answers = {}
+    for target in ("/nodes", "/services", "/tasks", "/v1.41/nodes"):
+        status, answers[target] = request(sock, target)
+        assert status == 200, target
+    text = json.dumps(answers)
+    assert tokens["Worker"] not in text and tokens["Manager"] not in text
+    assert "SWMTKN" not in text and "BEGIN CERTIFICATE" not in text and "TLSInfo" not in text
+    assert {s["Spec"]["Name"] for s in answers["/services"]} == {"viz", "nginx"}
+    assert {t["ServiceID"] for t in answers["/tasks"]} == {s["ID"] for s in answers["/services"]}
+    for method, target in [("GET", "/swarm"), ("GET", "/v1.41/swarm"), ("GET", "/secrets"),
+                           ("GET", "/configs"), ("GET", "/containers/json"), ("GET", "/info"),
+                           ("GET", "/tasks%3Ffilters=x"), ("GET", "/nodes/../swarm"),
+                           ("POST", "/swarm/leave?force=1"), ("DELETE", "/services/nginx")]:
+        status, body = request(sock, target, method)
+        assert (status, body["error"]) == (403, "forbidden"), (method, target)
+    assert docker_api(cluster).inspect_swarm()["JoinTokens"] == tokens
+    assert {s["Spec"]["Name"] for s in docker_api(cluster).services()} == {"viz", "nginx"}
 
 
 def test_cluster_health_says_two_managers_tolerate_nothing(cluster: Cluster) -> None:
@@ -427,3 +489,22 @@ def test_a_worker_dies_and_the_per_worker_service_follows(cluster: Cluster) -> N
     assert running_tasks(cluster, "nginx") == Counter(WORKERS[:-1])
     status = wait_converged(cluster, 60)
     assert row(status, "viz")["running_tasks"] == 3
+
+
+def test_a_restarted_controllers_socket_reaches_the_running_viz_tasks(cluster: Cluster) -> None:
+    pids = viz_pids(cluster)
+    assert set(MANAGERS) <= set(pids)  # PiMgr-03 too, when the whole module runs
+    sock = viz_socket_dir(cluster) / "docker.sock"
+    ctl = cluster.lab.state()["controller"]
+    os.kill(ctl["pid"], signal.SIGTERM)
+    wait_for("the controller to stop", lambda: not procs.alive(ctl["pid"]), 30)
+    assert not sock.exists()  # it removes its socket on the way out
+    log = cluster.lab.log_path(ctl["name"], "controller")
+    cluster.lab.popen(ctl["name"], [*cluster.lab.controller_cmd, "serve", "--state-dir",
+                                    ctl["state_dir"]], log=log)
+    wait_for("the viz socket back", lambda: sock.exists(), 60)
+    assert viz_pids(cluster) == pids  # the same containers, never restarted
+    names = {n["Description"]["Hostname"] for n in docker_api(cluster).nodes()}
+    for pi, pid in pids.items():
+        status, nodes = request(Path(f"/proc/{pid}/root/var/run/docker.sock"), "/nodes")
+        assert status == 200 and {n["Description"]["Hostname"] for n in nodes} == names, pi

@@ -20,6 +20,13 @@ def test_defaults(tmp_path: Path) -> None:
     assert config.url == "https://10.0.0.1:8443"
 
 
+def test_viz_socket_dir(tmp_path: Path) -> None:
+    assert parse_config(tmp_path, dict(BASE)).viz_socket_dir == "/run/swarm-enroll/docker-ro"
+    assert parse_config(tmp_path, {**BASE, "viz_socket_dir": ""}).viz_socket_dir == ""  # none
+    longest = "/run/" + "d" * 90  # with "/docker.sock", 107 bytes: what sun_path holds
+    assert parse_config(tmp_path, {**BASE, "viz_socket_dir": longest}).viz_socket_dir == longest
+
+
 def test_ipv6_url(tmp_path: Path) -> None:
     assert parse_config(tmp_path, {**BASE, "advertise_addr": "fd00::1"}).url == \
         "https://[fd00::1]:8443"
@@ -37,6 +44,10 @@ def test_ipv6_url(tmp_path: Path) -> None:
     ({**BASE, "mdns": "yes"}, "mdns"),
     ({**BASE, "grant_ttl_minutes": 0}, "grant_ttl_minutes"),
     ({**BASE, "grant_ttl_minutes": 1441}, "grant_ttl_minutes"),
+    ({**BASE, "viz_socket_dir": "run/docker-ro"}, "viz_socket_dir"),
+    ({**BASE, "viz_socket_dir": "/run/../var/run"}, "viz_socket_dir"),
+    ({**BASE, "viz_socket_dir": "/run/" + "d" * 91}, "viz_socket_dir"),  # sun_path is short
+    ({**BASE, "viz_socket_dir": 1}, "viz_socket_dir"),
 ])
 def test_errors_name_the_key(tmp_path: Path, data: dict[str, Any], word: str) -> None:
     with pytest.raises(ConfigError) as err:

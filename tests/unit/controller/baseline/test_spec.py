@@ -18,6 +18,9 @@ from controller.baseline.spec import (
     parse_baseline,
     parse_duration,
 )
+from controller.config import DEFAULT_VIZ_SOCKET_DIR, VIZ_SOCKET_NAME
+from deploy.lab.config import load_cluster
+from deploy.lab.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -34,7 +37,9 @@ def test_default_file_is_the_reference_setup() -> None:
     assert viz.mode == "global"  # one per manager, kept so by Swarm itself
     assert viz.constraints == (Constraint("node.role", "==", "manager"),)
     assert viz.ports == (Port(8080, 8080, "tcp", "ingress"),)
-    assert viz.mounts == (Mount("/var/run/docker.sock", "/var/run/docker.sock"),)
+    # never the Docker socket: the controller's filtered API, at the path viz dials
+    assert viz.mounts == (Mount(DEFAULT_VIZ_SOCKET_DIR, "/var/run", read_only=True),)
+    assert f"/var/run/{VIZ_SOCKET_NAME}" == "/var/run/docker.sock"
     assert viz.image_for("armv6l") == viz.image_for("armv7l") == \
         "alexellis2/visualizer-arm:latest"
     assert viz.image_for("aarch64") == viz.image_for("amd64") == \
@@ -52,6 +57,11 @@ def test_lab_file_publishes_in_host_mode() -> None:
     assert (viz.mode, nginx.mode) == ("global", "global")
     assert viz.constraints == (Constraint("node.role", "==", "manager"),)
     assert nginx.constraints == (Constraint("node.role", "==", "worker"),)
+    # where the lab's controller (the `controller` of deploy/lab/cluster.toml) serves it
+    controller = load_cluster(ROOT / "deploy" / "lab" / "cluster.toml").controller
+    assert controller is not None
+    socket_dir = Lab().daemon_spec(controller).viz_socket_dir
+    assert viz.mounts == (Mount(str(socket_dir), "/var/run", read_only=True),)
 
 
 def test_everything_supported() -> None:
