@@ -11,7 +11,7 @@ APT_PACKAGES := docker.io iproute2 busybox-static iptables procps util-linux pyt
 CLUSTER ?= deploy/lab/cluster.toml
 DIST ?= dist
 
-.PHONY: help deps venv demo demo-down test lint bench dist clean
+.PHONY: help deps venv demo demo-down demo-soak test lint bench dist clean
 
 help:
 	@echo "make demo       build the simulated 8-Pi cluster and watch it enroll itself"
@@ -19,6 +19,7 @@ help:
 	@echo "make test       run the whole test suite (unit + lab)"
 	@echo "make lint       ruff"
 	@echo "make bench      benchmarks in their own lab -> tests/bench/results/latest.{json,md}"
+	@echo "make demo-soak  the demo 20 times from down -> tests/bench/results/soak.json"
 	@echo "make dist       build the wheel and sdist into dist/ (DIST=dir to change)"
 
 deps:
@@ -46,6 +47,11 @@ demo: deps venv
 
 demo-down: venv
 	$(BIN)/enroll-lab down
+
+# The demo SOAK_RUNS times in a row, each from `down` (replaces a running demo lab).
+SOAK_RUNS ?= 20
+demo-soak: deps venv
+	$(BIN)/python -m tests.bench.soak --runs $(SOAK_RUNS)
 
 test: deps venv
 	$(BIN)/enroll-lab down

@@ -89,9 +89,10 @@ def run(config_path: Path) -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               default=DEFAULT_CONFIG, show_default=True)
 def show_id(config_path: Path) -> None:
-    """Print this Pi's hostname, hardware id, agent id and enrollment state as JSON."""
+    """Print this Pi's hostname, hardware id, agent id, key fingerprint and enrollment
+    state as JSON: compare the fingerprint with `enrollctl nodes` before approving."""
     from agent.identity import hardware_id
-    from agent.wire.keys import load_or_create_agent_key, thumbprint
+    from agent.wire.keys import fingerprint, load_or_create_agent_key, thumbprint
 
     config = _config(config_path)
     key = load_or_create_agent_key(config.state_dir / "agent-key.pem")
@@ -101,4 +102,5 @@ def show_id(config_path: Path) -> None:
         progress = {"status": "new"}
     click.echo(json.dumps({"hostname": local_hostname(config) or socket.gethostname(),
                            "hardware_id": hardware_id(config.hardware_id),
-                           "agent_id": thumbprint(key), **progress}))
+                           "agent_id": thumbprint(key),
+                           "fingerprint": fingerprint(thumbprint(key)), **progress}))

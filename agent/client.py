@@ -67,8 +67,10 @@ class ControllerClient:
                                 f"{response.status_code} without JSON", 502) from None
             if response.status_code < 400:
                 return response.status_code, data
+            retry = response.headers.get("Retry-After", "")
             error = WireError(str(data.get("error", "error")), str(data.get("message", "")),
-                              response.status_code)
+                              response.status_code,
+                              retry_after=int(retry) if retry.isdigit() else 0)
             if error.code != "bad_nonce" or attempt:
                 raise error
         raise AssertionError("unreachable")

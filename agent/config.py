@@ -38,6 +38,8 @@ class AgentConfig:
     idle_poll_seconds: float = 60.0
     log_level: str = "info"
     log_file: str = ""
+    # On a controller's own Pi: its state dir, whose secret proves this agent local.
+    controller_dir: Path = Path("/var/lib/swarm-enroll")
 
     def __repr__(self) -> str:  # the token must not end up in a log line via repr
         shown = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -24,9 +24,16 @@ from agent.config import AgentConfig, local_hostname
 from agent.discovery import ControllerFinder
 from agent.identity import architecture, board_model, hardware_id
 from agent.swarm import JoinError, connect, docker_version, join, leave, local_state
+from agent.wire.adoption import SECRET_FILE, local_proof
 from agent.wire.errors import WireError
 from agent.wire.jws import verify_grant
-from agent.wire.keys import ca_public_key, load_or_create_agent_key, thumbprint, write_private
+from agent.wire.keys import (
+    ca_public_key,
+    fingerprint,
+    load_or_create_agent_key,
+    thumbprint,
+    write_private,
+)
 from agent.wire.messages import EnrollmentRequest, SwarmState
 from agent.wire.pinning import fetch_pinned_ca
 
@@ -63,12 +70,21 @@ class Agent:
         self.thumbprint = thumbprint(self.key)
         self.hostname = local_hostname(config)
         self.hardware_id = hardware_id(config.hardware_id)
+        self.local_proof = self._local_proof()
         self.docker = connect(config.docker_host)
         self.progress = self._load()
         self.stop = threading.Event()
         self._delay = 1.0
         self._said_hello = False  # each run starts with a full request, not a poll
         self._last_answer: tuple[str, str] = ("", "")  # each run logs its first answer
+
+    def _local_proof(self) -> str:
+        """On a controller's own Pi, proof of it (agent/wire/adoption.py); else ''."""
+        try:
+            secret = (self.config.controller_dir / SECRET_FILE).read_bytes()
+        except OSError:
+            return ""
+        return local_proof(secret, self.thumbprint)
 
     # -- persistence ---------------------------------------------------------
 
@@ -95,8 +111,8 @@ class Agent:
     # -- the loop ------------------------------------------------------------
 
     def run(self) -> None:
-        log.info("agent %s for %s (hardware %s, agent id %s)", __version__, self.hostname,
-                 self.hardware_id, self.thumbprint)
+        log.info("agent %s for %s (hardware %s, key fingerprint %s)", __version__,
+                 self.hostname, self.hardware_id, fingerprint(self.thumbprint))
         self.announce(self.progress)
         while not self.stop.is_set():
             urls = self.finder.urls()
@@ -121,7 +137,7 @@ class Agent:
                     self._save(enrollment="", status="new")
                 if exc.code in ("pin_mismatch", "tls_failed"):
                     self.finder.rotate()
-                wait = self._backoff()
+                wait = max(self._backoff(), float(exc.retry_after))
             if self.progress.status == "revoked":
                 log.error("this Pi was revoked (%s): not asking again. An admin can run "
                           "'enrollctl nodes forget %s'; then restart this agent.",
@@ -155,6 +171,7 @@ class Agent:
             addresses=[self.config.advertise_addr] if self.config.advertise_addr else [],
             docker_version=docker_version(self.docker), agent_version=__version__,
             bootstrap_token=self.config.bootstrap_token, swarm=swarm,
+            local_proof=self.local_proof,
         ).to_json()
 
     def _step(self, url: str) -> float:

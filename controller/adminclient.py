@@ -62,32 +62,49 @@ class AdminClient:
             raise WireError("bad_answer", f"{path} answered {response.status_code} without "
                             "JSON", 502) from None
         if response.status_code >= 400:
+            detail = {k: v for k, v in data.items() if k not in ("error", "message")}
             raise WireError(str(data.get("error", "error")), str(data.get("message", "")),
-                            response.status_code)
+                            response.status_code, detail)
         return data
 
+    def pages(self, path: str, key: str, cursor: str, params: dict[str, Any] | None = None,
+              ) -> list[dict[str, Any]]:
+        """Every item of a paged list, following `next` (as `cursor`=) to the end."""
+        items: list[dict[str, Any]] = []
+        query = dict(params or {})
+        while True:
+            page = self.request("GET", path, params=query)
+            items += page[key]
+            if not page.get("next"):
+                return items
+            query[cursor] = page["next"]
+
     def nodes(self, state: str = "") -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/nodes", params={"state": state} if state else None)[
-            "nodes"]
+        return self.pages("/v1/nodes", "nodes", "after", {"state": state} if state else None)
 
-    def node(self, ref: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/nodes/{ref}")
+    def node(self, ref: str, fingerprint: str = "") -> dict[str, Any]:
+        return self.request("GET", f"/v1/nodes/{ref}",
+                            params={"fingerprint": fingerprint} if fingerprint else None)
 
-    def approve(self, ref: str, reason: str = "") -> dict[str, Any]:
-        return self.request("POST", f"/v1/nodes/{ref}/approve", {"reason": reason})
+    def _decide(self, action: str, ref: str, reason: str, fingerprint: str) -> dict[str, Any]:
+        body = {"reason": reason, **({"fingerprint": fingerprint} if fingerprint else {})}
+        return self.request("POST", f"/v1/nodes/{ref}/{action}", body)
 
-    def reject(self, ref: str, reason: str = "") -> dict[str, Any]:
-        return self.request("POST", f"/v1/nodes/{ref}/reject", {"reason": reason})
+    def approve(self, ref: str, reason: str = "", fingerprint: str = "") -> dict[str, Any]:
+        return self._decide("approve", ref, reason, fingerprint)
 
-    def revoke(self, ref: str, reason: str = "") -> dict[str, Any]:
-        return self.request("POST", f"/v1/nodes/{ref}/revoke", {"reason": reason})
+    def reject(self, ref: str, reason: str = "", fingerprint: str = "") -> dict[str, Any]:
+        return self._decide("reject", ref, reason, fingerprint)
 
-    def forget(self, ref: str, reason: str = "") -> dict[str, Any]:
-        return self.request("POST", f"/v1/nodes/{ref}/forget", {"reason": reason})
+    def revoke(self, ref: str, reason: str = "", fingerprint: str = "") -> dict[str, Any]:
+        return self._decide("revoke", ref, reason, fingerprint)
+
+    def forget(self, ref: str, reason: str = "", fingerprint: str = "") -> dict[str, Any]:
+        return self._decide("forget", ref, reason, fingerprint)
 
     def prune(self, older_than_seconds: float | None = None) -> list[dict[str, Any]]:
         body = {} if older_than_seconds is None else {"older_than_seconds": older_than_seconds}
-        return self.request("POST", "/v1/nodes/prune", body)["removed"]
+        return self.request("POST", "/v1/prune", body)["removed"]
 
     def create_token(self, ttl_seconds: int, uses: int, hostname_glob: str = "",
                      description: str = "") -> dict[str, Any]:
@@ -96,7 +113,7 @@ class AdminClient:
             "description": description})
 
     def tokens(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/tokens")["tokens"]
+        return self.pages("/v1/tokens", "tokens", "after")
 
     def revoke_token(self, token_id: str) -> dict[str, Any]:
         return self.request("DELETE", f"/v1/tokens/{token_id}")

@@ -19,8 +19,11 @@ from controller.enrollment import EnrollmentService
 from controller.nonces import NonceStore
 from controller.pki import ca_signing_key, load_ca
 from controller.rules import Rule, load_rules
-from controller.store import Store
+from controller.sightings import Sightings
+from controller.state import State
+from controller.state.sqlite import SQLiteBackend
 from controller.swarm import Swarm, connect
+from controller.tokens import adoption_secret
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +32,13 @@ log = logging.getLogger(__name__)
 class ControllerState:
     """Everything a request needs, built once per app."""
 
-    store: Store
+    state: State
     nonces: NonceStore
     enrollment: EnrollmentService
     pin: str
     ca_pem: bytes
     config: ControllerConfig
+    sightings: Sightings
     version: str = __version__
     # Baseline services; None without a real Docker connection (unit tests' FakeSwarm).
     baseline: Reconciler | None = None
@@ -63,17 +67,17 @@ def create_app(config: ControllerConfig, swarm: Swarm | None = None,
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     ca_cert, _ = load_ca(config.ca_cert, config.ca_key)
-    store = Store(config.database)
+    state = State(SQLiteBackend(config.database))
     rules = RulesFile(config.rules_path)
     rules()  # a broken rules file stops the start, not the first enrollment
     service = EnrollmentService(
-        store, swarm or Swarm(connect(config.docker_host)), ca_signing_key(config.ca_key),
+        state, swarm or Swarm(connect(config.docker_host)), ca_signing_key(config.ca_key),
         rules, grant_ttl=config.grant_ttl_minutes * 60,
-        local_addresses=frozenset({config.advertise_addr}),
+        adoption_secret=adoption_secret(config.adoption_secret), limits=config.limits,
     )
     app.extensions["swarm_enroll"] = ControllerState(
-        store, NonceStore(), service, pin_of_certificate(ca_cert), config.ca_cert.read_bytes(),
-        config,
+        state, NonceStore(), service, pin_of_certificate(ca_cert), config.ca_cert.read_bytes(),
+        config, Sightings(),
     )
     errors.register(app)
     app.register_blueprint(meta.bp)
@@ -85,8 +89,7 @@ def create_app(config: ControllerConfig, swarm: Swarm | None = None,
                               settling=service.roles_in_flight)
     if baseline is not None:
         if baseline.audit is None:
-            baseline.audit = lambda actor, action, reason: store.audit(actor, action, None,
-                                                                       reason)
+            baseline.audit = lambda actor, action, reason: state.audit(actor, action, reason)
         app.extensions["swarm_enroll"].baseline = baseline
         # after each join; `enroll-controller serve` starts its background work
         service.membership_changed.append(baseline.on_membership_changed)

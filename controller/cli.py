@@ -23,9 +23,10 @@ from controller.config import (
 )
 from controller.pki import create_ca, issue_tls_cert, load_ca
 from controller.rules import DEFAULT_RULES, RulesError, load_rules
-from controller.store import Store
+from controller.state import State
+from controller.state.sqlite import SQLiteBackend
 from controller.swarm import SwarmError, connect, init_swarm
-from controller.tokens import ADMIN_PREFIX, digest, new_secret
+from controller.tokens import ADMIN_PREFIX, adoption_secret, digest, new_secret
 
 log = logging.getLogger("controller")
 
@@ -95,9 +96,10 @@ def init(state_dir: Path, advertise_addr: str, hostname: str, port: int, docker_
     _, ca_key = load_ca(config.ca_cert, config.ca_key)
     issue_tls_cert(ca, ca_key, config.tls_cert, config.tls_key, hostname, [advertise_addr])
     admin_token = new_secret(ADMIN_PREFIX)
-    store = Store(config.database)
-    store.add_admin("admin", digest(admin_token))
-    store.close()
+    state = State(SQLiteBackend(config.database))
+    state.add_admin("admin", digest(admin_token))
+    state.close()
+    adoption_secret(config.adoption_secret)
     config.rules_path.write_text(rules_text)
     config.baseline_path.write_bytes(baseline_text)
     (state_dir / "controller.toml").write_text(config.to_toml())
@@ -148,7 +150,7 @@ def serve(state_dir: Path, log_level: str) -> None:
         except OSError as exc:
             _fail(f"cannot serve viz's socket in {config.viz_socket_dir}: "
                   f"{exc.strerror or exc}")
-    discovery = ControllerDiscovery(config, state.pin, local.cluster_id, state.store)
+    discovery = ControllerDiscovery(config, state.pin, local.cluster_id, state.sightings)
     if config.mdns:
         discovery.start()
     log.info("swarm-enroll controller %s for swarm %s, CA %s", __version__,
@@ -163,7 +165,7 @@ def serve(state_dir: Path, log_level: str) -> None:
             viz.stop()
         if state.baseline is not None:
             state.baseline.stop()
-        state.store.close()
+        state.state.close()
 
 
 if __name__ == "__main__":

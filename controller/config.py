@@ -8,11 +8,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.wire.adoption import SECRET_FILE
+
 DEFAULT_STATE_DIR = Path("/var/lib/swarm-enroll")
 DEFAULT_PORT = 8443
 DEFAULT_VIZ_SOCKET_DIR = "/run/swarm-enroll/docker-ro"
 VIZ_SOCKET_NAME = "docker.sock"  # the visualizer dials /var/run/docker.sock
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What unapproved peers can make the controller store."""
+
+    max_pending: int = 1000  # requests waiting for an admin, in all
+    max_pending_per_source: int = 32  # of them from one address
+    max_claims_per_hostname: int = 8  # waiting claims of one name
 
 
 class ConfigError(ValueError):
@@ -35,6 +46,10 @@ class ControllerConfig:
     log_file: str = ""
     baseline: str = "baseline.yml"
     viz_socket_dir: str = DEFAULT_VIZ_SOCKET_DIR  # "": no filtered Docker API for viz
+    # What unapproved peers can make the controller store (see README: Security).
+    max_pending: int = 1000
+    max_pending_per_source: int = 32
+    max_claims_per_hostname: int = 8
 
     # Files in the state dir.
     @property
@@ -56,6 +71,15 @@ class ControllerConfig:
     @property
     def database(self) -> Path:
         return self.state_dir / "state.db"
+
+    @property
+    def adoption_secret(self) -> Path:
+        return self.state_dir / SECRET_FILE
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_pending, self.max_pending_per_source,
+                      self.max_claims_per_hostname)
 
     @property
     def rules_path(self) -> Path:
@@ -90,6 +114,7 @@ _TYPES: dict[str, type] = {
     "advertise_addr": str, "hostname": str, "listen": str, "port": int, "docker_host": str,
     "rules": str, "grant_ttl_minutes": int, "stale_after_minutes": int, "mdns": bool,
     "mdns_interfaces": list, "log_file": str, "baseline": str, "viz_socket_dir": str,
+    "max_pending": int, "max_pending_per_source": int, "max_claims_per_hostname": int,
 }
 
 
@@ -114,6 +139,9 @@ def parse_config(state_dir: Path, data: dict[str, Any]) -> ControllerConfig:
         raise ConfigError("grant_ttl_minutes must be from 1 to 1440")
     if data.get("stale_after_minutes", 30) < 0:
         raise ConfigError("stale_after_minutes must be >= 0")
+    for key in ("max_pending", "max_pending_per_source", "max_claims_per_hostname"):
+        if not 1 <= data.get(key, 1) <= 1_000_000:
+            raise ConfigError(f"{key} must be from 1 to 1000000")
     _check_viz_socket_dir(data.get("viz_socket_dir", DEFAULT_VIZ_SOCKET_DIR))
     return ControllerConfig(state_dir=state_dir, **data)
 

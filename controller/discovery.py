@@ -8,16 +8,17 @@ from agent.mdns import MDNS
 from agent.wire.errors import WireError
 from agent.wire.mdns import CONTROLLER_SERVICE, NODE_SERVICE, ControllerAd, NodeAd
 from controller.config import ControllerConfig
-from controller.store import Store
+from controller.sightings import Sightings
 
 log = logging.getLogger(__name__)
 
 
 class ControllerDiscovery:
-    def __init__(self, config: ControllerConfig, pin: str, cluster_id: str, store: Store) -> None:
+    def __init__(self, config: ControllerConfig, pin: str, cluster_id: str,
+                 sightings: Sightings) -> None:
         self.config = config
         self.ad = ControllerAd(pin, cluster_id, (config.advertise_addr,), config.port)
-        self.store = store
+        self.sightings = sightings
         self.mdns: MDNS | None = None
 
     def start(self) -> None:
@@ -35,8 +36,8 @@ class ControllerDiscovery:
         except WireError as exc:
             log.debug("ignoring node announcement %r: %s", instance[:64], exc.message)
             return
-        self.store.record_sighting(ad.hostname, ad.agent_id, ad.hardware_id, ad.state, ad.role,
-                                   ad.arch, addresses[:8])
+        self.sightings.record(ad.hostname, ad.agent_id, ad.hardware_id, ad.state, ad.role,
+                              ad.arch, addresses[:8])
 
     def stop(self) -> None:
         if self.mdns is not None:

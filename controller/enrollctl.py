@@ -88,12 +88,20 @@ def _seconds(value: str) -> int:
 
 
 class Group(click.Group):
-    """Turns API and connection errors into one line on stderr and exit status 1."""
+    """Turns API and connection errors into one line on stderr and exit status 1 (with the
+    claimants of an ambiguous name as a table, to choose from)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except WireError as exc:
+            claimants = exc.detail.get("claimants")
+            if claimants:
+                click.echo(_table(claimants, CLAIMANT_COLUMNS), err=True)
+                raise click.ClickException(
+                    f"{exc.code}: {len(claimants)} Pis claim this name; compare each "
+                    "FINGERPRINT with 'enroll-agent id' on the Pi (or its firstboot.log), then "
+                    "repeat with --fingerprint FINGERPRINT or the record ID") from None
             raise click.ClickException(f"{exc.code}: {exc.message}") from None
 
 
@@ -116,8 +124,10 @@ def main(ctx: click.Context, url: str | None, pin: str | None, token: str | None
                       as_json)
 
 
-NODE_COLUMNS = ["hostname", "state", "role", "kind", "swarm_state", "stale", "hardware_id",
-                "addresses", "swarm_node_id", "last_seen", "id"]
+NODE_COLUMNS = ["hostname", "state", "role", "kind", "swarm_state", "stale", "fingerprint",
+                "hardware_id", "source", "first_seen", "last_seen", "id"]
+CLAIMANT_COLUMNS = ["id", "state", "kind", "fingerprint", "hardware_id", "source",
+                    "first_seen", "last_seen"]
 
 
 @main.group(invoke_without_command=True)
@@ -125,33 +135,41 @@ NODE_COLUMNS = ["hostname", "state", "role", "kind", "swarm_state", "stale", "ha
               help="Only nodes in this state (pending, joined, seen, stale, unmanaged…).")
 @click.pass_context
 def nodes(ctx: click.Context, state: str) -> None:
-    """List nodes, including Pis only seen over mDNS."""
+    """List nodes, including Pis only seen over mDNS. FINGERPRINT is the agent key's, as
+    'enroll-agent id' shows it on the Pi."""
     if ctx.invoked_subcommand is None:
         ctx.obj.show(ctx.obj.client.nodes(state), NODE_COLUMNS)
 
 
+FINGERPRINT_HELP = ("Only the claim whose agent key has this fingerprint ('enroll-agent id' "
+                    "on the Pi; at least 8 hex digits).")
+
+
 @nodes.command("show")
 @click.argument("ref")
+@click.option("--fingerprint", default="", help=FINGERPRINT_HELP)
 @click.pass_obj
-def nodes_show(obj: Context, ref: str) -> None:
+def nodes_show(obj: Context, ref: str, fingerprint: str) -> None:
     """One node (by hostname or id) with its history."""
-    obj.show(obj.client.node(ref))
+    obj.show(obj.client.node(ref, fingerprint))
 
 
 def _decision(action: str, help_text: str) -> None:
-    """`enrollctl nodes approve|reject|revoke|forget REF [--reason R]`: one shape, four verbs."""
+    """`enrollctl nodes approve|reject|revoke|forget REF [--fingerprint F] [--reason R]`:
+    one shape, four verbs."""
 
     @nodes.command(action, help=help_text)
     @click.argument("ref")
+    @click.option("--fingerprint", default="", help=FINGERPRINT_HELP)
     @click.option("--reason", default="")
     @click.pass_obj
-    def command(obj: Context, ref: str, reason: str) -> None:
-        obj.show(getattr(obj.client, action)(ref, reason), NODE_COLUMNS)
+    def command(obj: Context, ref: str, fingerprint: str, reason: str) -> None:
+        obj.show(getattr(obj.client, action)(ref, reason, fingerprint), NODE_COLUMNS)
 
 
 for _action, _help in (
-    ("approve", "Approve a pending Pi (by hostname or id)."),
-    ("reject", "Reject a pending Pi (by hostname or id)."),
+    ("approve", "Approve a pending Pi (by id, or by hostname when only one Pi claims it)."),
+    ("reject", "Reject a pending Pi (by id, or by hostname when only one Pi claims it)."),
     ("revoke", "Drain a node, remove it from the swarm, rotate the worker token; its agent "
                "leaves."),
     ("forget", "Let a revoked or rejected Pi ask again (its record stays in the history)."),
@@ -208,7 +226,7 @@ def tokens_revoke(obj: Context, token_id: str) -> None:
     obj.show(obj.client.revoke_token(token_id), TOKEN_COLUMNS)
 
 
-AUDIT_COLUMNS = ["at", "actor", "action", "hostname", "reason"]
+AUDIT_COLUMNS = ["at", "actor", "action", "hostname", "reason", "count"]
 
 
 @main.command()

@@ -2,44 +2,62 @@
 
 The Flask blueprints only parse and answer; every rule of the lifecycle (seen →
 pending → approved → joined → revoked, pending → rejected, replacements, pruning)
-lives here.
+lives here. Each decision is a change of one hostname's document in the shared state,
+written under its version: two requests (or two controllers) racing for one name end in
+exactly one outcome, since the second one's write is refused and it decides again on
+what the first one wrote. Work on the swarm (removing a stale node, promoting) happens
+before that write, never inside it, since a change may run more than once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from joserfc.jwk import ECKey
 
+from agent.wire.adoption import proof_holds
 from agent.wire.errors import WireError
 from agent.wire.jws import SignedRequest, sign_grant
 from agent.wire.messages import EnrollmentRequest, Grant, JoinedReport
+from controller.config import Limits
 from controller.rules import Rule, match_rule
-from controller.store import Node, Store, new_id
+from controller.state import (
+    APPROVED,
+    ARCHIVED,
+    FORGOTTEN,
+    JOINED,
+    PENDING,
+    PRUNED,
+    REJECTED,
+    REPLACED,
+    REVOKED,
+    HostDoc,
+    Record,
+    State,
+    Token,
+    Unchanged,
+    new_id,
+)
 from controller.swarm import Swarm, SwarmError, down_for
 from controller.tokens import usable_token
 
 log = logging.getLogger(__name__)
 
-# States an agent can be told about; `seen` exists only for mDNS sightings.
-PENDING, APPROVED, JOINED, REJECTED = "pending", "approved", "joined", "rejected"
-REVOKED, FORGOTTEN, PRUNED = "revoked", "forgotten", "pruned"
-# History only: never matched against a new request.
-ARCHIVED = frozenset({"replaced", FORGOTTEN, PRUNED})
 DRAIN_TIMEOUT = 60.0
+REFUSAL_QUIET = 60.0  # a repeated token refusal is counted at most this often
+RETRY_AFTER = 60  # seconds, when a limit is reached
 
 
 @dataclass(frozen=True)
 class Answer:
     """What the agent is told: its record's state and, once approved, a grant."""
 
-    node: Node
+    node: Record
     grant: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -56,134 +74,204 @@ class Answer:
         return 202 if self.node.state == PENDING else 200
 
 
+def too_many(what: str, limit: int, key: str) -> WireError:
+    return WireError("too_many_requests", f"{what} (the limit is {limit}, {key} in "
+                     "controller.toml); an admin can approve or reject waiting requests, or "
+                     "ask again later", 429, {"limit": limit, "setting": key},
+                     retry_after=RETRY_AFTER)
+
+
+@dataclass
+class _Claim:
+    """The outcome of one request's write: the record, and whether this request made it."""
+
+    record: Record
+    created: bool = False
+    token_used: bool = False
+    refused: list[str] = field(default_factory=list)
+
+
 class EnrollmentService:
-    def __init__(self, store: Store, swarm: Swarm, ca_key: ECKey,
+    def __init__(self, state: State, swarm: Swarm, ca_key: ECKey,
                  rules: Callable[[], list[Rule]], grant_ttl: int = 600,
-                 local_addresses: frozenset[str] = frozenset()) -> None:
-        self.store = store
+                 adoption_secret: bytes = b"", limits: Limits | None = None) -> None:
+        self.state = state
         self.swarm = swarm
         self.ca_key = ca_key
         self.rules = rules
         self.grant_ttl = grant_ttl
-        self.local_addresses = local_addresses | {"127.0.0.1", "::1"}
-        # One decision per hostname at a time: two requests racing for one name
-        # must not both create a record.
-        self._lock = threading.Lock()
-        # Called (with the node) after the swarm's membership changed: a join, a
+        self.adoption_secret = adoption_secret
+        self.limits = limits or Limits()
+        # Called (with the record) after the swarm's membership changed: a join, a
         # revocation, a removal. The baseline reconciler listens here.
-        self.membership_changed: list[Callable[[Node], None]] = []
+        self.membership_changed: list[Callable[[Record], None]] = []
 
     # -- agent requests --------------------------------------------------------
 
     def enroll(self, signed: SignedRequest, req: EnrollmentRequest, remote_addr: str) -> Answer:
-        with self._lock:
-            revoked = self.store.revoked_matching(signed.thumbprint, req.hardware_id)
-            if revoked is not None:
-                return Answer(revoked)
-            records = self._active(req.hostname)
-            mine = next((n for n in records if n.thumbprint == signed.thumbprint
-                         and n.hardware_id == req.hardware_id), None)
-            if mine is not None:
-                node = self._again(mine, req, signed.thumbprint)
-            else:
-                node = self._first(signed, req, remote_addr, records)
-        return self._answer(node)  # signing the grant needs no lock
+        revoked = self.state.revoked_matching(signed.thumbprint, req.hardware_id)
+        if revoked is not None:
+            return Answer(revoked)
+        mine = self.state.host(req.hostname).mine(signed.thumbprint, req.hardware_id)
+        if mine is not None:
+            return self._answer(self._again(mine, req, signed.thumbprint))
+        adopt = self._adoptable(signed, req)
+        rule = match_rule(self.rules(), req.hostname)
+        if rule is None and adopt:  # the controller's own Pi needs no rule
+            rule = Rule(match=req.hostname, role="manager")
+        if rule is None:  # refused without a record: a stranger's made-up names cost nothing
+            log.info("refused %s from %s: no hostname rule matches", req.hostname, remote_addr)
+            return Answer(Record("", req.hostname, req.hardware_id, signed.thumbprint, "",
+                                 REJECTED, "worker",
+                                 reason=f"no hostname rule matches {req.hostname!r}"))
+        token_id = ""
+        if rule.approve == "token" and req.bootstrap_token and not adopt and \
+                not self.state.host(req.hostname).active():
+            token = usable_token(self.state, req.bootstrap_token, req.hostname)
+            if token is not None and self.state.spend_token(token.id):
+                token_id = token.id
+        claim = self.state.update_host(req.hostname, lambda doc: self._claim(
+            doc, signed, req, remote_addr, rule, adopt, token_id))
+        if token_id and not claim.token_used:
+            self.state.refund_token(token_id)  # another request of this Pi came first
+        record = claim.record
+        if claim.created and record.state == PENDING and rule.approve == "token" \
+                and req.bootstrap_token:
+            record = self._try_token(record, req, signed.thumbprint)
+        return self._answer(record)
 
     def poll(self, signed: SignedRequest, node_id: str) -> Answer:
-        node = self._own(signed, node_id)
-        self.store.touch_node(node.id)
-        return self._answer(node)
+        record = self._own(signed, node_id)
+        if self.state.seen(record):
+            record = self._write_seen(record)
+        return self._answer(record)
 
     def joined(self, signed: SignedRequest, node_id: str, report: JoinedReport) -> Answer:
-        node = self._own(signed, node_id)
-        if node.state == JOINED and node.swarm_node_id == report.node_id:
-            return self._answer(node)
-        if node.state not in (APPROVED, JOINED):
-            raise WireError("not_approved", f"enrollment {node.id} is {node.state}, not approved",
-                            409)
+        record = self._own(signed, node_id)
+        if record.state == JOINED and record.swarm_node_id == report.node_id:
+            return self._answer(record)
+        if record.state not in (APPROVED, JOINED):
+            raise WireError("not_approved", f"enrollment {record.id} is {record.state}, not "
+                            "approved", 409)
+        ghost = record.swarm_node_id if record.swarm_node_id != report.node_id else ""
         try:
-            self.swarm.wait_ready(report.node_id, node.hostname)
-            self.swarm.finish_join(report.node_id, node.role, node.labels, node.availability)
+            self.swarm.wait_ready(report.node_id, record.hostname)
+            self.swarm.finish_join(report.node_id, record.role, record.labels,
+                                   record.availability)
+            removed = self._remove_ghost(ghost) if ghost else ""
         except SwarmError as exc:
             raise WireError(exc.code, exc.message, exc.status) from None
-        node = self.store.update_node(
-            node.id, f"agent:{signed.thumbprint}", "node.joined", f"swarm node {report.node_id}",
-            state=JOINED, swarm_node_id=report.node_id,
-        )
-        if node.role == "manager":
-            log.info("promoted %s to manager", node.hostname)
-        log.info("%s joined the swarm as %s (node %s)", node.hostname, node.role, report.node_id)
-        self._notify(node)
-        return self._answer(node)
+
+        def mark(doc: HostDoc) -> Record:
+            current = self._in(doc, record.id)
+            if current.state not in (APPROVED, JOINED):
+                raise WireError("not_approved", f"enrollment {record.id} is {current.state}",
+                                409)
+            why = f"swarm node {report.node_id}" + (f"; {removed}" if removed else "")
+            return doc.change(current, f"agent:{signed.thumbprint}", "node.joined", why,
+                              state=JOINED, swarm_node_id=report.node_id)
+
+        record = self.state.update_host(record.hostname, mark)
+        if record.role == "manager":
+            log.info("promoted %s to manager", record.hostname)
+        log.info("%s joined the swarm as %s (node %s)", record.hostname, record.role,
+                 report.node_id)
+        self._notify(record)
+        return self._answer(record)
+
+    def _remove_ghost(self, old_node_id: str) -> str:
+        """The same Pi rejoined under a new node id (its Docker state was wiped): its old
+        node would stay Down in `docker node ls` for ever. Removed now that the new one is
+        Ready (a manager is demoted first, if quorum allows)."""
+        attrs = self.swarm.node(old_node_id)
+        if attrs is None or attrs["Status"]["State"] == "ready":
+            return ""
+        self.swarm.remove(attrs)
+        log.info("removed swarm node %s, left behind when this Pi rejoined", old_node_id)
+        return f"removed its old swarm node {old_node_id}"
 
     def roles_in_flight(self) -> dict[str, str]:
         """Hostname (lower case) -> role, for Pis granted but not yet through `joined`:
         such a Pi joins as a worker and is promoted only then, so until it reports, its
         swarm node's role is not the one it will have."""
-        return {n.hostname.lower(): n.role for n in self.store.nodes_in_state(APPROVED)}
+        return {r.hostname.lower(): r.role for r in self.state.in_state(APPROVED)}
 
-    def _notify(self, node: Node) -> None:
+    def _notify(self, record: Record) -> None:
         for listener in self.membership_changed:
             try:
-                listener(node)
+                listener(record)
             except Exception:  # a listener's failure must not fail the agent's request
-                log.exception("membership listener failed for %s", node.hostname)
+                log.exception("membership listener failed for %s", record.hostname)
 
     # -- admin decisions -------------------------------------------------------
 
-    def approve(self, node_id: str, actor: str, reason: str = "") -> Node:
-        node = self._get(node_id)
-        if node.state != PENDING:
-            raise WireError("not_pending", f"{node.hostname} is {node.state}; only pending "
-                            "requests can be approved", 409)
-        approved = self._approve(node, actor, reason)
-        assert approved is not None
-        log.info("%s approved as %s by %s", node.hostname, approved.role, actor)
+    def approve(self, node_id: str, actor: str, reason: str = "") -> Record:
+        record = self._get(node_id)
+        if record.state != PENDING:
+            raise WireError("not_pending", f"{record.hostname} is {record.state}; only "
+                            "pending requests can be approved", 409)
+        approved = self._approve(record, actor, reason)
+        if approved is None:
+            raise WireError("not_pending", f"{record.hostname} changed meanwhile; look again",
+                            409)
+        log.info("%s approved as %s by %s", record.hostname, approved.role, actor)
         return approved
 
-    def reject(self, node_id: str, actor: str, reason: str = "") -> Node:
-        node = self._get(node_id)
-        if node.state not in (PENDING, APPROVED):
-            raise WireError("not_pending", f"{node.hostname} is {node.state}; only pending or "
-                            "approved requests can be rejected", 409)
-        log.info("%s rejected by %s", node.hostname, actor)
-        return self.store.update_node(node.id, actor, "node.reject", reason, state=REJECTED,
-                                      reason=reason or f"rejected by {actor}")
+    def reject(self, node_id: str, actor: str, reason: str = "") -> Record:
+        record = self._decide(node_id, (PENDING, APPROVED), "not_pending",
+                              "only pending or approved requests can be rejected", actor,
+                              "node.reject", reason, state=REJECTED,
+                              reason=reason or f"rejected by {actor}")
+        log.info("%s rejected by %s", record.hostname, actor)
+        return record
 
-    def revoke(self, node_id: str, actor: str, reason: str = "") -> Node:
+    def revoke(self, node_id: str, actor: str, reason: str = "") -> Record:
         """Drain, wait (bounded) for its tasks to move, remove it, rotate the worker token."""
-        node = self._get(node_id)
-        if node.state not in (APPROVED, JOINED):
-            raise WireError("not_revocable", f"{node.hostname} is {node.state}; only approved "
-                            "or joined nodes can be revoked", 409)
+        record = self._get(node_id)
+        if record.state not in (APPROVED, JOINED):
+            raise WireError("not_revocable", f"{record.hostname} is {record.state}; only "
+                            "approved or joined nodes can be revoked", 409)
         try:
-            attrs = self.swarm.node(node.swarm_node_id) if node.swarm_node_id else None
+            attrs = self.swarm.node(record.swarm_node_id) if record.swarm_node_id else None
             if attrs is not None:
                 if attrs["Spec"].get("Role") == "manager":
                     self.swarm.check_can_remove_manager()
-                services = self.swarm.services_on(node.swarm_node_id)
-                self.swarm.drain(node.swarm_node_id)
+                services = self.swarm.services_on(record.swarm_node_id)
+                self.swarm.drain(record.swarm_node_id)
                 deadline = time.monotonic() + DRAIN_TIMEOUT
-                while (not self.swarm.tasks_moved(node.swarm_node_id, services)
+                while (not self.swarm.tasks_moved(record.swarm_node_id, services)
                        and time.monotonic() < deadline):
                     time.sleep(1)
                 self.swarm.remove(attrs)
             self.swarm.rotate_worker_token()
         except SwarmError as exc:
             raise WireError(exc.code, exc.message, exc.status) from None
-        node = self.store.update_node(node.id, actor, "node.revoke", reason, state=REVOKED,
-                                      reason=reason or f"revoked by {actor}")
-        log.warning("%s revoked by %s; worker join token rotated", node.hostname, actor)
-        self._notify(node)
-        return node
+        record = self._decide(node_id, (APPROVED, JOINED), "not_revocable",
+                              "only approved or joined nodes can be revoked", actor,
+                              "node.revoke", reason, state=REVOKED,
+                              reason=reason or f"revoked by {actor}")
+        log.warning("%s revoked by %s; worker join token rotated", record.hostname, actor)
+        self._notify(record)
+        return record
 
-    def forget(self, node_id: str, actor: str, reason: str = "") -> Node:
+    def forget(self, node_id: str, actor: str, reason: str = "") -> Record:
         """Let a revoked or rejected Pi ask again; the record stays in the history."""
-        node = self._get(node_id)
-        if node.state not in (REVOKED, REJECTED):
-            raise WireError("not_forgettable", f"{node.hostname} is {node.state}; only revoked "
-                            "or rejected records can be forgotten", 409)
-        return self.store.update_node(node.id, actor, "node.forget", reason, state=FORGOTTEN)
+        return self._decide(node_id, (REVOKED, REJECTED), "not_forgettable",
+                            "only revoked or rejected records can be forgotten", actor,
+                            "node.forget", reason, state=FORGOTTEN)
+
+    def _decide(self, node_id: str, allowed: tuple[str, ...], code: str, rule: str,
+                actor: str, action: str, why: str, **changes: Any) -> Record:
+        """An admin's change of one record, if it is (still) in one of `allowed` states."""
+        record = self._get(node_id)
+
+        def change(doc: HostDoc) -> Record:
+            current = self._in(doc, node_id)
+            if current.state not in allowed:
+                raise WireError(code, f"{current.hostname} is {current.state}; {rule}", 409)
+            return doc.change(current, actor, action, why, **changes)
+
+        return self.state.update_host(record.hostname, change)
 
     def prune(self, actor: str, older_than: float) -> list[dict[str, Any]]:
         """Remove swarm nodes Down for longer than `older_than` seconds (never a Ready one)."""
@@ -195,18 +283,87 @@ class EnrollmentService:
                 self.swarm.remove(attrs)
                 hostname = attrs.get("Description", {}).get("Hostname", "")
                 removed.append({"swarm_node_id": attrs["ID"], "hostname": hostname})
-                for node in self._active(hostname):
-                    if node.swarm_node_id == attrs["ID"]:
-                        self.store.update_node(node.id, actor, "node.prune",
-                                               "Down for too long", state=PRUNED)
-                if not self._active(hostname):
-                    self.store.audit(actor, "node.prune", None, f"swarm node {attrs['ID']} "
-                                     f"({hostname}) Down for too long")
+                self._mark_pruned(hostname, attrs["ID"], actor)
         except SwarmError as exc:
             raise WireError(exc.code, exc.message, exc.status) from None
         return removed
 
+    def _mark_pruned(self, hostname: str, swarm_node_id: str, actor: str) -> None:
+        def change(doc: HostDoc) -> bool:
+            hit = [r for r in doc.active() if r.swarm_node_id == swarm_node_id]
+            for record in hit:
+                doc.change(record, actor, "node.prune", "Down for too long", state=PRUNED)
+            if not hit:
+                raise Unchanged(False)
+            return True
+
+        if not (hostname and self.state.update_host(hostname, change)):
+            self.state.audit(actor, "node.prune", f"swarm node {swarm_node_id} ({hostname}) "
+                             "Down for too long", hostname=hostname)
+
     # -- internals -------------------------------------------------------------
+
+    def _claim(self, doc: HostDoc, signed: SignedRequest, req: EnrollmentRequest,
+               remote_addr: str, rule: Rule, adopt: bool, token_id: str) -> _Claim:
+        """A new record for this request, written into the hostname's document (or the one
+        a concurrent request of the same Pi wrote first). Runs again on a conflict."""
+        mine = doc.mine(signed.thumbprint, req.hardware_id)
+        if mine is not None:
+            return _Claim(mine)
+        actor = f"agent:{signed.thumbprint}"
+        record = Record(
+            id=new_id("enr"), hostname=req.hostname, hardware_id=req.hardware_id,
+            thumbprint=signed.thumbprint, public_jwk=_jwk_text(signed.jwk), state=PENDING,
+            role=rule.role, labels=dict(rule.labels), availability=rule.availability,
+            approve=rule.approve, arch=req.arch, model=req.model, addresses=req.addresses,
+            docker_version=req.docker_version, agent_version=req.agent_version,
+            source=remote_addr,
+        )
+        others = doc.active()
+        if adopt and not any(r.swarm_node_id == req.swarm.node_id for r in others):
+            record.state, record.role, record.swarm_node_id = JOINED, "manager", \
+                req.swarm.node_id
+            doc.add(record, actor, "node.adopt", "the controller's own manager node (local "
+                    "proof checked)")
+            return _Claim(record, created=True)
+        if others:
+            record.kind = "replacement"
+            record.reason = (f"hostname {req.hostname!r} already belongs to hardware "
+                             f"{others[-1].hardware_id}; approve to replace it")
+            if self._live(req.hostname):
+                record.reason = (f"hostname {req.hostname!r} belongs to a live swarm node on "
+                                 f"hardware {others[-1].hardware_id}: held; it can only be "
+                                 "approved once the old Pi is gone")
+        elif token_id:
+            doc.add(record, actor, "node.request", f"rule {rule.match!r}")
+            doc.change(record, f"token:{token_id}", "node.approve", "valid bootstrap token",
+                       {"token_id": token_id}, state=APPROVED)
+            return _Claim(record, created=True, token_used=True)
+        elif rule.approve == "auto":
+            log.warning("auto-approving %s as %s (rule %r): fine in a lab, not on a shared "
+                        "LAN", record.hostname, record.role, rule.match)
+            doc.add(record, actor, "node.request", f"rule {rule.match!r}")
+            doc.change(record, "controller", "node.approve",
+                       f"rule {rule.match!r} approves automatically", state=APPROVED)
+            return _Claim(record, created=True)
+        self._check_room(doc, remote_addr)
+        doc.add(record, actor, "node.request", record.reason or f"rule {rule.match!r}")
+        return _Claim(record, created=True)
+
+    def _check_room(self, doc: HostDoc, source: str) -> None:
+        """Bound what strangers can make us store: one more waiting request, if it fits."""
+        limits = self.limits
+        if len([r for r in doc.open_claims() if r.state == PENDING]) >= \
+                limits.max_claims_per_hostname:
+            raise too_many(f"{doc.hostname} has too many requests waiting for approval",
+                           limits.max_claims_per_hostname, "max_claims_per_hostname")
+        total, mine = self.state.pending_counts(source)
+        if mine >= limits.max_pending_per_source:
+            raise too_many(f"too many requests from {source} are waiting for approval",
+                           limits.max_pending_per_source, "max_pending_per_source")
+        if total >= limits.max_pending:
+            raise too_many("too many requests are waiting for approval",
+                           limits.max_pending, "max_pending")
 
     def _live(self, hostname: str) -> bool:
         try:
@@ -215,32 +372,51 @@ class EnrollmentService:
         except SwarmError:
             return False
 
-    def _active(self, hostname: str) -> list[Node]:
-        return [n for n in self.store.nodes_by_hostname(hostname) if n.state not in ARCHIVED]
-
-    def _approve(self, node: Node, actor: str, why: str, token_id: str = "") -> Node | None:
+    def _approve(self, record: Record, actor: str, why: str,
+                 token: Token | None = None) -> Record | None:
         """Approve; for a replacement, first clear the stale swarm node and carry over its
-        role, labels and availability. None if the token was spent meanwhile."""
+        role, labels and availability (WireError hostname_in_use while it is alive). With
+        a token, a use of it is spent: _Spent when none is left. None if the record was
+        no longer pending."""
         carried: dict[str, Any] = {}
         archive: tuple[str, ...] = ()
-        if node.kind == "replacement":
-            carried, archive = self._take_over(node)
-        return self.store.approve(node.id, actor, why, token_id=token_id, archive=archive,
-                                  **carried)
+        if record.kind == "replacement":
+            carried, archive = self._take_over(record)
+        if token is not None and not self.state.spend_token(token.id):
+            raise _Spent
+        detail = {"token_id": token.id} if token is not None else {}
 
-    def _take_over(self, node: Node) -> tuple[dict[str, Any], tuple[str, ...]]:
-        old = [n for n in self._active(node.hostname) if n.id != node.id]
+        def change(doc: HostDoc) -> Record | None:
+            current = doc.get(record.id)
+            if current is None or current.state != PENDING:
+                raise Unchanged(None)
+            approved = doc.change(current, actor, "node.approve", why, detail,
+                                  state=APPROVED, reason="", **carried)
+            for old in doc.records:
+                if old.id in archive and old.state not in ARCHIVED:
+                    doc.change(old, actor, "node.replaced", f"replaced by {record.id}",
+                               {"replaced_by": record.id}, state=REPLACED,
+                               reason=f"replaced by {record.id}")
+            return approved
+
+        approved = self.state.update_host(record.hostname, change)
+        if approved is None and token is not None:
+            self.state.refund_token(token.id)
+        return approved
+
+    def _take_over(self, record: Record) -> tuple[dict[str, Any], tuple[str, ...]]:
+        old = [r for r in self.state.host(record.hostname).active() if r.id != record.id]
         try:
-            stale = self.swarm.nodes_named(node.hostname)
+            stale = self.swarm.nodes_named(record.hostname)
             if any(a["Spec"].get("Role") == "manager" for a in stale):
                 # Before the Ready check: without a quorum, node states are frozen.
                 self.swarm.check_can_remove_manager()
             live = [a for a in stale if a["Status"]["State"] == "ready"]
             if live:
                 raise WireError("hostname_in_use", (
-                    f"{node.hostname} is still a Ready swarm node ({live[0]['ID']}): the old "
-                    "Pi is alive. Shut it down (or 'enrollctl nodes revoke "
-                    f"{node.hostname}') before approving its replacement."), 409)
+                    f"{record.hostname} is still a Ready swarm node ({live[0]['ID']}): the "
+                    "old Pi is alive. Shut it down (or 'enrollctl nodes revoke "
+                    f"{record.hostname}') before approving its replacement."), 409)
             labels: dict[str, str] = {}
             role = ""
             for attrs in stale:
@@ -250,7 +426,7 @@ class EnrollmentService:
         except SwarmError as exc:
             raise WireError(exc.code, exc.message, exc.status) from None
         previous = old[-1] if old else None
-        carried: dict[str, Any] = {"labels": {**node.labels, **labels}}
+        carried: dict[str, Any] = {"labels": {**record.labels, **labels}}
         if previous is not None:
             carried["labels"] = {**carried["labels"], **previous.labels}
             carried["role"] = previous.role
@@ -258,105 +434,104 @@ class EnrollmentService:
         if role:
             carried["role"] = role
         if stale:
-            log.info("removed %d stale swarm node(s) named %s", len(stale), node.hostname)
-        return carried, tuple(n.id for n in old)
+            log.info("removed %d stale swarm node(s) named %s", len(stale), record.hostname)
+        return carried, tuple(r.id for r in old)
 
-    def _get(self, node_id: str) -> Node:
-        node = self.store.get_node(node_id)
-        if node is None:
+    def _get(self, node_id: str) -> Record:
+        record = self.state.record(node_id)
+        if record is None:
             raise WireError("not_found", f"no node record {node_id!r}", 404)
-        return node
+        return record
 
-    def _own(self, signed: SignedRequest, node_id: str) -> Node:
-        node = self.store.get_node(node_id)
+    @staticmethod
+    def _in(doc: HostDoc, node_id: str) -> Record:
+        record = doc.get(node_id)
+        if record is None:
+            raise WireError("not_found", f"no node record {node_id!r}", 404)
+        return record
+
+    def _own(self, signed: SignedRequest, node_id: str) -> Record:
+        record = self.state.record(node_id)
         # Same answer for "no such record" and "not yours": ids are not to be probed.
-        if node is None or node.thumbprint != signed.thumbprint:
+        if record is None or record.thumbprint != signed.thumbprint:
             raise WireError("not_found", f"no enrollment {node_id!r} for this agent key", 404)
-        return node
+        return record
 
-    def _again(self, node: Node, req: EnrollmentRequest, thumbprint: str) -> Node:
-        """The same Pi (hardware id and key) asking again: restart, re-join, or waiting."""
-        self.store.touch_node(node.id, addresses=req.addresses, agent_version=req.agent_version,
-                              docker_version=req.docker_version)
-        if node.state == PENDING and req.bootstrap_token:
-            node = self._try_token(node, req, thumbprint)
-        elif node.state == JOINED and req.swarm.state != "active":
-            # Same key, same hardware, no longer in the swarm: the approval still stands.
-            node = self.store.update_node(node.id, f"agent:{thumbprint}", "node.rejoin",
-                                          "the Pi left the swarm; re-granted", state=APPROVED)
-        return node
+    def _write_seen(self, record: Record) -> Record:
+        def change(doc: HostDoc) -> Record:
+            current = self._in(doc, record.id)
+            current.last_seen = self.state.last_seen(current)
+            return current
+        return self.state.update_host(record.hostname, change)
 
-    def _first(self, signed: SignedRequest, req: EnrollmentRequest, remote_addr: str,
-               records: list[Node]) -> Node:
-        actor = f"agent:{signed.thumbprint}"
-        rule = match_rule(self.rules(), req.hostname)
-        node = Node(
-            id=new_id("enr"), hostname=req.hostname, hardware_id=req.hardware_id,
-            thumbprint=signed.thumbprint, public_jwk=_jwk_text(signed.jwk), state=PENDING,
-            role=rule.role if rule else "worker", labels=dict(rule.labels) if rule else {},
-            availability=rule.availability if rule else "active",
-            approve=rule.approve if rule else "manual", arch=req.arch, model=req.model,
-            addresses=req.addresses, docker_version=req.docker_version,
-            agent_version=req.agent_version,
-        )
-        if self._is_local_manager(req, remote_addr):
-            node.state, node.role = JOINED, "manager"
-            node.swarm_node_id = req.swarm.node_id
-            self.store.create_node(node, actor, "node.adopt",
-                                   "the controller's own manager node")
-            return node
-        if rule is None:
-            node.state = REJECTED
-            node.reason = f"no hostname rule matches {req.hostname!r}"
-            log.warning("rejected %s: %s", req.hostname, node.reason)
-            self.store.create_node(node, actor, "node.reject", node.reason)
-            return node
-        if records:
-            node.kind = "replacement"
-            node.reason = (f"hostname {req.hostname!r} already belongs to hardware "
-                           f"{records[-1].hardware_id}; approve to replace it")
-            if self._live(req.hostname):
-                node.reason = (f"hostname {req.hostname!r} belongs to a live swarm node on "
-                               f"hardware {records[-1].hardware_id}: held; it can only be "
-                               "approved once the old Pi is gone")
-            self.store.create_node(node, actor, "node.request", node.reason)
-            if rule.approve == "token" and req.bootstrap_token:
-                node = self._try_token(node, req, signed.thumbprint)
-            return node
-        self.store.create_node(node, actor, "node.request", f"rule {rule.match!r}")
-        if rule.approve == "auto":
-            log.warning("auto-approving %s as %s (rule %r): fine in a lab, not on a shared LAN",
-                        node.hostname, node.role, rule.match)
-            node = self.store.update_node(node.id, "controller", "node.approve",
-                                          f"rule {rule.match!r} approves automatically",
-                                          state=APPROVED)
-        elif rule.approve == "token" and req.bootstrap_token:
-            node = self._try_token(node, req, signed.thumbprint)
-        return node
+    def _again(self, record: Record, req: EnrollmentRequest, thumbprint: str) -> Record:
+        """The same Pi (hardware id and key) asking again: restart, re-join, or waiting.
+        Written only when something changed, so that a fleet asking again costs no writes."""
+        rejoin = record.state == JOINED and req.swarm.state != "active"
+        facts = {"addresses": req.addresses, "agent_version": req.agent_version,
+                 "docker_version": req.docker_version}
+        moved = any(getattr(record, k) != v for k, v in facts.items())
+        if rejoin or moved or self.state.seen(record):
+            def change(doc: HostDoc) -> Record:
+                current = self._in(doc, record.id)
+                for key, value in facts.items():
+                    setattr(current, key, value)
+                current.last_seen = self.state.last_seen(current)
+                if current.state == JOINED and req.swarm.state != "active":
+                    # Same key, same hardware, no longer in the swarm: the approval stands.
+                    doc.change(current, f"agent:{thumbprint}", "node.rejoin",
+                               "the Pi left the swarm; re-granted", state=APPROVED)
+                return current
+            record = self.state.update_host(record.hostname, change)
+        if record.state == PENDING and req.bootstrap_token:
+            record = self._try_token(record, req, thumbprint)
+        return record
 
-    def _try_token(self, node: Node, req: EnrollmentRequest, thumbprint: str) -> Node:
-        if node.approve != "token":
-            return node
-        token = usable_token(self.store, req.bootstrap_token, req.hostname)
+    def _try_token(self, record: Record, req: EnrollmentRequest, thumbprint: str) -> Record:
+        if record.approve != "token":
+            return record
+        token = usable_token(self.state, req.bootstrap_token, req.hostname)
         if token is None:
-            self.store.audit(f"agent:{thumbprint}", "token.refused", node,
-                             "bootstrap token unknown, expired, spent, revoked or not for this "
-                             "hostname")
-            return node
+            return self._refused(record, thumbprint)
         try:
-            approved = self._approve(node, f"token:{token.id}", "valid bootstrap token",
-                                     token_id=token.id)
+            approved = self._approve(record, f"token:{token.id}", "valid bootstrap token",
+                                     token)
+        except _Spent:
+            return self._refused(record, thumbprint)
         except WireError as exc:  # a replacement whose old node is still alive: held
-            held = f"held: {exc.message}"
-            if node.reason == held:
-                return node
-            return self.store.update_node(node.id, "controller", "node.held", held,
-                                          reason=held)
-        return approved or node
+            if exc.code != "hostname_in_use":
+                raise
+            return self._held(record, f"held: {exc.message}")
+        return approved or self._get(record.id)
 
-    def _is_local_manager(self, req: EnrollmentRequest, remote_addr: str) -> bool:
-        """The agent on the controller's own Pi: its daemon is this manager, seen locally."""
-        if remote_addr not in self.local_addresses or not req.swarm.node_id:
+    def _refused(self, record: Record, thumbprint: str) -> Record:
+        """The token was no good: one audit row, counted on repeats (at most once a
+        minute), not one row per request."""
+        reason = ("bootstrap token unknown, expired, spent, revoked or not for this "
+                  "hostname")
+
+        def change(doc: HostDoc) -> Record:
+            current = self._in(doc, record.id)
+            last = doc.events[-1] if doc.events else None
+            if last is not None and last.action == "token.refused" and \
+                    last.node_id == record.id and time.time() - last.last_at < REFUSAL_QUIET:
+                raise Unchanged(current)
+            doc.log(f"agent:{thumbprint}", "token.refused", current, reason)
+            return current
+
+        return self.state.update_host(record.hostname, change)
+
+    def _held(self, record: Record, held: str) -> Record:
+        if record.reason == held:
+            return record
+        return self._decide(record.id, (PENDING,), "not_pending", "it is not pending",
+                            "controller", "node.held", held, reason=held)
+
+    def _adoptable(self, signed: SignedRequest, req: EnrollmentRequest) -> bool:
+        """The agent on this controller's own Pi, proven by the local secret, whose daemon
+        is this very manager."""
+        if not self.adoption_secret or not req.swarm.node_id or \
+                not proof_holds(self.adoption_secret, signed.thumbprint, req.local_proof):
             return False
         try:
             local = self.swarm.local()
@@ -365,24 +540,28 @@ class EnrollmentService:
         return (req.swarm.node_id == local.node_id
                 and req.hostname.lower() == local.hostname.lower())
 
-    def _answer(self, node: Node) -> Answer:
-        if node.state != APPROVED:
-            return Answer(node)
-        return Answer(node, self._grant(node))
+    def _answer(self, record: Record) -> Answer:
+        if record.state != APPROVED:
+            return Answer(record)
+        return Answer(record, self._grant(record))
 
-    def _grant(self, node: Node) -> str:
+    def _grant(self, record: Record) -> str:
         try:
             facts = self.swarm.join_facts()
         except SwarmError as exc:
             raise WireError(exc.code, exc.message, exc.status) from None
         now = int(time.time())
         grant = Grant(
-            hostname=node.hostname, agent=node.thumbprint, role=node.role,
+            hostname=record.hostname, agent=record.thumbprint, role=record.role,
             join_token=facts.worker_token,  # managers are promoted after joining
-            managers=facts.managers, labels=node.labels, cluster=facts.cluster_id,
-            enrollment=node.id, iat=now, exp=now + self.grant_ttl,
+            managers=facts.managers, labels=record.labels, cluster=facts.cluster_id,
+            enrollment=record.id, iat=now, exp=now + self.grant_ttl,
         )
         return sign_grant(self.ca_key, grant)
+
+
+class _Spent(Exception):
+    """The token's last use went to another request meanwhile."""
 
 
 def _jwk_text(jwk: dict[str, str]) -> str:

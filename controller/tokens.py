@@ -11,9 +11,11 @@ import fnmatch
 import hashlib
 import secrets
 import time
+from pathlib import Path
 
 from agent.wire.errors import WireError
-from controller.store import Store, Token, new_id
+from agent.wire.keys import write_private
+from controller.state import State, Token, new_id
 
 ADMIN_PREFIX = "sea_"
 BOOTSTRAP_PREFIX = "seb_"
@@ -21,25 +23,39 @@ MAX_TTL = 365 * 86400
 MAX_USES = 100_000
 
 
-def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _whole(value: object) -> int | None:
+    """A whole number as JSON has it (60 and 60.0 alike; true is no number); else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if float(value).is_integer() else None
 
 
 def new_secret(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
 
 
+def adoption_secret(path: Path) -> bytes:
+    """The secret that proves the agent on this Pi to be local (agent/wire/adoption.py):
+    made once, 0600, in the 0700 state dir."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        write_private(path, secrets.token_bytes(32))
+        return path.read_bytes()
+
+
 def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_bootstrap_token(store: Store, actor: str, ttl_seconds: int, uses: int,
+def create_bootstrap_token(state: State, actor: str, ttl_seconds: int, uses: int,
                            hostname_glob: str = "", description: str = "") -> tuple[str, Token]:
     """A new token; the secret is returned once and never stored."""
     # bool is an int in Python, but JSON `true` is no duration.
-    if not _whole(ttl_seconds) or not 0 < ttl_seconds <= MAX_TTL:
+    ttl, count = _whole(ttl_seconds), _whole(uses)
+    if ttl is None or not 0 < ttl <= MAX_TTL:
         raise WireError("bad_ttl", f"ttl_seconds must be a whole number from 1 to {MAX_TTL}")
-    if not _whole(uses) or not 0 < uses <= MAX_USES:
+    if count is None or not 0 < count <= MAX_USES:
         raise WireError("bad_uses", f"uses must be a whole number from 1 to {MAX_USES}")
     if not isinstance(hostname_glob, str) or len(hostname_glob) > 253:
         raise WireError("bad_hostname_glob", "hostname_glob must be a glob of <= 253 chars")
@@ -47,17 +63,17 @@ def create_bootstrap_token(store: Store, actor: str, ttl_seconds: int, uses: int
         raise WireError("bad_description", "description must be text of <= 200 chars")
     secret = new_secret(BOOTSTRAP_PREFIX)
     now = time.time()
-    token = Token(new_id("tok"), digest(secret), description, hostname_glob, uses, uses,
-                  now, now + ttl_seconds, None, actor)
-    store.create_token(token)
+    token = Token(new_id("tok"), digest(secret), description, hostname_glob, count, count,
+                  now, now + ttl, None, actor)
+    state.create_token(token, actor)
     return secret, token
 
 
-def usable_token(store: Store, secret: str, hostname: str) -> Token | None:
+def usable_token(state: State, secret: str, hostname: str) -> Token | None:
     """The token behind `secret` if it may approve `hostname` now; spending is separate."""
     if not secret.startswith(BOOTSTRAP_PREFIX):
         return None
-    token = store.token_by_hash(digest(secret))
+    token = state.token_by_hash(digest(secret))
     if token is None or token.revoked_at is not None or token.uses_left <= 0:
         return None
     if token.expires_at <= time.time():

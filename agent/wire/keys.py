@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 from pathlib import Path
@@ -51,6 +52,22 @@ def thumbprint(jwk: OKPKey | ECKey | dict) -> str:
     """RFC 7638 JWK thumbprint (SHA-256, base64url): the agent's id."""
     key = jwk if isinstance(jwk, OKPKey | ECKey) else OKPKey.import_key(jwk)
     return key.thumbprint()
+
+
+def fingerprint(agent_thumbprint: str) -> str:
+    """A short, readable name of an agent key, for a person to compare on the Pi and at
+    the controller: the first 80 bits of its RFC 7638 thumbprint in hex, in groups of
+    four (`3f2a-9c41-07be-d5e0-1b6c`). 80 bits keep a made-up key with the same
+    fingerprint out of any LAN attacker's reach."""
+    digest = base64.urlsafe_b64decode(agent_thumbprint + "=" * (-len(agent_thumbprint) % 4))
+    text = digest[:10].hex()
+    return "-".join(text[i:i + 4] for i in range(0, len(text), 4))
+
+
+def normalize_fingerprint(text: str) -> str:
+    """What a person typed, as hex digits only ('' if it is not a fingerprint at all)."""
+    value = text.strip().lower().replace("-", "").replace(":", "").replace(" ", "")
+    return value if value and all(c in "0123456789abcdef" for c in value) else ""
 
 
 def public_jwk(key: OKPKey) -> dict[str, str]:

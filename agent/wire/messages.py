@@ -136,6 +136,7 @@ class EnrollmentRequest:
     agent_version: str = ""
     bootstrap_token: str = ""
     swarm: SwarmState = field(default_factory=SwarmState)
+    local_proof: str = ""  # agent/wire/adoption.py: only the agent on a controller's Pi
 
     @classmethod
     def from_json(cls, value: Any) -> EnrollmentRequest:
@@ -150,6 +151,7 @@ class EnrollmentRequest:
             agent_version=_text("agent_version", data.get("agent_version"), 32),
             bootstrap_token=_text("bootstrap_token", data.get("bootstrap_token"), 128),
             swarm=SwarmState.from_json(data.get("swarm")),
+            local_proof=_text("local_proof", data.get("local_proof"), 64),
         )
 
     def to_json(self) -> dict[str, Any]:

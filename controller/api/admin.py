@@ -1,22 +1,43 @@
-"""Admin endpoints: the approval queue, bootstrap tokens, the audit log. Bearer auth."""
+"""Admin endpoints: the approval queue, bootstrap tokens, the audit log. Bearer auth.
+
+A decision names exactly one record: by its id, or by hostname when only one claim of
+that name is open (else 409 `ambiguous`, listing the claimants by key fingerprint,
+hardware id and source address), optionally pinned to a key with `fingerprint`.
+Lists are paged (`limit`, and the `next` cursor of the previous page).
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from agent.wire.errors import WireError
-from controller.enrollment import JOINED, PENDING, REVOKED
-from controller.store import Node, Store
+from agent.wire.keys import normalize_fingerprint
+from controller.state import (
+    APPROVED,
+    JOINED,
+    OPEN,
+    PENDING,
+    REJECTED,
+    REVOKED,
+    Record,
+    State,
+    Token,
+)
 from controller.swarm import SwarmError, down_for
 from controller.tokens import create_bootstrap_token, digest
 
 bp = Blueprint("admin", __name__, url_prefix="/v1")
 
+DEFAULT_LIMIT = 200
+MAX_LIMIT = 1000
+MIN_FINGERPRINT = 8  # hex digits a fingerprint given by hand must have
 
-def _store() -> Store:
-    return current_app.extensions["swarm_enroll"].store
+
+def _state() -> State:
+    return current_app.extensions["swarm_enroll"].state
 
 
 @bp.before_request
@@ -25,7 +46,7 @@ def authenticate() -> None:
     scheme, _, secret = header.partition(" ")
     secret = secret.strip()
     # Looked up by SHA-256: the digest, not the secret, is what a timing attack could probe.
-    name = _store().admin_by_hash(digest(secret)) if scheme.lower() == "bearer" else None
+    name = _state().admin_by_hash(digest(secret)) if scheme.lower() == "bearer" else None
     if not secret or not name:
         raise WireError("unauthorized", "admin endpoints need 'Authorization: Bearer <admin "
                         "token>' (printed once by 'enroll-controller init')", 401)
@@ -44,7 +65,10 @@ def json_body(allowed: frozenset[str] | None = None) -> dict[str, Any]:
     """The request's JSON object ({} when empty); 400 for anything else or unknown fields."""
     if not request.get_data():
         return {}
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # nested too deep for the parser
+        data = None
     if not isinstance(data, dict):
         raise WireError("bad_json", "request body must be a JSON object")
     unknown = set(data) - allowed if allowed is not None else set()
@@ -54,63 +78,116 @@ def json_body(allowed: frozenset[str] | None = None) -> dict[str, Any]:
     return data
 
 
-def _reason(data: dict[str, Any]) -> str:
-    reason = data.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > 500:
-        raise WireError("bad_reason", "reason must be text of at most 500 characters")
-    return reason
+def _text_field(data: dict[str, Any], key: str, limit: int) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str) or len(value) > limit:
+        raise WireError(f"bad_{key}", f"{key} must be text of at most {limit} characters")
+    return value
 
 
-def find_node(ref: str, prefer: str = "") -> Node:
-    """A node by record id or by hostname (the newest record, or one in state `prefer`)."""
-    store = _store()
-    node = store.get_node(ref)
-    if node is not None:
-        return node
-    records = store.nodes_by_hostname(ref)
-    if not records:
+def query(*allowed: str) -> dict[str, str]:
+    """The query string, refusing names this endpoint does not know (a typo such as
+    ?stat=pending would otherwise list everything without a word)."""
+    unknown = set(request.args) - set(allowed)
+    if unknown:
+        raise WireError("bad_query", f"unknown query parameter(s) "
+                        f"{', '.join(sorted(repr(u)[:40] for u in unknown))} (allowed: "
+                        f"{', '.join(allowed) or 'none'})")
+    return dict(request.args)
+
+
+def page_limit() -> int:
+    raw = request.args.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise WireError("bad_query", f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def claimant(record: Record) -> dict[str, Any]:
+    """Who a claim is, for an admin to tell claimants apart."""
+    state = _state()
+    return {"id": record.id, "hostname": record.hostname, "state": record.state,
+            "kind": record.kind, "fingerprint": record.fingerprint,
+            "hardware_id": record.hardware_id, "source": record.source,
+            "first_seen": record.created_at, "last_seen": state.last_seen(record)}
+
+
+def choose(ref: str, fingerprint: str, states: tuple[str, ...]) -> Record:
+    """The one record an admin decision is about.
+
+    By record id; or by hostname, where the open claims of the name and the records this
+    decision applies to (`states`) must be one record, else it is ambiguous. With
+    `fingerprint` (the key's, or a unique prefix of it), the record must have that key.
+    """
+    state = _state()
+    wanted = normalize_fingerprint(fingerprint) if fingerprint else ""
+    if fingerprint and len(wanted) < MIN_FINGERPRINT:
+        raise WireError("bad_fingerprint", "fingerprint must be at least 8 hex digits of the "
+                        "key fingerprint shown by 'enrollctl nodes' and 'enroll-agent id'")
+
+    def has_key(record: Record) -> bool:
+        return normalize_fingerprint(record.fingerprint).startswith(wanted)
+
+    record = state.record(ref)
+    if record is not None:
+        if wanted and not has_key(record):
+            raise WireError("fingerprint_mismatch", f"record {ref} has key fingerprint "
+                            f"{record.fingerprint}, not {fingerprint}", 409)
+        return record
+    doc = state.host(ref)
+    if not doc.records:
         raise WireError("not_found", f"no node record with id or hostname {ref!r}", 404)
-    preferred = [n for n in records if n.state == prefer]
-    return (preferred or records)[-1]
+    relevant = [r for r in doc.records if r.state in OPEN or r.state in states]
+    if wanted:
+        relevant = [r for r in relevant if has_key(r)]
+        if not relevant:
+            raise WireError("not_found", f"no claim of {doc.hostname} has key fingerprint "
+                            f"{fingerprint}", 404)
+    if len(relevant) > 1:
+        shown = ", ".join(f"{r.id} ({r.state}, key {r.fingerprint}, hardware "
+                          f"{r.hardware_id}, from {r.source or '?'})" for r in relevant)
+        raise WireError("ambiguous", f"{doc.hostname} has {len(relevant)} claims: {shown}. "
+                        "Say which one: its record id, or --fingerprint with the key "
+                        "fingerprint the Pi shows ('enroll-agent id', firstboot.log).", 409,
+                        {"claimants": [claimant(r) for r in relevant]})
+    # no record of the name fits: the newest, so that the decision says why not
+    return relevant[0] if relevant else doc.records[-1]
 
 
-def _seen_only(store: Store, nodes: list[Node]) -> list[dict[str, Any]]:
+def _seen_only(records: list[Record]) -> list[dict[str, Any]]:
     """Pis announced over mDNS that never reached us: the classic 'my Pi does not show up'."""
-    known = {n.thumbprint for n in nodes}
-    rows = []
-    for s in store.list_sightings():
-        if s["agent_id"] in known:
-            continue
-        rows.append({
-            "id": "", "hostname": s["hostname"], "state": "seen", "kind": "sighting",
-            "role": s["role"], "hardware_id": s["hardware_id"], "agent_id": s["agent_id"],
-            "arch": s["arch"], "addresses": s["addresses"], "swarm_node_id": "",
-            "last_seen": s["last_seen"], "agent_state": s["state"],
-            "reason": "announced over mDNS but never enrolled: check its pin, clock and "
-                      "controller address (enroll-agent logs)",
-        })
-    return rows
+    known = {r.thumbprint for r in records}
+    sightings = current_app.extensions["swarm_enroll"].sightings
+    return [{
+        "id": "", "hostname": s.hostname, "state": "seen", "kind": "sighting",
+        "role": s.role, "hardware_id": s.hardware_id, "agent_id": s.agent_id,
+        "arch": s.arch, "addresses": s.addresses, "swarm_node_id": "", "source": "",
+        "first_seen": s.first_seen, "last_seen": s.last_seen, "agent_state": s.state,
+        "reason": "announced over mDNS but never enrolled: check its pin, clock and "
+                  "controller address (enroll-agent logs)",
+    } for s in sightings.list() if s.agent_id not in known]
 
 
-def _swarm_view(nodes: list[Node]) -> list[dict[str, Any]]:
+def _swarm_view(records: list[Record]) -> list[dict[str, Any]]:
     """Records with their swarm node's state, plus swarm nodes no record knows (joined by
     hand, or whose record was pruned), and whether a Down node is stale."""
-    state = current_app.extensions["swarm_enroll"]
-    stale_after = state.config.stale_after_minutes * 60
+    app_state = current_app.extensions["swarm_enroll"]
+    stale_after = app_state.config.stale_after_minutes * 60
     try:
-        swarm = {a["ID"]: a for a in state.enrollment.swarm.nodes()}
+        swarm = {a["ID"]: a for a in app_state.enrollment.swarm.nodes()}
     except SwarmError:  # no quorum: still show the records
         swarm = {}
     rows = []
-    for node in nodes:
-        attrs = swarm.pop(node.swarm_node_id, None) if node.swarm_node_id else None
-        rows.append({**node.public(), **_swarm_fields(attrs, stale_after)})
+    for record in records:
+        attrs = swarm.pop(record.swarm_node_id, None) if record.swarm_node_id else None
+        rows.append({**record.public(), "last_seen": app_state.state.last_seen(record),
+                     **_swarm_fields(attrs, stale_after)})
     for attrs in swarm.values():
         rows.append({
             "id": "", "hostname": attrs.get("Description", {}).get("Hostname", ""),
             "state": "unmanaged", "kind": "swarm", "role": attrs["Spec"].get("Role", ""),
-            "hardware_id": "", "agent_id": "", "addresses": [attrs.get("Status", {})
-                                                             .get("Addr", "")],
+            "hardware_id": "", "agent_id": "", "source": "",
+            "addresses": [attrs.get("Status", {}).get("Addr", "")],
             "swarm_node_id": attrs["ID"], "last_seen": None,
             "reason": "in the swarm without an enrollment record",
             **_swarm_fields(attrs, stale_after),
@@ -126,77 +203,100 @@ def _swarm_fields(attrs: dict[str, Any] | None, stale_after: float) -> dict[str,
             "stale": swarm_state == "down" and down_for(attrs) >= stale_after}
 
 
+def _order(row: dict[str, Any]) -> str:
+    """The listing's order, which is also its cursor: hostname, then the row's identity."""
+    return f"{row['hostname'].lower()}\0{row['id'] or row.get('swarm_node_id') or ''}" \
+           f"\0{row.get('agent_id', '')}"
+
+
 @bp.get("/nodes")
 def list_nodes() -> Response:
-    store = _store()
-    nodes = store.list_nodes()
-    state = request.args.get("state", "")
-    rows = _swarm_view(nodes) + _seen_only(store, nodes)
-    if state == "stale":
+    query("state", "limit", "after")
+    limit = page_limit()
+    after = request.args.get("after", "")
+    wanted = request.args.get("state", "")
+    records = [r for doc in _state().hosts() for r in doc.records]
+    rows = _swarm_view(records) + _seen_only(records)
+    if wanted == "stale":
         rows = [r for r in rows if r["stale"]]
-    elif state:
-        rows = [r for r in rows if r["state"] == state]
-    return jsonify({"nodes": rows})
+    elif wanted:
+        rows = [r for r in rows if r["state"] == wanted]
+    rows.sort(key=_order)
+    rows = [r for r in rows if _order(r) > after] if after else rows
+    page = rows[:limit]
+    return jsonify({"nodes": page,
+                    "next": _order(page[-1]) if len(rows) > limit else None})
 
 
 @bp.get("/nodes/<ref>")
 def show_node(ref: str) -> Response:
-    node = find_node(ref)
-    store = _store()
-    earlier = [n.public() for n in store.nodes_by_hostname(node.hostname) if n.id != node.id]
-    history = store.list_audit(hostname=node.hostname, limit=1000)
-    return jsonify({**node.public(), "previous_records": earlier, "history": history})
+    query("fingerprint")
+    record = choose(ref, request.args.get("fingerprint", ""), (PENDING, APPROVED, JOINED))
+    state = _state()
+    earlier = [{**r.public(), "last_seen": state.last_seen(r)}
+               for r in state.host(record.hostname).records if r.id != record.id]
+    history = [e.to_json() for e in state.events(hostname=record.hostname, limit=MAX_LIMIT)]
+    return jsonify({**record.public(), "last_seen": state.last_seen(record),
+                    "previous_records": earlier, "history": history})
 
 
-def _decide(ref: str, prefer: str, service_method: str) -> Response:
-    """An admin decision on one node: approve, reject, revoke or forget, with a reason."""
-    node = find_node(ref, prefer=prefer)
+def _decide(ref: str, states: tuple[str, ...], service_method: str) -> Response:
+    """An admin decision on one record: approve, reject, revoke or forget, with a reason."""
+    data = json_body(frozenset({"reason", "fingerprint"}))
+    reason = _text_field(data, "reason", 500)
+    record = choose(ref, _text_field(data, "fingerprint", 100), states)
     service = current_app.extensions["swarm_enroll"].enrollment
-    reason = _reason(json_body(frozenset({"reason"})))
-    return jsonify(getattr(service, service_method)(node.id, g.actor, reason).public())
+    return jsonify(getattr(service, service_method)(record.id, g.actor, reason).public())
 
 
 @bp.post("/nodes/<ref>/approve")
 def approve(ref: str) -> Response:
-    return _decide(ref, PENDING, service_method="approve")
+    return _decide(ref, (PENDING,), service_method="approve")
 
 
 @bp.post("/nodes/<ref>/reject")
 def reject(ref: str) -> Response:
-    return _decide(ref, PENDING, service_method="reject")
+    return _decide(ref, (PENDING, APPROVED), service_method="reject")
 
 
 @bp.post("/nodes/<ref>/revoke")
 def revoke(ref: str) -> Response:
-    return _decide(ref, JOINED, service_method="revoke")
+    return _decide(ref, (APPROVED, JOINED), service_method="revoke")
 
 
 @bp.post("/nodes/<ref>/forget")
 def forget(ref: str) -> Response:
-    return _decide(ref, REVOKED, service_method="forget")
+    return _decide(ref, (REVOKED, REJECTED), service_method="forget")
 
 
-@bp.post("/nodes/prune")
+@bp.post("/prune")  # not under /nodes/: a Pi may well be called "prune"
 def prune() -> Response:
     data = json_body(frozenset({"older_than_seconds"}))
-    state = current_app.extensions["swarm_enroll"]
-    older_than = data.get("older_than_seconds", state.config.stale_after_minutes * 60)
+    app_state = current_app.extensions["swarm_enroll"]
+    older_than = data.get("older_than_seconds", app_state.config.stale_after_minutes * 60)
     if isinstance(older_than, bool) or not isinstance(older_than, int | float) or older_than < 0:
         raise WireError("bad_json", "older_than_seconds must be a number >= 0")
-    removed = state.enrollment.prune(g.actor, float(older_than))
+    removed = app_state.enrollment.prune(g.actor, float(older_than))
     return jsonify({"removed": removed})
 
 
 @bp.get("/tokens")
 def list_tokens() -> Response:
-    return jsonify({"tokens": [t.public() for t in _store().list_tokens()]})
+    query("limit", "after")
+    limit = page_limit()
+    after = request.args.get("after", "")
+    tokens = [t for t in _state().tokens() if not after or t.id > after]
+    tokens.sort(key=lambda t: t.id)
+    page = tokens[:limit]
+    return jsonify({"tokens": [t.public() for t in page],
+                    "next": page[-1].id if len(tokens) > limit else None})
 
 
 @bp.post("/tokens")
 def create_token() -> tuple[Response, int]:
     data = json_body(frozenset({"ttl_seconds", "uses", "hostname_glob", "description"}))
     secret, token = create_bootstrap_token(
-        _store(), g.actor, data.get("ttl_seconds", 3600), data.get("uses", 1),
+        _state(), g.actor, data.get("ttl_seconds", 3600), data.get("uses", 1),
         data.get("hostname_glob", ""), data.get("description", ""),
     )
     # The only answer that ever carries the secret: it is not stored, only its hash.
@@ -205,21 +305,26 @@ def create_token() -> tuple[Response, int]:
 
 @bp.delete("/tokens/<token_id>")
 def revoke_token(token_id: str) -> Response:
-    token = _store().revoke_token(token_id, g.actor)
-    if token is None:
-        raise WireError("not_found", f"no bootstrap token {token_id!r}", 404)
-    return jsonify(token.public())
+    def revoke(token: Token) -> Token:
+        if token.revoked_at is None:
+            token.revoked_at = time.time()
+            token.log(g.actor, "token.revoke")
+        return token
+
+    return jsonify(_state().update_token(token_id, revoke).public())
 
 
 @bp.get("/audit")
 def audit() -> Response:
-    args = request.args
+    args = query("node", "hostname", "action", "actor", "since", "limit", "before")
+    limit = page_limit()
     try:
-        limit = min(int(args.get("limit", 200)), 1000)
         since = float(args.get("since", 0))
     except ValueError:
-        raise WireError("bad_query", "limit must be an integer and since a Unix time") from None
-    rows = _store().list_audit(node_id=args.get("node", ""), hostname=args.get("hostname", ""),
-                               action=args.get("action", ""),
-                               actor=args.get("actor", ""), since=since, limit=limit)
-    return jsonify({"events": rows})
+        raise WireError("bad_query", "since must be a Unix time") from None
+    events = _state().events(node_id=args.get("node", ""), hostname=args.get("hostname", ""),
+                             action=args.get("action", ""), actor=args.get("actor", ""),
+                             since=since, before=args.get("before", ""), limit=limit + 1)
+    page = events[:limit]
+    return jsonify({"events": [e.to_json() for e in page],
+                    "next": page[-1].id if len(events) > limit else None})

@@ -25,11 +25,8 @@ class BaselineInvalid(WireError):
     """422 naming the service and key at fault, as well as the message."""
 
     def __init__(self, exc: BaselineError) -> None:
-        super().__init__("baseline_invalid", f"{exc}; nothing was changed", 422)
-        self.detail = exc.to_json()
-
-    def to_json(self) -> dict[str, str]:
-        return {**super().to_json(), **self.detail}
+        super().__init__("baseline_invalid", f"{exc}; nothing was changed", 422,
+                         exc.to_json())
 
 
 def _reconciler() -> Reconciler:
@@ -61,6 +58,7 @@ def _body() -> dict[str, Any]:
 
 @bp.get("/baseline")
 def status() -> Response:
+    admin.query()
     reconciler = _reconciler()
     return jsonify(_docker(reconciler.status))
 
@@ -86,5 +84,6 @@ def apply() -> Response:
 
 @bp.get("/cluster")
 def cluster() -> Response:
+    admin.query()
     reconciler = _reconciler()
     return jsonify(_docker(lambda: read_cluster(reconciler.api)))

@@ -15,7 +15,10 @@ log = logging.getLogger(__name__)
 def register(app: Flask) -> None:
     @app.errorhandler(WireError)
     def wire_error(exc: WireError):  # type: ignore[no-untyped-def]
-        return jsonify(exc.to_json()), exc.status
+        response = jsonify(exc.to_json())
+        if exc.retry_after:
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response, exc.status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
@@ -27,7 +30,11 @@ def register(app: Flask) -> None:
         }.get(exc.code or 0, exc.description or exc.name)
         if exc.code == 413:
             code = "body_too_large"
-        return jsonify({"error": code, "message": message}), exc.code
+        response = jsonify({"error": code, "message": message})
+        allow = getattr(exc, "valid_methods", None)
+        if allow:  # a 405 says what is allowed (RFC 9110)
+            response.headers["Allow"] = ", ".join(allow)
+        return response, exc.code
 
     @app.errorhandler(Exception)
     def internal(exc: Exception):  # type: ignore[no-untyped-def]

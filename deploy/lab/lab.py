@@ -381,6 +381,8 @@ class Lab:
         spec = self.daemon_spec(pi.name)
         values: dict[str, Any] = {
             "state_dir": str(self.pi_dir(pi.name) / "agent"),
+            # where a controller on this Pi keeps its state (its local-agent secret)
+            "controller_dir": str(self.pi_dir(pi.name) / "controller"),
             "ca_pin": pin,
             "docker_host": spec.docker_host,
             "hardware_id": pi.hardware_id,

@@ -28,7 +28,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("Docker API: other", ("controller/swarm.py",)),
     ("grant signing (ES256 JWS)", ("sign_grant (agent/wire/jws.py)",)),
     ("request JWS verify (Ed25519) + thumbprint", ("verify_request (agent/wire/jws.py)",)),
-    ("SQLite store", ("controller/store.py)",)),
+    ("cluster state (documents, SQLite or swarm)", ("controller/state/",)),
     ("rules / bootstrap token check", ("controller/rules.py)", "controller/tokens.py)")),
     ("nonce store", ("controller/nonces.py)",)),
     ("message validation", ("agent/wire/messages.py)",)),
@@ -41,7 +41,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("mDNS (zeroconf)", ("zeroconf/",)),
     ("baseline reconciler", ("controller/baseline/",)),
 ]
-LOCK_WAIT = "waiting for EnrollmentService._lock"
+LOCK_WAIT = "waiting for a lock of the cluster state (a token's shared write, memory)"
 
 
 # leaf frames of a thread that waits (for work, the network, a timer), not computes
@@ -50,8 +50,7 @@ _WAITS = ("Condition.wait", "Event.wait", "select (selectors.py)", "SocketIO.rea
 
 
 def _category(frames: list[str], leaf_line: str) -> str:
-    if frames and frames[-1].endswith("enroll (controller/enrollment.py)") \
-            and "_lock" in leaf_line:
+    if frames and "(controller/state/state.py)" in frames[-1] and "with " in leaf_line:
         return LOCK_WAIT
     stack = ";".join(frames)
     leaf = frames[-1] if frames else ""

@@ -18,7 +18,7 @@ from typing import Any
 
 from deploy.lab.config import load_cluster
 from deploy.lab.demo import run_demo
-from deploy.lab.lab import Lab, LabError
+from deploy.lab.lab import LOG_NAMES, Lab, LabError
 
 from . import report
 from .stats import summary
@@ -35,7 +35,7 @@ def keep_failure(lab: Lab, config_controller: str, into: Path, error: str) -> No
     """What a failed run leaves to read: the error and the controller's log."""
     into.mkdir(parents=True, exist_ok=True)
     (into / "error.txt").write_text(error + "\n")
-    log = lab.log_path(config_controller, "controller")
+    log = lab.pi_dir(config_controller) / LOG_NAMES["controller"]  # also after a failed up
     if log.exists():
         shutil.copy(log, into / "controller.log")
 

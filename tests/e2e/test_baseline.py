@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from controller.baseline.desired import HASH_LABEL, OWNER_LABEL
 from controller.baseline.reconcile import Reconciler
 from deploy.lab import procs
 from deploy.lab.demo import admin_client, epilogue, wait_for
+from deploy.lab.lab import LabError
 from tests.unixhttp import request
 
 from .conftest import REPO, Cluster
@@ -423,6 +425,9 @@ def test_a_worker_promoted_mid_scale_up_changes_no_service(cluster: Cluster,
     was placing tasks, and one task could stay pending beside a free worker for good.
     Written in the first dialect (`replicas: workers`), nginx is a global service now:
     nobody changes its spec, Swarm moves the task, and everything converges."""
+    edit_file(cluster, lambda svcs: svcs["nginx"].update(image="nginx:latest"))  # every Pi
+    cluster.admin.baseline_apply()  # has this one; the tests above tagged others
+    wait_converged(cluster)
     edit_file(cluster, lambda svcs: svcs["nginx"]["deploy"].update(
         {"mode": "replicated", "replicas": "workers"}))
     applied = cluster.admin.baseline_apply()
@@ -443,13 +448,20 @@ def test_a_worker_promoted_mid_scale_up_changes_no_service(cluster: Cluster,
         ca = (controller_dir(cluster) / "ca.pem").read_bytes()
         grant = verify_grant(answer["grant"], ca_public_key(ca), thumbprint(key), "PiMgr-03")
         node_id = join(docker, grant, pi["ip"])
+        joined_at = time.time()
         # a worker for now: nginx (one per worker) runs a task on it, as Swarm sees fit
-        wait_for("an nginx task on the worker-to-be-promoted",
-                 lambda: running_tasks(cluster, "nginx")["PiMgr-03"] == 1, 60)
-        # the controller has seen it as a worker (today's code scaled nginx 6 -> 7 here)
-        wait_for("a reconcile that saw the new node", lambda: any(
-            mark in (cluster.admin.baseline()["last_reconcile"] or {}).get("trigger", "")
-            for mark in ("PiMgr-03", node_id[:12])), 60)
+        try:
+            wait_for("an nginx task on the worker-to-be-promoted",
+                     lambda: running_tasks(cluster, "nginx")["PiMgr-03"] == 1, 60)
+        except LabError as exc:
+            tasks = [(t.get("NodeID", "")[:6], t["DesiredState"], t["Status"])
+                     for t in docker_api(cluster).tasks(filters={"service": "nginx"})]
+            raise AssertionError(f"{exc}: {inspect(cluster, 'nginx')}; {tasks}") from None
+        # the controller has looked at the nodes with it as a worker (today's code scaled
+        # nginx 6 -> 7 here, counting it)
+        wait_for("a reconcile after the join", lambda: (
+            cluster.admin.baseline()["last_reconcile"] or {}).get("finished", 0) > joined_at,
+            60)
         assert client.joined(answer["id"], node_id)["status"] == "joined"  # promoted now
     finally:
         client.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,14 +35,15 @@ def make_controller(tmp_path: Path) -> Iterator[Callable[..., Controller]]:
     """Factory: a fresh controller (own state dir, rules, FakeSwarm) per call."""
     built: list[Controller] = []
 
-    def make(rules: str = DEFAULT_RULES, swarm: FakeSwarm | None = None) -> Controller:
-        controller = build_controller(tmp_path / f"state{len(built)}", rules, swarm)
+    def make(rules: str = DEFAULT_RULES, swarm: FakeSwarm | None = None,
+             **settings: Any) -> Controller:
+        controller = build_controller(tmp_path / f"state{len(built)}", rules, swarm, settings)
         built.append(controller)
         return controller
 
     yield make
     for controller in built:
-        controller.store.close()
+        controller.state.close()
 
 
 @pytest.fixture

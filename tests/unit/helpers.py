@@ -25,7 +25,8 @@ from agent.wire.keys import ca_public_key, pin_of_certificate, thumbprint
 from controller import pki, tokens
 from controller.app import create_app
 from controller.config import ControllerConfig, parse_config
-from controller.store import Store
+from controller.state import State
+from controller.state.sqlite import SQLiteBackend
 from controller.swarm import JoinFacts, LocalNode, SwarmError
 
 # Hostname rules used by the API tests; there is deliberately no catch-all rule, so
@@ -210,6 +211,7 @@ class FakeAgent:
     hostname: str
     hardware_id: str
     key: OKPKey = field(default_factory=lambda: OKPKey.generate_key("Ed25519"))
+    source: str = "10.0.0.21"  # the address its requests come from
 
     @property
     def thumbprint(self) -> str:
@@ -222,7 +224,8 @@ class FakeAgent:
         return nonce
 
     def post_raw(self, path: str, body: str | bytes) -> Any:
-        return self.client.post(path, data=body, content_type="application/jose")
+        return self.client.post(path, data=body, content_type="application/jose",
+                                environ_base={"REMOTE_ADDR": self.source})
 
     def post(self, path: str, payload: Any, nonce: str | None = None) -> Any:
         body = sign_request(self.key, payload, nonce or self.nonce(), path)
@@ -259,16 +262,17 @@ class Controller:
     admin_secret: str
 
     @property
-    def store(self) -> Store:
-        return self.app.extensions["swarm_enroll"].store
+    def state(self) -> State:
+        return self.app.extensions["swarm_enroll"].state
 
     @property
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_secret}"}
 
     def agent(self, hostname: str, hardware_id: str | None = None,
-              key: OKPKey | None = None) -> FakeAgent:
-        agent = FakeAgent(self.client, hostname, hardware_id or f"00000000{_alnum(8)}")
+              key: OKPKey | None = None, source: str = "10.0.0.21") -> FakeAgent:
+        agent = FakeAgent(self.client, hostname, hardware_id or f"00000000{_alnum(8)}",
+                          source=source)
         if key is not None:
             agent.key = key
         return agent
@@ -286,18 +290,19 @@ class Controller:
 
 
 def build_controller(state_dir: Path, rules: str = DEFAULT_RULES,
-                     swarm: FakeSwarm | None = None) -> Controller:
+                     swarm: FakeSwarm | None = None,
+                     settings: dict[str, Any] | None = None) -> Controller:
     state_dir.mkdir(parents=True, exist_ok=True)
     config = parse_config(state_dir, {"advertise_addr": "10.0.0.1", "hostname": "ctl-1",
-                                      "mdns": False})
+                                      "mdns": False, **(settings or {})})
     ca_cert = pki.create_ca(config.ca_cert, config.ca_key, "unit")
     _, ca_key = pki.load_ca(config.ca_cert, config.ca_key)
     pki.issue_tls_cert(ca_cert, ca_key, config.tls_cert, config.tls_key, config.hostname,
                        [config.advertise_addr])
     admin_secret = tokens.new_secret(tokens.ADMIN_PREFIX)
-    store = Store(config.database)
-    store.add_admin("alice", tokens.digest(admin_secret))
-    store.close()
+    state = State(SQLiteBackend(config.database))
+    state.add_admin("alice", tokens.digest(admin_secret))
+    state.close()
     config.rules_path.write_text(rules)
     swarm = swarm or FakeSwarm()
     app = create_app(config, swarm=swarm)
@@ -324,13 +329,14 @@ class FakeClock:
         self.now += seconds
 
 
-def make_node(hostname: str = "pi-1", **changes: Any) -> Any:
-    """A pending node record, as EnrollmentService would create it."""
-    from controller.store import Node, new_id
+def make_record(hostname: str = "pi-1", **changes: Any) -> Any:
+    """A pending record, as EnrollmentService would create it."""
+    from controller.state import Record, new_id
 
     fields: dict[str, Any] = {
         "id": new_id("enr"), "hostname": hostname, "hardware_id": f"hw-{_alnum(6)}",
-        "thumbprint": _alnum(43), "public_jwk": "{}", "state": "pending", "role": "worker",
+        "thumbprint": thumbprint(OKPKey.generate_key("Ed25519")), "public_jwk": "{}",
+        "state": "pending", "role": "worker",
     }
     fields.update(changes)
-    return Node(**fields)
+    return Record(**fields)

@@ -85,3 +85,40 @@ def test_bad_config_file_is_one_line_error(tmp_path: Path) -> None:
     config.write_text('url = "https://127.0.0.1:1"\npassword = "x"\n')
     line = _one_line_error(_enrollctl(tmp_path, "--config", str(config), "nodes"))
     assert "password" in line
+
+
+def test_an_ambiguous_name_shows_the_claimants_to_choose_from(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from agent.wire.errors import WireError
+    from controller import enrollctl
+
+    claimants = [
+        {"id": "enr_aaa", "state": "pending", "kind": "new", "fingerprint": "3f2a-9c41-07be",
+         "hardware_id": "00000000a1b2c302", "source": "192.168.1.12", "first_seen": 1.8e9,
+         "last_seen": 1.8e9},
+        {"id": "enr_bbb", "state": "pending", "kind": "replacement",
+         "fingerprint": "d00d-f00d-beef", "hardware_id": "ffff", "source": "192.168.1.66",
+         "first_seen": 1.8e9, "last_seen": 1.8e9}]
+    asked: list[tuple[str, str, str]] = []
+
+    class Client:
+        def approve(self, ref: str, reason: str, fingerprint: str) -> dict[str, str]:
+            asked.append((ref, reason, fingerprint))
+            if not fingerprint:
+                raise WireError("ambiguous", "PiLike-02 has 2 claims", 409,
+                                {"claimants": claimants})
+            return {"id": "enr_aaa", "hostname": "PiLike-02", "state": "approved"}
+
+    monkeypatch.setattr(enrollctl.Context, "client", property(lambda self: Client()))
+    runner = CliRunner()
+    args = ["--config", str(tmp_path / "none.toml"), "nodes", "approve", "PiLike-02"]
+    refused = runner.invoke(enrollctl.main, args)
+    assert refused.exit_code == 1
+    assert "FINGERPRINT" in refused.stderr and "3f2a-9c41-07be" in refused.stderr
+    assert "192.168.1.66" in refused.stderr and "replacement" in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("Error: ambiguous: 2 Pis")
+    approved = runner.invoke(enrollctl.main, [*args, "--fingerprint", "3f2a-9c41-07be"])
+    assert approved.exit_code == 0 and "approved" in approved.output
+    assert asked[-1] == ("PiLike-02", "", "3f2a-9c41-07be")

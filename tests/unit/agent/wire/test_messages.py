@@ -145,6 +145,7 @@ GOOD = {
     "model": "Raspberry Pi 3 Model B Rev 1.2", "addresses": ["10.0.0.21", "fe80::1"],
     "docker_version": "27.3.1", "agent_version": "0.1.0", "bootstrap_token": "seb_x",
     "swarm": {"node_id": "a" * 25, "state": "active", "manager": False, "cluster_id": "c"},
+    "local_proof": "p" * 43,
 }
 
 

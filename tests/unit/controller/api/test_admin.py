@@ -51,7 +51,7 @@ def test_every_admin_route_needs_the_admin_token(controller: Controller,
         assert response.get_json()["error"] == "unauthorized"
         assert set(response.get_json()) == {"error", "message"}
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert controller.store.list_tokens() == []
+    assert controller.state.tokens() == []
 
 
 def test_admin_token_opens_admin_routes(controller: Controller) -> None:
@@ -107,7 +107,7 @@ def test_create_token_bad_input(controller: Controller, body: dict, code: str) -
     response = controller.admin_post("/v1/tokens", body)
     assert response.status_code == 400, response.get_json()
     assert response.get_json()["error"] == code
-    assert controller.store.list_tokens() == []
+    assert controller.state.tokens() == []
 
 
 @pytest.mark.parametrize("raw", ["{", "[1, 2]", "\"text\"", "null"])
@@ -116,7 +116,7 @@ def test_bad_json_body_is_400(controller: Controller, raw: str) -> None:
                                       headers=controller.admin)
     assert response.status_code == 400
     assert response.get_json()["error"] == "bad_json" and response.get_json()["message"]
-    assert controller.store.list_tokens() == []
+    assert controller.state.tokens() == []
 
 
 def test_approve_unknown_node_is_404(controller: Controller) -> None:
@@ -124,8 +124,14 @@ def test_approve_unknown_node_is_404(controller: Controller) -> None:
     assert response.status_code == 404 and response.get_json()["error"] == "not_found"
 
 
+def rejected(controller: Controller, hostname: str = "man-2") -> str:
+    enrollment = controller.agent(hostname).enroll().get_json()["id"]
+    assert controller.admin_post(f"/v1/nodes/{enrollment}/reject").status_code == 200
+    return enrollment
+
+
 def test_approve_rejected_node_is_409(controller: Controller) -> None:
-    enrollment = controller.agent("other-1").enroll().get_json()["id"]  # no rule: rejected
+    enrollment = rejected(controller)
     response = controller.admin_post(f"/v1/nodes/{enrollment}/approve")
     assert response.status_code == 409 and response.get_json()["error"] == "not_pending"
 
@@ -139,19 +145,19 @@ def test_reason_too_long_is_400(controller: Controller) -> None:
 
 def test_nodes_state_filter_and_show(controller: Controller) -> None:
     pending = controller.agent("man-1").enroll().get_json()["id"]
-    rejected = controller.agent("other-1").enroll().get_json()["id"]
+    refused = rejected(controller)
     rows = controller.admin_get("/v1/nodes", query_string={"state": "pending"}).get_json()
     assert [n["id"] for n in rows["nodes"]] == [pending]
-    shown = controller.admin_get("/v1/nodes/other-1").get_json()
-    assert shown["id"] == rejected and shown["state"] == "rejected"
-    assert [h["action"] for h in shown["history"]] == ["node.reject"]
+    shown = controller.admin_get("/v1/nodes/man-2").get_json()
+    assert shown["id"] == refused and shown["state"] == "rejected"
+    assert [h["action"] for h in shown["history"]] == ["node.reject", "node.request"]
     assert "public_jwk" not in shown
     assert controller.admin_get("/v1/nodes/nobody").status_code == 404
 
 
 def test_sighting_only_pis_are_listed_as_seen(controller: Controller) -> None:
-    controller.store.record_sighting("pi-lost", "agentid", "hw9", "new", "", "armv6l",
-                                     ["10.0.0.50"])
+    sightings = controller.app.extensions["swarm_enroll"].sightings
+    sightings.record("pi-lost", "agentid", "hw9", "new", "", "armv6l", ["10.0.0.50"])
     rows = controller.admin_get("/v1/nodes", query_string={"state": "seen"}).get_json()["nodes"]
     assert [(r["hostname"], r["state"], r["kind"]) for r in rows] == [
         ("pi-lost", "seen", "sighting")]
@@ -159,9 +165,9 @@ def test_sighting_only_pis_are_listed_as_seen(controller: Controller) -> None:
 
 def test_audit_filters_and_bad_query(controller: Controller) -> None:
     controller.agent("man-1").enroll()
-    controller.agent("other-1").enroll()
-    events = controller.admin_get("/v1/audit", query_string={"hostname": "OTHER-1"}).get_json()
-    assert [e["action"] for e in events["events"]] == ["node.reject"]
+    rejected(controller)
+    events = controller.admin_get("/v1/audit", query_string={"hostname": "MAN-2"}).get_json()
+    assert [e["action"] for e in events["events"]] == ["node.reject", "node.request"]
     limited = controller.admin_get("/v1/audit", query_string={"limit": "1"}).get_json()
     assert len(limited["events"]) == 1
     bad = controller.admin_get("/v1/audit", query_string={"limit": "many"})

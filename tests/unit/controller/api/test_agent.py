@@ -71,8 +71,8 @@ def test_token_rule_without_token_waits(controller: Controller) -> None:
 def test_token_rule_with_bad_token_waits(controller: Controller) -> None:
     response = controller.agent("tok-3").enroll(bootstrap_token="seb_" + "x" * 43)
     assert response.status_code == 202 and response.get_json()["status"] == "pending"
-    refused = controller.store.list_audit(action="token.refused")
-    assert [r["hostname"] for r in refused] == ["tok-3"]
+    refused = controller.state.events(action="token.refused")
+    assert [e.hostname for e in refused] == ["tok-3"]
 
 
 def test_token_for_another_hostname_waits(controller: Controller) -> None:
@@ -319,7 +319,7 @@ def test_bad_signature_refused(controller: Controller) -> None:
               "url": "/v1/enrollments"}
     body = ed25519_compact(impostor, header, json.dumps(pi.request_payload()))
     _error(pi.post_raw("/v1/enrollments", body), 400, "bad_signature")
-    assert controller.store.list_nodes() == []
+    assert [r for d in controller.state.hosts() for r in d.records] == []
 
 
 def test_oversized_body_is_413_json(controller: Controller) -> None:
@@ -335,7 +335,7 @@ def test_oversized_signed_request_is_413_json(controller: Controller) -> None:
 @pytest.mark.parametrize("body", ["", "garbage", "a.b.c", "{\"hostname\": \"pi\"}"])
 def test_non_jws_body_refused(controller: Controller, body: str) -> None:
     _error(controller.agent("man-1").post_raw("/v1/enrollments", body), 400, "bad_jws")
-    assert controller.store.list_nodes() == []
+    assert [r for d in controller.state.hosts() for r in d.records] == []
 
 
 def test_payload_not_json_refused(controller: Controller) -> None:
@@ -350,7 +350,7 @@ def test_unknown_fields_refused(controller: Controller) -> None:
     pi = controller.agent("man-1")
     body = _error(pi.enroll(role="manager"), 400, "bad_payload")
     assert "role" in body["message"]
-    assert controller.store.list_nodes() == []
+    assert [r for d in controller.state.hosts() for r in d.records] == []
 
 
 @pytest.mark.parametrize(("fields", "code"), [
@@ -360,7 +360,7 @@ def test_unknown_fields_refused(controller: Controller) -> None:
 ])
 def test_bad_fields_refused(controller: Controller, fields: dict, code: str) -> None:
     _error(controller.agent("man-1").enroll(**fields), 400, code)
-    assert controller.store.list_nodes() == []
+    assert [r for d in controller.state.hosts() for r in d.records] == []
 
 
 def test_payload_must_be_an_object(controller: Controller) -> None:

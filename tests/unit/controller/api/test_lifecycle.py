@@ -84,9 +84,9 @@ def test_prune_removes_only_down_nodes(controller: Controller) -> None:
     listed = {r["hostname"]: r for r in controller.admin_get("/v1/nodes").get_json()["nodes"]}
     assert listed["man-4"]["swarm_state"] == "down" and listed["man-4"]["stale"] is True
     assert listed["man-5"]["stale"] is False
-    bad = controller.admin_post("/v1/nodes/prune", {"older_than_seconds": -1})
+    bad = controller.admin_post("/v1/prune", {"older_than_seconds": -1})
     assert bad.status_code == 400 and bad.get_json()["error"] == "bad_json"
-    removed = controller.admin_post("/v1/nodes/prune", {"older_than_seconds": 0}).get_json()
+    removed = controller.admin_post("/v1/prune", {"older_than_seconds": 0}).get_json()
     assert removed == {"removed": [{"swarm_node_id": down, "hostname": "man-4"}]}
     assert up in controller.swarm.members and down not in controller.swarm.members
     states = {r["hostname"]: r["state"] for r in

@@ -11,8 +11,9 @@ from ...helpers import Controller, swarm_node_id
 
 def _admin_bodies(controller: Controller) -> dict[str, str]:
     paths = ["/v1/nodes", "/v1/audit", "/v1/tokens", "/v1/audit?limit=1000"]
-    paths += [f"/v1/nodes/{n.id}" for n in controller.store.list_nodes()]
-    paths += [f"/v1/nodes/{n.hostname}" for n in controller.store.list_nodes()]
+    records = [r for d in controller.state.hosts() for r in d.records]
+    paths += [f"/v1/nodes/{n.id}" for n in records]
+    paths += [f"/v1/nodes/{n.hostname}" for n in records]
     bodies = {}
     for path in paths:
         response = controller.admin_get(path)

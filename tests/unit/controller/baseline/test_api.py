@@ -37,7 +37,7 @@ def ctl(controller: Controller, api: FakeDockerAPI) -> Iterator[Controller]:
     app.testing = False
     built = dataclasses.replace(controller, app=app, client=app.test_client())
     yield built
-    built.store.close()
+    built.state.close()
 
 
 def test_app_wires_the_reconciler(ctl: Controller) -> None:
@@ -70,8 +70,8 @@ def test_apply_then_status(ctl: Controller, api: FakeDockerAPI) -> None:
                                                                          ["mgr-1", "mgr-2"])
     assert viz["last_result"]["result"] == "created"
     assert status["last_reconcile"]["trigger"] == "apply by admin:alice"
-    events = ctl.store.list_audit(action="baseline.created")
-    assert {e["actor"] for e in events} == {"admin:alice"} and len(events) == 2
+    events = ctl.state.events(action="baseline.created")
+    assert {e.actor for e in events} == {"admin:alice"} and len(events) == 2
 
 
 def test_apply_with_a_bad_file_is_422_and_changes_nothing(ctl: Controller,

@@ -1,0 +1,398 @@
+"""The cluster state as a controller sees it: every document in memory, written through.
+
+Reads come from memory (with indexes for what requests look up: a record by id, a
+token by hash, revoked keys and boards, how many requests wait for approval). Writes
+go to the backend under the version that was read; when another writer came first
+(Conflict), the document is read again and the change applied again, so a change is a
+function of the document (`update_host`), never a blind overwrite. The backend tells of
+writes made elsewhere (`watch`), so the memory follows the other controllers.
+
+Token uses are spent in groups: requests that arrive together for one token share one
+write (with hundreds of Pis and one token, one write each would queue them all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from agent.wire.errors import WireError
+from controller.state.backend import Backend, Conflict, Stored, StoreUnavailable
+from controller.state.model import (
+    PENDING,
+    REVOKED,
+    Event,
+    HostDoc,
+    Record,
+    Token,
+    admin_key,
+    audit_key,
+    host_key,
+    token_key,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ATTEMPTS = 20
+LOOSE_EVENTS_KEPT = 1000  # audit documents of their own (baseline, admins, pruning)
+SEEN_WRITE_AFTER = 900.0  # a record's last_seen is written back at most this often
+
+
+class Unchanged(Exception):
+    """Raised by a change function that decided to write nothing; carries its result."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("unchanged")
+        self.result = result
+
+
+@dataclass
+class _Waiter:
+    done: bool = False
+    granted: bool = False
+
+
+@dataclass
+class _Spending:
+    """The requests waiting to spend a use of one token, and the one write at a time."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    write: threading.Lock = field(default_factory=threading.Lock)
+    waiting: list[_Waiter] = field(default_factory=list)
+
+
+class State:
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._lock = threading.RLock()
+        self._docs: dict[str, Stored] = {}
+        # indexes, each kept per document so that a document's old entries can be dropped
+        self._record_host: dict[str, str] = {}  # record id -> host key
+        self._revoked: dict[str, set[str]] = {}  # thumbprint or hardware id -> host keys
+        self._pending: dict[str, Counter[str]] = {}  # host key -> pending records by source
+        self._token_hash: dict[str, str] = {}  # hash -> token key
+        self._admin_hash: dict[str, str] = {}  # hash -> admin name
+        self._seen: dict[str, float] = {}  # record id -> last seen (this controller)
+        self._spending: dict[str, _Spending] = {}
+        self.reload()
+        backend.watch(self._changed)
+
+    # ---- the memory ---------------------------------------------------------------------
+
+    def reload(self) -> None:
+        docs = self.backend.load_all()
+        with self._lock:
+            for key in list(self._docs):
+                self._put(key, None)
+            for stored in docs:
+                self._put(stored.key, stored)
+
+    def _changed(self, key: str, stored: Stored | None) -> None:
+        """A write elsewhere: keep it unless memory already holds a newer version."""
+        with self._lock:
+            current = self._docs.get(key)
+            if stored is not None and current is not None and current.version >= stored.version:
+                return
+            self._put(key, stored)
+
+    def refresh(self, key: str) -> Stored | None:
+        stored = self.backend.get(key)
+        with self._lock:
+            self._put(key, stored)
+        return stored
+
+    def _put(self, key: str, stored: Stored | None) -> None:
+        old = self._docs.pop(key, None)
+        if old is not None:
+            self._unindex(old)
+        if stored is not None:
+            self._docs[key] = stored
+            self._index(stored)
+
+    def _index(self, stored: Stored) -> None:
+        kind = stored.key.partition("/")[0]
+        body = stored.body
+        if kind == "host":
+            pending: Counter[str] = Counter()
+            for r in body.get("records", []):
+                self._record_host[r["id"]] = stored.key
+                if r["state"] == REVOKED:
+                    for ident in (r["thumbprint"], r["hardware_id"]):
+                        self._revoked.setdefault(ident, set()).add(stored.key)
+                elif r["state"] == PENDING:
+                    pending[r.get("source", "")] += 1
+            if pending:
+                self._pending[stored.key] = pending
+        elif kind == "token":
+            self._token_hash[body["hash"]] = stored.key
+        elif kind == "admin":
+            self._admin_hash[body["hash"]] = body["name"]
+
+    def _unindex(self, stored: Stored) -> None:
+        kind = stored.key.partition("/")[0]
+        body = stored.body
+        if kind == "host":
+            for r in body.get("records", []):
+                if self._record_host.get(r["id"]) == stored.key:
+                    del self._record_host[r["id"]]
+                for ident in (r["thumbprint"], r["hardware_id"]):
+                    keys = self._revoked.get(ident)
+                    if keys is not None:
+                        keys.discard(stored.key)
+                        if not keys:
+                            del self._revoked[ident]
+            self._pending.pop(stored.key, None)
+        elif kind == "token":
+            self._token_hash.pop(body["hash"], None)
+        elif kind == "admin":
+            self._admin_hash.pop(body["hash"], None)
+
+    def _stored(self, key: str) -> Stored | None:
+        with self._lock:
+            return self._docs.get(key)
+
+    def _keys(self, kind: str) -> list[str]:
+        with self._lock:
+            return [k for k in self._docs if k.startswith(kind + "/")]
+
+    # ---- writing one document under its version -----------------------------------------
+
+    def _write(self, key: str, old: Stored | None, body: dict[str, Any] | None) -> None:
+        """One compare-and-swap; Conflict if the document moved meanwhile."""
+        try:
+            if body is None:
+                if old is not None:
+                    self.backend.delete(old)
+                new = None
+            elif old is None:
+                new = self.backend.create(key, body)
+            else:
+                new = self.backend.update(old, body)
+        except Conflict:
+            self.refresh(key)
+            raise
+        except StoreUnavailable as exc:
+            raise WireError("state_unavailable", f"the cluster state cannot be written now: "
+                            f"{exc}", 503) from None
+        with self._lock:
+            self._put(key, new)
+
+    def _update(self, key: str, change: Callable[[Stored | None], tuple[dict[str, Any] | None,
+                                                                        T]]) -> T:
+        """Apply `change` (old document -> (new body or None to delete, result)) until it
+        is written on top of the version it saw. `change` may run more than once."""
+        for _ in range(ATTEMPTS):
+            old = self._stored(key)
+            try:
+                body, result = change(old)
+            except Unchanged as same:
+                return same.result  # type: ignore[no-any-return]
+            try:
+                self._write(key, old, body)
+            except Conflict:
+                continue
+            return result
+        raise WireError("state_busy", f"{key} kept changing while we wrote it; try again",
+                        503)
+
+    # ---- hostnames and their records ----------------------------------------------------
+
+    def host(self, hostname: str) -> HostDoc:
+        """The hostname's document (a copy to read or change; empty if none)."""
+        stored = self._stored(host_key(hostname))
+        return HostDoc.from_json(stored.body) if stored else HostDoc(hostname)
+
+    def update_host(self, hostname: str, change: Callable[[HostDoc], T]) -> T:
+        """Apply `change` to a fresh copy of the hostname's document and write it, again
+        on a newer copy if someone else wrote first. `change` raises Unchanged(result)
+        (or any error) to write nothing."""
+        def apply(old: Stored | None) -> tuple[dict[str, Any] | None, T]:
+            doc = HostDoc.from_json(old.body) if old else HostDoc(hostname)
+            result = change(doc)
+            doc.trim()
+            body = doc.to_json()
+            if old is not None and body == old.body:
+                raise Unchanged(result)
+            return (body if doc.records or doc.events else None), result
+        return self._update(host_key(hostname), apply)
+
+    def hosts(self) -> Iterator[HostDoc]:
+        for key in sorted(self._keys("host")):
+            stored = self._stored(key)
+            if stored is not None:
+                yield HostDoc.from_json(stored.body)
+
+    def record(self, record_id: str) -> Record | None:
+        with self._lock:
+            key = self._record_host.get(record_id)
+            stored = self._docs.get(key) if key else None
+        if stored is None:
+            return None
+        return next((Record.from_json(r) for r in stored.body["records"]
+                     if r["id"] == record_id), None)
+
+    def revoked_matching(self, thumbprint: str, hardware_id: str) -> Record | None:
+        """A revoked record of this key or this board: such a Pi is refused until forgotten."""
+        with self._lock:
+            keys = self._revoked.get(thumbprint, set()) | self._revoked.get(hardware_id, set())
+        found = [r for key in keys for r in self.host(key.partition("/")[2]).records
+                 if r.state == REVOKED
+                 and (r.thumbprint == thumbprint or r.hardware_id == hardware_id)]
+        return max(found, key=lambda r: r.updated_at) if found else None
+
+    def pending_counts(self, source: str) -> tuple[int, int]:
+        """(requests waiting for approval in all, of them from `source`)."""
+        with self._lock:
+            total = sum(sum(c.values()) for c in self._pending.values())
+            mine = sum(c.get(source, 0) for c in self._pending.values())
+        return total, mine
+
+    def in_state(self, state: str) -> list[Record]:
+        return [r for doc in self.hosts() for r in doc.records if r.state == state]
+
+    # ---- last seen: in memory, written back now and then --------------------------------
+
+    def seen(self, record: Record) -> bool:
+        """Note that the record's Pi asked now; True when it is time to write it back."""
+        now = time.time()
+        self._seen[record.id] = now
+        return now - record.last_seen > SEEN_WRITE_AFTER
+
+    def last_seen(self, record: Record) -> float:
+        return max(record.last_seen, self._seen.get(record.id, 0.0))
+
+    # ---- bootstrap tokens ---------------------------------------------------------------
+
+    def create_token(self, token: Token, actor: str) -> None:
+        token.log(actor, "token.create", token.description,
+                  {"uses": token.uses_total, "expires_at": token.expires_at,
+                   "hostname_glob": token.hostname_glob})
+        self._write(token_key(token.id), None, token.to_json())
+
+    def token(self, token_id: str) -> Token | None:
+        stored = self._stored(token_key(token_id))
+        return Token.from_json(stored.body) if stored else None
+
+    def token_by_hash(self, digest: str) -> Token | None:
+        with self._lock:
+            key = self._token_hash.get(digest)
+        return self.token(key.partition("/")[2]) if key else None
+
+    def tokens(self) -> list[Token]:
+        found = [self.token(k.partition("/")[2]) for k in self._keys("token")]
+        return sorted((t for t in found if t is not None), key=lambda t: t.created_at)
+
+    def update_token(self, token_id: str, change: Callable[[Token], T]) -> T:
+        def apply(old: Stored | None) -> tuple[dict[str, Any] | None, T]:
+            if old is None:
+                raise WireError("not_found", f"no bootstrap token {token_id!r}", 404)
+            token = Token.from_json(old.body)
+            result = change(token)
+            del token.events[:-100]
+            body = token.to_json()
+            if body == old.body:
+                raise Unchanged(result)
+            return body, result
+        return self._update(token_key(token_id), apply)
+
+    def spend_token(self, token_id: str) -> bool:
+        """Take one use of the token if it is still valid; False if none is left."""
+        with self._lock:
+            spending = self._spending.setdefault(token_id, _Spending())
+        me = _Waiter()
+        with spending.lock:
+            spending.waiting.append(me)
+        with spending.write:
+            if me.done:
+                return me.granted
+            with spending.lock:
+                batch, spending.waiting = spending.waiting, []
+            granted = 0
+            try:
+                granted = self._take_uses(token_id, len(batch))
+            finally:  # on an error, the whole batch is told no (and the error goes up)
+                for i, waiter in enumerate(batch):
+                    waiter.granted, waiter.done = i < granted, True
+        return me.granted
+
+    def _take_uses(self, token_id: str, wanted: int) -> int:
+        def take(token: Token) -> int:
+            now = time.time()
+            if token.revoked_at is not None or token.expires_at <= now:
+                raise Unchanged(0)
+            got = min(wanted, token.uses_left)
+            if not got:
+                raise Unchanged(0)
+            token.uses_left -= got
+            return got
+        try:
+            return self.update_token(token_id, take)
+        except WireError as exc:
+            if exc.code == "not_found":
+                return 0
+            raise
+
+    def refund_token(self, token_id: str) -> None:
+        """Give back a use that was spent for an approval that another request made."""
+        def give(token: Token) -> None:
+            if token.uses_left >= token.uses_total:
+                raise Unchanged(None)
+            token.uses_left += 1
+        self.update_token(token_id, give)
+
+    # ---- admins -------------------------------------------------------------------------
+
+    def add_admin(self, name: str, digest: str) -> None:
+        key = admin_key(name)
+        self._update(key, lambda _old: ({"name": name, "hash": digest,
+                                         "created_at": time.time()}, None))
+        self.audit("controller", "admin.create", detail={"name": name})
+
+    def admin_by_hash(self, digest: str) -> str | None:
+        with self._lock:
+            return self._admin_hash.get(digest)
+
+    # ---- the audit log ------------------------------------------------------------------
+
+    def audit(self, actor: str, action: str, reason: str = "",
+              detail: dict[str, Any] | None = None, hostname: str = "") -> None:
+        """An event about no record or token (baseline changes, admins, pruning)."""
+        event = Event(time.time(), actor, action, "", hostname, reason, dict(detail or {}))
+        self._write(audit_key(event), None, {"event": event.to_json()})
+        loose = sorted(self._keys("audit"))
+        for key in loose[:-LOOSE_EVENTS_KEPT]:
+            with contextlib.suppress(Conflict, WireError):  # trimmed elsewhere first
+                self._write(key, self._stored(key), None)
+
+    def events(self, node_id: str = "", hostname: str = "", action: str = "", actor: str = "",
+               since: float = 0.0, before: str = "", limit: int = 200) -> list[Event]:
+        """Audit events, newest first, filtered; `before` an event id (for the next page)."""
+        def wanted(e: Event) -> bool:
+            return ((not node_id or e.node_id == node_id)
+                    and (not hostname or e.hostname.lower() == hostname.lower())
+                    and (not action or e.action == action)
+                    and (not actor or e.actor == actor)
+                    and e.last_at >= since and (not before or e.id < before))
+        with self._lock:
+            stored = list(self._docs.values())
+        found: list[Event] = []
+        for doc in stored:
+            kind = doc.key.partition("/")[0]
+            if hostname and kind != "host":
+                continue
+            if kind == "host" and hostname and doc.key != host_key(hostname):
+                continue
+            raw = ([doc.body["event"]] if kind == "audit" else doc.body.get("events", []))
+            found.extend(e for e in map(Event.from_json, raw) if wanted(e))
+        found.sort(key=lambda e: e.id, reverse=True)
+        return found[:limit]
+
+    def close(self) -> None:
+        self.backend.close()

@@ -1,0 +1,253 @@
+"""The state in memory over a backend: changes retried on conflict, bounded documents,
+token uses spent in groups, the audit log across documents."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import controller.state.state as state_module
+from agent.wire.errors import WireError
+from controller.state import HostDoc, Record, State, Stored, Token, Unchanged
+from controller.state.model import ARCHIVED_KEPT, EVENTS_KEPT
+from controller.state.sqlite import SQLiteBackend
+
+from ...helpers import make_record
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state.db"
+
+
+@pytest.fixture
+def state(path: Path) -> Iterator[State]:
+    s = State(SQLiteBackend(path))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def other(path: Path, state: State) -> Iterator[State]:
+    """A second controller on the same documents, with its own memory of them."""
+    s = State(SQLiteBackend(path))
+    yield s
+    s.close()
+
+
+def claim(record: Record) -> Any:
+    def change(doc: HostDoc) -> Record:
+        if doc.active():
+            raise Unchanged(doc.active()[0])
+        return doc.add(record, "agent:x", "node.request")
+    return change
+
+
+def test_a_change_is_written_with_its_audit_event(state: State) -> None:
+    record = state.update_host("Pi-1", claim(make_record("Pi-1")))
+    doc = state.host("pi-1")
+    assert [r.id for r in doc.records] == [record.id]
+    assert [(e.action, e.node_id, e.hostname) for e in doc.events] == [
+        ("node.request", record.id, "Pi-1")]
+    assert state.record(record.id).hostname == "Pi-1"
+
+
+def test_a_stale_writer_decides_again_on_what_the_other_wrote(state: State,
+                                                              other: State) -> None:
+    """Two controllers, two Pis, one name: exactly one record wins."""
+    first = state.update_host("pi-1", claim(make_record("pi-1")))
+    assert other.host("pi-1").records == []  # its memory has not heard of it yet
+    calls: list[int] = []
+
+    def counting(doc: HostDoc) -> Record:
+        calls.append(len(doc.records))
+        return claim(make_record("pi-1"))(doc)
+
+    second = other.update_host("pi-1", counting)
+    assert calls == [0, 1]  # decided on stale memory, refused, decided again on fresh
+    assert second.id == first.id
+    assert [r.id for r in other.host("pi-1").records] == [first.id]
+
+
+def test_racing_threads_on_two_controllers_make_one_record(state: State, other: State) -> None:
+    winners: list[str] = []
+    start = threading.Barrier(8)
+
+    def race(s: State) -> None:
+        start.wait()
+        winners.append(s.update_host("pi-9", claim(make_record("pi-9"))).id)
+
+    threads = [threading.Thread(target=race, args=(s,)) for s in [state, other] * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(winners)) == 1
+    state.refresh("host/pi-9")
+    assert len(state.host("pi-9").records) == 1
+
+
+def test_unchanged_writes_nothing(state: State) -> None:
+    state.update_host("pi-1", claim(make_record("pi-1")))
+    before = state.backend.get("host/pi-1")
+    state.update_host("pi-1", claim(make_record("pi-1")))
+    assert state.backend.get("host/pi-1") == before
+
+
+def test_an_error_inside_a_change_writes_nothing(state: State) -> None:
+    def boom(doc: HostDoc) -> None:
+        doc.add(make_record("pi-1"), "agent:x", "node.request")
+        raise WireError("too_many_requests", "no room", 429)
+
+    with pytest.raises(WireError):
+        state.update_host("pi-1", boom)
+    assert state.backend.get("host/pi-1") is None and state.host("pi-1").records == []
+
+
+def test_a_document_that_keeps_changing_gives_up_with_503(state: State,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    state.update_host("pi-1", claim(make_record("pi-1")))
+    real = state.backend.update
+
+    def meddling(old: Stored, body: dict[str, Any]) -> Stored:
+        real(state.backend.get(old.key), {**old.body, "meddled": True})  # someone else
+        return real(old, body)
+
+    monkeypatch.setattr(state.backend, "update", meddling)
+    with pytest.raises(WireError) as err:
+        state.update_host("pi-1", lambda doc: doc.log("admin:a", "node.note"))
+    assert (err.value.code, err.value.status) == ("state_busy", 503)
+
+
+def test_repeated_events_are_counted_not_written_again(state: State) -> None:
+    record = state.update_host("pi-1", claim(make_record("pi-1")))
+    for _ in range(5):
+        state.update_host("pi-1", lambda doc: doc.log("agent:x", "token.refused",
+                                                      doc.get(record.id), "bad token"))
+    refused = state.events(action="token.refused")
+    assert len(refused) == 1 and refused[0].count == 5
+    assert refused[0].last_at >= refused[0].at
+
+
+def test_documents_are_bounded(state: State) -> None:
+    def many(doc: HostDoc) -> None:
+        for i in range(EVENTS_KEPT + 30):
+            doc.log("admin:a", "node.note", why=str(i))
+        for _ in range(ARCHIVED_KEPT + 5):
+            doc.records.append(make_record("pi-1", state="replaced"))
+        doc.records.append(make_record("pi-1", state="joined"))
+
+    state.update_host("pi-1", many)
+    doc = state.host("pi-1")
+    assert len(doc.events) == EVENTS_KEPT and doc.events[-1].reason == str(EVENTS_KEPT + 29)
+    assert [r.state for r in doc.records].count("replaced") == ARCHIVED_KEPT
+    assert doc.records[-1].state == "joined"  # never an open claim
+
+
+def test_revoked_and_pending_indexes(state: State) -> None:
+    a = make_record("pi-1", state="revoked", hardware_id="hw-a")
+    b = make_record("pi-2", source="10.0.0.7")
+    c = make_record("pi-3", source="10.0.0.7")
+    for r in (a, b, c):
+        state.update_host(r.hostname, lambda doc, r=r: doc.records.append(r))
+    assert state.revoked_matching(a.thumbprint, "other").id == a.id
+    assert state.revoked_matching("other", "hw-a").id == a.id
+    assert state.revoked_matching(b.thumbprint, b.hardware_id) is None
+    assert state.pending_counts("10.0.0.7") == (2, 2)
+    assert state.pending_counts("10.0.0.8") == (2, 0)
+    state.update_host("pi-2", lambda doc: doc.change(doc.get(b.id), "admin:a", "node.approve",
+                                                     state="approved"))
+    assert state.pending_counts("10.0.0.7") == (1, 1)
+
+
+def token(uses: int) -> Token:
+    return Token("tok_1", "h" * 64, "", "", uses, uses, 0.0, 4e9, None, "admin:a")
+
+
+def test_token_uses_are_exact_under_a_crowd_on_two_controllers(state: State,
+                                                               other: State) -> None:
+    state.create_token(token(25), "admin:a")
+    other.refresh("token/tok_1")
+    granted: list[bool] = []
+    start = threading.Barrier(40)
+
+    def spend(s: State) -> None:
+        start.wait()
+        granted.append(s.spend_token("tok_1"))
+
+    threads = [threading.Thread(target=spend, args=(s,)) for s in [state, other] * 20]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert granted.count(True) == 25 and granted.count(False) == 15
+    assert state.backend.get("token/tok_1").body["uses_left"] == 0
+
+
+def test_a_crowd_spending_one_token_shares_writes(state: State,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    state.create_token(token(100), "admin:a")
+    writes: list[int] = []
+    real = state.backend.update
+
+    def slow(old: Stored, body: dict[str, Any]) -> Stored:
+        writes.append(old.body["uses_left"] - body["uses_left"])
+        threading.Event().wait(0.05)
+        return real(old, body)
+
+    monkeypatch.setattr(state.backend, "update", slow)
+    threads = [threading.Thread(target=state.spend_token, args=("tok_1",)) for _ in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(writes) == 30 and len(writes) < 30  # grouped: fewer writes than uses
+    assert state.tokens()[0].uses_left == 70
+
+
+def test_loose_audit_events_are_bounded(state: State, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_module, "LOOSE_EVENTS_KEPT", 5)
+    for i in range(8):
+        state.audit("controller", "baseline.updated", f"nginx {i}")
+    events = state.events()
+    assert [e.reason for e in events] == [f"nginx {i}" for i in range(7, 2, -1)]
+
+
+def test_events_filter_and_page(state: State) -> None:
+    record = state.update_host("Pi-A", claim(make_record("Pi-A")))
+    state.update_host("pi-b", claim(make_record("pi-b")))
+    state.update_host("Pi-A", lambda doc: doc.change(doc.get(record.id), "admin:alice",
+                                                     "node.approve", state="approved"))
+    state.audit("controller", "baseline.created", "viz")
+
+    def actions(**filters: Any) -> list[tuple[str, str]]:
+        return [(e.hostname, e.action) for e in state.events(**filters)]
+
+    assert actions(node_id=record.id) == [("Pi-A", "node.approve"), ("Pi-A", "node.request")]
+    assert actions(hostname="PI-A") == [("Pi-A", "node.approve"), ("Pi-A", "node.request")]
+    assert actions(actor="admin:alice") == [("Pi-A", "node.approve")]
+    everything = state.events()
+    assert [e.action for e in everything] == ["baseline.created", "node.approve",
+                                              "node.request", "node.request"]
+    page = state.events(limit=2)
+    rest = state.events(before=page[-1].id)
+    assert [e.id for e in page + rest] == [e.id for e in everything]
+
+
+def test_writes_elsewhere_reach_memory_through_watch(state: State, other: State) -> None:
+    """What the backend reports (the swarm's events, for the shared store) is kept, unless
+    memory already holds something newer."""
+    record = other.update_host("pi-1", claim(make_record("pi-1")))
+    stored = other.backend.get("host/pi-1")
+    state._changed("host/pi-1", stored)
+    assert state.record(record.id) is not None
+    older = Stored(stored.key, stored.version - 1, {"hostname": "pi-1"})
+    state._changed("host/pi-1", older)
+    assert state.record(record.id) is not None
+    state._changed("host/pi-1", None)
+    assert state.record(record.id) is None
