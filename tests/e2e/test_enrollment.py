@@ -71,7 +71,19 @@ def test_pi_without_token_stays_pending_until_approved(cluster: Cluster) -> None
     assert records(cluster, "PiLike-24")[0]["state"] == "pending"
     assert "approved" not in log.read_text()
     assert "PiLike-24" not in {n["hostname"] for n in swarm_nodes(cluster.lab, "PiLike-01")}
-    cluster.admin.approve("PiLike-24")
+    # the admin compares the key fingerprint the Pi shows with the one waiting, then
+    # approves that very claim
+    agent_id = cluster.lab.exec("PiLike-24", [str(Path(sys.executable).parent / "enroll-agent"),
+                                              "id", "--config",
+                                              str(cluster.lab.pi_dir("PiLike-24") /
+                                                  "agent.toml")],
+                                capture_output=True, timeout=60)
+    shown = json.loads(agent_id.stdout)
+    (waiting,) = records(cluster, "PiLike-24")
+    assert shown["fingerprint"] == waiting["fingerprint"] and shown["agent_id"] == \
+        waiting["agent_id"]
+    assert f"key fingerprint {shown['fingerprint']}" in log.read_text()
+    cluster.admin.approve("PiLike-24", fingerprint=shown["fingerprint"])
     wait_log(log, ": joined")
     node = next(n for n in swarm_nodes(cluster.lab, "PiLike-01") if n["hostname"] == "PiLike-24")
     assert (node["state"], node["role"], node["labels"]) == ("ready", "worker",
