@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from flask import Flask
 
@@ -14,11 +14,13 @@ from agent.wire.messages import MAX_BODY_BYTES
 from controller.api import admin, agent, errors, meta
 from controller.api import baseline as baseline_api
 from controller.baseline.reconcile import Reconciler
+from controller.baseline.spec import parse_baseline
 from controller.config import ControllerConfig
 from controller.enrollment import EnrollmentService
 from controller.nonces import NonceStore
 from controller.pki import ca_signing_key, load_ca
-from controller.rules import Rule, load_rules
+from controller.rules import Rule, RulesError, parse_rules
+from controller.shared import SharedFile
 from controller.sightings import Sightings
 from controller.state import State
 from controller.state.sqlite import SQLiteBackend
@@ -44,36 +46,36 @@ class ControllerState:
     baseline: Reconciler | None = None
 
 
-class RulesFile:
-    """Rules re-read when the file changes, so an edit needs no restart."""
+def shared_rules(state: State, config: ControllerConfig) -> SharedFile[list[Rule]]:
+    return SharedFile(state, "rules", config.rules_path,
+                      lambda text, where: _rules_of(text, where))
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._mtime = -1.0
-        self._rules: list[Rule] = []
 
-    def __call__(self) -> list[Rule]:
-        mtime = self.path.stat().st_mtime
-        if mtime != self._mtime:
-            self._rules = load_rules(self.path)
-            self._mtime = mtime
-            log.info("loaded %d hostname rules from %s", len(self._rules), self.path)
-        return self._rules
+def _rules_of(text: str, where: str) -> list[Rule]:
+    try:
+        return parse_rules(text)
+    except RulesError as exc:
+        raise RulesError(f"{where}: {exc}") from None
 
 
 def create_app(config: ControllerConfig, swarm: Swarm | None = None,
-               baseline: Reconciler | None = None) -> Flask:
+               baseline: Reconciler | None = None, state: State | None = None,
+               controller_urls: Callable[[], list[str]] | None = None) -> Flask:
+    """The controller's app. Without `state`, a SQLite file in the state dir (one
+    controller alone, and the unit tests); `enroll-controller serve` passes the swarm's
+    shared state."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     ca_cert, _ = load_ca(config.ca_cert, config.ca_key)
-    state = State(SQLiteBackend(config.database))
-    rules = RulesFile(config.rules_path)
-    rules()  # a broken rules file stops the start, not the first enrollment
+    state = state or State(SQLiteBackend(config.database))
+    rules = shared_rules(state, config)
+    rules.current()  # a broken rules file stops the start, not the first enrollment
     service = EnrollmentService(
         state, swarm or Swarm(connect(config.docker_host)), ca_signing_key(config.ca_key),
-        rules, grant_ttl=config.grant_ttl_minutes * 60,
+        rules.current, grant_ttl=config.grant_ttl_minutes * 60,
         adoption_secret=adoption_secret(config.adoption_secret), limits=config.limits,
+        controller_urls=controller_urls or (lambda: [config.url]),
     )
     app.extensions["swarm_enroll"] = ControllerState(
         state, NonceStore(), service, pin_of_certificate(ca_cert), config.ca_cert.read_bytes(),
@@ -84,8 +86,10 @@ def create_app(config: ControllerConfig, swarm: Swarm | None = None,
     app.register_blueprint(agent.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(baseline_api.bp)
-    if baseline is None and swarm is None:  # the real thing: reconcile over our Docker API
-        baseline = Reconciler(service.swarm.client.api, config.baseline_path,
+    if baseline is None and isinstance(service.swarm, Swarm):  # reconcile over real Docker
+        source = SharedFile(state, "baseline", config.baseline_path,
+                            lambda text, where: parse_baseline(text, source=where))
+        baseline = Reconciler(service.swarm.client.api, source,
                               settling=service.roles_in_flight)
     if baseline is not None:
         if baseline.audit is None:

@@ -11,14 +11,12 @@ from pathlib import Path
 import click
 
 from agent import __version__
-from agent.logs import setup_logging
 from agent.wire.keys import pin_of_certificate
 from controller.config import (
     DEFAULT_PORT,
     DEFAULT_STATE_DIR,
     DEFAULT_VIZ_SOCKET_DIR,
     ConfigError,
-    load_config,
     parse_config,
 )
 from controller.pki import create_ca, issue_tls_cert, load_ca
@@ -122,50 +120,21 @@ def init(state_dir: Path, advertise_addr: str, hostname: str, port: int, docker_
               show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def serve(state_dir: Path, log_level: str) -> None:
-    """Serve the enrollment API over TLS and announce it over mDNS."""
-    from controller.app import create_app
-    from controller.discovery import ControllerDiscovery
-    from controller.server import make_server, serve_forever
-    from controller.viz.server import VizSocket, docker_fetch
+@click.option("--docker-host", default="unix:///var/run/docker.sock", show_default=True,
+              help="For a manager without controller.toml yet (promoted later): its Docker.")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
+              help="For a manager without controller.toml yet: the HTTPS port.")
+@click.option("--log-file", default="", help="Also log to this file.")
+def serve(state_dir: Path, log_level: str, docker_host: str, port: int, log_file: str) -> None:
+    """Serve the enrollment API over TLS and announce it over mDNS, on any manager: the
+    state is the swarm's own, shared with the other managers' controllers. Exits (status
+    0) when this node stops being a manager."""
+    from controller.serving import serve_on_this_manager
 
     try:
-        config = load_config(state_dir)
-        setup_logging(log_level, config.log_file)
-        app = create_app(config)
-    except (ConfigError, RulesError, FileNotFoundError) as exc:
-        _fail(str(exc))
-    state = app.extensions["swarm_enroll"]
-    try:
-        local = state.enrollment.swarm.local()
-    except SwarmError as exc:
-        _fail(exc.message)
-    server = make_server(app, config)
-    viz = None
-    if config.viz_socket_dir:  # what viz may read of Docker, instead of the Docker socket
-        viz = VizSocket(Path(config.viz_socket_dir),
-                        docker_fetch(state.enrollment.swarm.client.api))
-        try:
-            viz.start()
-        except OSError as exc:
-            _fail(f"cannot serve viz's socket in {config.viz_socket_dir}: "
-                  f"{exc.strerror or exc}")
-    discovery = ControllerDiscovery(config, state.pin, local.cluster_id, state.sightings)
-    if config.mdns:
-        discovery.start()
-    log.info("swarm-enroll controller %s for swarm %s, CA %s", __version__,
-             local.cluster_id[:12], state.pin)
-    try:
-        if state.baseline is not None:
-            state.baseline.start()  # reconcile now, then on joins, node changes, demand
-        serve_forever(server)
-    finally:
-        discovery.stop()
-        if viz is not None:
-            viz.stop()
-        if state.baseline is not None:
-            state.baseline.stop()
-        state.state.close()
+        serve_on_this_manager(state_dir, log_level, docker_host, port, log_file)
+    except (ConfigError, RulesError, FileNotFoundError, SwarmError) as exc:
+        _fail(getattr(exc, "message", None) or str(exc))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from joserfc.jwk import ECKey
 from agent.wire.adoption import proof_holds
 from agent.wire.errors import WireError
 from agent.wire.jws import SignedRequest, sign_grant
-from agent.wire.messages import EnrollmentRequest, Grant, JoinedReport
+from agent.wire.messages import MAX_CONTROLLERS, EnrollmentRequest, Grant, JoinedReport
 from controller.config import Limits
 from controller.rules import Rule, match_rule
 from controller.state import (
@@ -94,7 +94,8 @@ class _Claim:
 class EnrollmentService:
     def __init__(self, state: State, swarm: Swarm, ca_key: ECKey,
                  rules: Callable[[], list[Rule]], grant_ttl: int = 600,
-                 adoption_secret: bytes = b"", limits: Limits | None = None) -> None:
+                 adoption_secret: bytes = b"", limits: Limits | None = None,
+                 controller_urls: Callable[[], list[str]] = list) -> None:
         self.state = state
         self.swarm = swarm
         self.ca_key = ca_key
@@ -102,6 +103,7 @@ class EnrollmentService:
         self.grant_ttl = grant_ttl
         self.adoption_secret = adoption_secret
         self.limits = limits or Limits()
+        self.controller_urls = controller_urls  # every controller's URL, this one first
         # Called (with the record) after the swarm's membership changed: a join, a
         # revocation, a removal. The baseline reconciler listens here.
         self.membership_changed: list[Callable[[Record], None]] = []
@@ -556,6 +558,7 @@ class EnrollmentService:
             join_token=facts.worker_token,  # managers are promoted after joining
             managers=facts.managers, labels=record.labels, cluster=facts.cluster_id,
             enrollment=record.id, iat=now, exp=now + self.grant_ttl,
+            controllers=self.controller_urls()[:MAX_CONTROLLERS],
         )
         return sign_grant(self.ca_key, grant)
 

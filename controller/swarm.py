@@ -97,6 +97,18 @@ class Swarm:
         self.client.swarm.reload()
         return self.client.swarm.attrs["JoinTokens"]["Worker"]
 
+    def manager_token(self) -> str:
+        """Only ever read by managers' controllers, to seal and open the shared CA key."""
+        self.client.swarm.reload()
+        return self.client.swarm.attrs["JoinTokens"]["Manager"]
+
+    def is_manager(self) -> bool:
+        try:
+            self.local()
+        except SwarmError:
+            return False
+        return True
+
     def manager_addresses(self) -> list[str]:
         addrs = []
         for node in self.client.nodes.list(filters={"role": "manager"}):

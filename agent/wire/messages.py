@@ -15,6 +15,7 @@ from typing import Any
 from agent.wire.errors import WireError
 
 MAX_BODY_BYTES = 16 * 1024
+MAX_CONTROLLERS = 16  # controller URLs a grant carries
 ROLES = ("worker", "manager")
 AVAILABILITIES = ("active", "pause", "drain")
 
@@ -187,16 +188,26 @@ class Grant:
     enrollment: str
     iat: int
     exp: int
+    # Every controller's URL (the one that granted first): where to fail over to.
+    controllers: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, value: Any) -> Grant:
-        data = _only(value, set(cls.__dataclass_fields__), "grant")
+        if not isinstance(value, dict):
+            raise WireError("bad_grant", "grant must be a JSON object")
+        # Signed by the CA, so unknown claims are a newer controller's, not an attack:
+        # read what this agent knows, ignore the rest.
+        data = {k: v for k, v in value.items() if k in cls.__dataclass_fields__}
         try:
             grant = cls(**data)
         except TypeError:
             raise WireError("bad_grant", "grant is missing claims") from None
         if grant.role not in ROLES or not isinstance(grant.managers, list) or not grant.managers:
             raise WireError("bad_grant", "grant has a bad role or no manager addresses")
+        if not isinstance(grant.controllers, list) or len(grant.controllers) > \
+                MAX_CONTROLLERS or not all(isinstance(u, str) and u.startswith("https://")
+                                           and len(u) <= 300 for u in grant.controllers):
+            raise WireError("bad_grant", "grant's controllers must be https:// URLs")
         validate_hostname(grant.hostname)
         validate_labels(grant.labels)
         if not isinstance(grant.iat, int) or not isinstance(grant.exp, int):

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import docker.errors
 
@@ -71,6 +71,35 @@ SETTLE_MAX_ROUNDS = 5
 ATTEMPTS = 5
 
 Audit = Callable[[str, str, str], None]  # (actor, action, reason)
+
+
+class Source(Protocol):
+    """Where the baseline's text lives: a file, or the controllers' shared state."""
+
+    def current(self) -> Baseline: ...
+
+    def replace(self, text: str) -> Baseline: ...
+
+    def describe(self) -> str: ...
+
+
+class FileSource:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def current(self) -> Baseline:
+        return load_baseline(self.path)
+
+    def replace(self, text: str) -> Baseline:
+        """Validate new file contents, then (only then) put them in place atomically."""
+        baseline = parse_baseline(text, source=str(self.path))
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)
+        return baseline
+
+    def describe(self) -> str:
+        return str(self.path)
 # Hostname (lower case) -> the role its enrollment is taking it to, for Pis on the way.
 Settling = Callable[[], dict[str, str]]
 
@@ -139,11 +168,11 @@ def _replicas_text(desired: Desired) -> str:
 class Reconciler:
     """One per controller process. `api` is a docker.APIClient (client.api)."""
 
-    def __init__(self, api: Any, path: Path, interval: float = DEFAULT_INTERVAL,
+    def __init__(self, api: Any, source: Path | Source, interval: float = DEFAULT_INTERVAL,
                  audit: Audit | None = None, settle: float = DEFAULT_SETTLE,
                  settling: Settling | None = None, stuck_after: float = STUCK_AFTER) -> None:
         self.api = api
-        self.path = path
+        self.source: Source = FileSource(source) if isinstance(source, Path) else source
         self.interval = interval
         self.settle = settle
         self.audit = audit
@@ -166,16 +195,11 @@ class Reconciler:
     # ---- reconcile ---------------------------------------------------------------------
 
     def load(self) -> Baseline:
-        return load_baseline(self.path)
+        return self.source.current()
 
-    def replace_file(self, text: str | bytes) -> Baseline:
-        """Validate new file contents, then (only then) put them in place atomically."""
-        baseline = parse_baseline(text, source=str(self.path))
-        data = text.encode() if isinstance(text, str) else text
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, self.path)
-        return baseline
+    def replace_file(self, text: str) -> Baseline:
+        """Validate new file contents, then (only then) make them the baseline."""
+        return self.source.replace(text)
 
     def reconcile(self, trigger: str, force: bool = False, actor: str = "controller",
                   baseline: Baseline | None = None) -> Report:
@@ -478,7 +502,7 @@ class Reconciler:
         rows = [self._status_row(name, declared.get(name), services.get(name), nodes,
                                  hostnames, tasks) for name in names]
         return {
-            "file": str(self.path),
+            "file": self.source.describe(),
             "file_error": file_error,
             "converged": not file_error and all(r["converged"] for r in rows),
             "last_reconcile": self.last_report.to_json() if self.last_report else None,

@@ -23,6 +23,10 @@ class StoreUnavailable(Exception):
     why in plain words."""
 
 
+class TooLarge(Exception):
+    """The store refuses a document this large (documents are bounded far below it)."""
+
+
 @dataclass(frozen=True)
 class Stored:
     key: str

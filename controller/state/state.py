@@ -202,6 +202,31 @@ class State:
         raise WireError("state_busy", f"{key} kept changing while we wrote it; try again",
                         503)
 
+    # ---- any other document (leases, the controllers, shared files) --------------------
+
+    def doc(self, key: str) -> dict[str, Any] | None:
+        stored = self._stored(key)
+        return dict(stored.body) if stored else None
+
+    def doc_version(self, key: str) -> int:
+        stored = self._stored(key)
+        return stored.version if stored else 0
+
+    def docs(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Every document of a kind (`controller`, say), by key."""
+        return {k: body for k in self._keys(kind) if (body := self.doc(k)) is not None}
+
+    def update_doc(self, key: str, change: Callable[[dict[str, Any] | None],
+                                                     dict[str, Any] | None]) -> None:
+        """Write `change(current body)` (None deletes) under the version it saw; a change
+        may raise Unchanged to write nothing."""
+        def apply(old: Stored | None) -> tuple[dict[str, Any] | None, None]:
+            body = change(dict(old.body) if old else None)
+            if (old.body if old else None) == body:
+                raise Unchanged(None)
+            return body, None
+        self._update(key, apply)
+
     # ---- hostnames and their records ----------------------------------------------------
 
     def host(self, hostname: str) -> HostDoc:

@@ -84,7 +84,7 @@ class FakeSwarm:
     def __init__(self) -> None:
         # Shaped like a real token: SWMTKN-1-<50 base36>-<25 base36>.
         self.worker = f"SWMTKN-1-{_alnum(50)}-{_alnum(25)}"
-        self.manager_token = f"SWMTKN-1-{_alnum(50)}-{_alnum(25)}"
+        self.manager_join_token = f"SWMTKN-1-{_alnum(50)}-{_alnum(25)}"
         self.local_node = LocalNode(swarm_node_id(), "ctl-1", _alnum(25), "10.0.0.1")
         self.members: dict[str, dict[str, Any]] = {
             self.local_node.node_id: self._attrs(self.local_node.hostname, "ready", "manager"),
@@ -138,6 +138,9 @@ class FakeSwarm:
 
     def worker_token(self) -> str:
         return self.worker
+
+    def manager_token(self) -> str:
+        return self.manager_join_token
 
     def join_facts(self) -> JoinFacts:
         local = self.local()

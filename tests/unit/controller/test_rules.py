@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from controller.app import RulesFile
 from controller.rules import DEFAULT_RULES, Rule, RulesError, load_rules, match_rule, parse_rules
 
 RULES = """
@@ -127,16 +125,3 @@ def test_load_rules_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(RulesError) as err:
         load_rules(path)
     assert str(path) in str(err.value) and "rule #1" in str(err.value)
-
-
-def test_rules_file_reloads_on_change(tmp_path: Path) -> None:
-    path = tmp_path / "rules.toml"
-    path.write_text('[[rule]]\nmatch = "a-*"\n')
-    os.utime(path, (1_000_000, 1_000_000))
-    rules = RulesFile(path)
-    assert [r.match for r in rules()] == ["a-*"]
-    path.write_text('[[rule]]\nmatch = "b-*"\n')
-    os.utime(path, (1_000_000, 1_000_000))
-    assert [r.match for r in rules()] == ["a-*"]  # same mtime: cached
-    os.utime(path, (2_000_000, 2_000_000))
-    assert [r.match for r in rules()] == ["b-*"]

@@ -322,7 +322,8 @@ def test_grant_garbage_refused(ca, key: OKPKey, garbage: str) -> None:
 
 @pytest.mark.parametrize("changes", [
     {"role": "admin"}, {"managers": []}, {"hostname": "bad_host"}, {"iat": "yesterday"},
-    {"labels": {"ok": 5}},
+    {"labels": {"ok": 5}}, {"controllers": "https://x"}, {"controllers": ["http://x:8443"]},
+    {"controllers": ["https://x"] * 17},
 ])
 def test_grant_with_bad_claims_refused(ca, key: OKPKey, changes: dict[str, Any]) -> None:
     claims = {**_grant(thumbprint(key)).to_json(), **changes}
@@ -335,3 +336,13 @@ def test_grant_with_bad_claims_refused(ca, key: OKPKey, changes: dict[str, Any])
 def test_grant_repr_hides_join_token() -> None:
     grant = _grant("t")
     assert grant.join_token not in repr(grant)
+
+
+def test_grant_claims_this_agent_does_not_know_are_ignored(ca, key: OKPKey) -> None:
+    """A newer controller's grant (CA-signed, so no stranger's): what is known is read."""
+    claims = {**_grant(thumbprint(key), controllers=["https://198.18.0.12:8443"]).to_json(),
+              "something_new": {"x": 1}}
+    token = jws.serialize_compact({"alg": "ES256", "typ": GRANT_TYP}, json.dumps(claims),
+                                  ca.signing_key)
+    grant = verify_grant(token, ca.public_key, thumbprint(key), "PiLike-03")
+    assert grant.controllers == ["https://198.18.0.12:8443"]

@@ -45,11 +45,12 @@ def test_token_rule_with_valid_token_grants_at_once(controller: Controller) -> N
     assert body["status"] == "approved" and body["id"].startswith("enr_")
     grant = _grant_of(controller, pi, body)
     assert grant.join_token == controller.swarm.worker
-    assert grant.join_token != controller.swarm.manager_token
+    assert grant.join_token != controller.swarm.manager_join_token
     assert (grant.role, grant.labels, grant.enrollment) == ("worker", {"zone": "lab"}, body["id"])
     assert grant.managers == ["10.0.0.1:2377"]
     assert grant.cluster == controller.swarm.local_node.cluster_id
     assert grant.agent == pi.thumbprint
+    assert grant.controllers == [controller.config.url]  # where to fail over to
 
 
 def test_every_answer_carries_a_new_nonce(controller: Controller) -> None:

@@ -45,7 +45,7 @@ def test_join_token_never_in_admin_answers_or_logs(controller: Controller,
     bodies = _admin_bodies(controller)
     assert any("tok-1" in b for b in bodies.values())  # the bodies are the real thing
     for path, text in bodies.items():
-        for secret in (controller.swarm.worker, controller.swarm.manager_token, "SWMTKN-"):
+        for secret in (controller.swarm.worker, controller.swarm.manager_join_token, "SWMTKN-"):
             assert secret not in text, path
     assert caplog.records, "nothing was logged: the log check would prove nothing"
     assert "SWMTKN-" not in caplog.text

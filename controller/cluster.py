@@ -1,0 +1,178 @@
+"""The controllers of one swarm: which ones serve, and the one that acts for the cluster.
+
+Every manager runs a controller, and they share one state. Work done for the whole
+cluster (reconciling the baseline, the quorum keeper, sealing the CA key again after a
+token rotation) must be done by exactly one of them, and move within seconds when its
+manager dies: a lease in the shared state. The holder renews it every `renew` seconds
+(a compare-and-swap of its beat); another controller takes it over when it has not seen
+the lease change for `ttl` seconds on its own clock (no two Pis' clocks are compared).
+Without a Raft quorum nobody can renew or take it: nobody acts, which is right, since
+nothing could be written.
+
+Each controller also writes where it serves (`controller/<hostname>`), so that grants can
+tell agents every controller to fail over to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.wire.errors import WireError
+from controller.state import State, StoreUnavailable, Unchanged
+
+log = logging.getLogger(__name__)
+
+LEASE_KEY = "lease/actor"
+RENEW = 5.0
+TTL = 15.0
+HEARTBEAT = 30.0
+GONE_AFTER = 90.0  # a controller not heard of for this long is left out of grants
+
+
+@dataclass
+class Job:
+    """Cluster-wide work: started when this controller starts acting, stopped when it
+    stops; `tick` (optional) runs at every renewal while acting."""
+
+    name: str
+    start: Callable[[], None] = lambda: None
+    stop: Callable[[], None] = lambda: None
+    tick: Callable[[], None] = lambda: None
+
+
+class Lease:
+    def __init__(self, state: State, holder: str, ttl: float = TTL) -> None:
+        self.state = state
+        self.holder = holder
+        self.ttl = ttl
+        self._seen: tuple[tuple[Any, ...], float] = ((), time.monotonic())  # what, since
+
+    def held(self) -> bool:
+        return (self.state.doc(LEASE_KEY) or {}).get("holder") == self.holder
+
+    @staticmethod
+    def _mark(body: dict[str, Any] | None) -> tuple[Any, ...]:
+        body = body or {}
+        return body.get("holder"), body.get("term"), body.get("beat")
+
+    def tick(self) -> bool:
+        """Renew the lease, or take it over if its holder has gone quiet; True if ours."""
+        now = time.monotonic()
+        mark = self._mark(self.state.doc(LEASE_KEY))
+        if mark != self._seen[0]:
+            self._seen = (mark, now)
+        quiet_since = self._seen[1]
+
+        def change(body: dict[str, Any] | None) -> dict[str, Any]:
+            if body and body.get("holder") == self.holder:
+                return {**body, "beat": int(body.get("beat", 0)) + 1}
+            # only what we saw stay still for `ttl` may be taken over, not a newer write
+            if body and (self._mark(body) != mark or now - quiet_since <= self.ttl):
+                raise Unchanged(None)
+            if body:
+                log.warning("taking over cluster-wide work from %s (silent for %.0fs)",
+                            body.get("holder"), now - quiet_since)
+            return {"holder": self.holder, "term": int((body or {}).get("term", 0)) + 1,
+                    "beat": 0}
+
+        try:
+            self.state.update_doc(LEASE_KEY, change)
+        except (WireError, StoreUnavailable) as exc:  # no quorum, or lost a race
+            log.debug("lease not renewed: %s", exc)
+        return self.held()
+
+
+class Actor:
+    """Runs `jobs` while this controller holds the lease."""
+
+    def __init__(self, lease: Lease, jobs: list[Job], interval: float = RENEW) -> None:
+        self.lease = lease
+        self.jobs = jobs
+        self.interval = interval
+        self.acting = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="cluster-actor", daemon=True)
+        self._thread.start()
+
+    def step(self) -> None:
+        holds = self.lease.tick()
+        if holds and not self.acting:
+            log.info("this controller now acts for the cluster (%s)",
+                     ", ".join(j.name for j in self.jobs))
+            self.acting = True
+            for job in self.jobs:
+                self._call(job.name, job.start)
+        elif not holds and self.acting:
+            log.info("another controller acts for the cluster now")
+            self._halt()
+        if self.acting:
+            for job in self.jobs:
+                self._call(job.name, job.tick)
+
+    def _halt(self) -> None:
+        self.acting = False
+        for job in self.jobs:
+            self._call(job.name, job.stop)
+
+    @staticmethod
+    def _call(name: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:  # one job's failure must not stop the others, or the lease
+            log.exception("cluster-wide job %s failed", name)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.step()
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self.acting:
+            self._halt()
+
+
+class Registry:
+    """Where each controller serves, for grants to tell agents (heartbeats every 30 s)."""
+
+    def __init__(self, state: State, hostname: str, url: str) -> None:
+        self.state = state
+        self.hostname = hostname
+        self.url = url
+        self._last = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"controller/{self.hostname.lower()}"
+
+    def heartbeat(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last < HEARTBEAT:
+            return
+        try:
+            self.state.update_doc(self.key, lambda _old: {
+                "hostname": self.hostname, "url": self.url, "at": time.time()})
+            self._last = time.monotonic()
+        except (WireError, StoreUnavailable) as exc:
+            log.debug("controller heartbeat not written: %s", exc)
+
+    def urls(self) -> list[str]:
+        """This controller first, then the others heard from lately."""
+        now = time.time()
+        others = sorted(body["url"] for key, body in self.state.docs("controller").items()
+                        if key != self.key and now - float(body.get("at", 0)) < GONE_AFTER)
+        return [self.url, *others]
+
+    def leave(self) -> None:
+        with contextlib.suppress(WireError, StoreUnavailable):
+            self.state.update_doc(self.key, lambda _old: None)

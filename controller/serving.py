@@ -1,0 +1,98 @@
+"""`enroll-controller serve`: one controller of the swarm's, on this manager.
+
+Every manager runs one. They share the state in the swarm's Raft store, each serves the
+agent and admin APIs and announces itself, and one at a time (the lease holder) does the
+cluster-wide work: the baseline, the quorum keeper, sealing the CA key again after a
+manager token rotation. When this node stops being a manager, the controller stops (exit
+status 0): a worker carries no controller.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from agent import __version__
+from agent.logs import setup_logging
+from controller.app import create_app
+from controller.bootstrap import config_from_docker, import_single, reseal_if_rotated, share_ca
+from controller.cluster import Actor, Job, Lease, Registry
+from controller.config import load_config
+from controller.discovery import ControllerDiscovery
+from controller.server import make_server, serve_forever
+from controller.state import State
+from controller.state.swarm import SwarmBackend
+from controller.swarm import Swarm, SwarmError, connect
+from controller.viz.server import VizSocket, docker_fetch
+
+log = logging.getLogger("controller")
+
+ROLE_CHECK = 5.0  # seconds between "am I still a manager?"
+
+
+def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, port: int,
+                          log_file: str) -> None:
+    setup_logging(log_level, log_file)
+    if (state_dir / "controller.toml").exists():
+        config = load_config(state_dir)
+        swarm = Swarm(connect(config.docker_host))
+    else:
+        swarm = Swarm(connect(docker_host))
+        config = config_from_docker(state_dir, swarm, docker_host, port)
+    if config.log_file and config.log_file != log_file:
+        setup_logging(log_level, config.log_file)
+    local = swarm.local()  # SwarmError: not a manager (yet)
+    state = State(SwarmBackend(swarm.client.api))
+    import_single(config, state)
+    share_ca(config, state, swarm)
+    registry = Registry(state, local.hostname, config.url)
+    registry.heartbeat(force=True)
+    app = create_app(config, swarm=swarm, state=state, controller_urls=registry.urls)
+    ctl = app.extensions["swarm_enroll"]
+    server = make_server(app, config)
+    viz = None
+    if config.viz_socket_dir:  # what viz may read of Docker, instead of the Docker socket
+        viz = VizSocket(Path(config.viz_socket_dir), docker_fetch(swarm.client.api))
+        viz.start()
+    discovery = ControllerDiscovery(config, ctl.pin, local.cluster_id, ctl.sightings)
+    if config.mdns:
+        discovery.start()
+    jobs = [Job("ca-reseal", tick=lambda: reseal_if_rotated(config, state, swarm))]
+    if ctl.baseline is not None:
+        jobs.append(Job("baseline", start=ctl.baseline.start, stop=ctl.baseline.stop))
+    actor = Actor(Lease(state, local.hostname), jobs)
+    demoted = threading.Event()
+    watcher = threading.Thread(target=_watch_role, args=(swarm, registry, server, demoted),
+                               name="role-watch", daemon=True)
+    log.info("swarm-enroll controller %s on %s for swarm %s, CA %s", __version__,
+             local.hostname, local.cluster_id[:12], ctl.pin)
+    try:
+        actor.start()
+        watcher.start()
+        serve_forever(server)
+    finally:
+        actor.stop()
+        discovery.stop()
+        if viz is not None:
+            viz.stop()
+        registry.leave()
+        state.close()
+    if demoted.is_set():
+        log.warning("this node is no longer a manager: the controller stops")
+
+
+def _watch_role(swarm: Swarm, registry: Registry, server: object,
+                demoted: threading.Event) -> None:
+    """Heartbeat in the registry; stop serving once this node is no longer a manager."""
+    while True:
+        try:
+            swarm.local()
+        except SwarmError:
+            demoted.set()
+            threading.Thread(target=server.stop, daemon=True).start()  # type: ignore
+            return
+        except Exception:  # the daemon is restarting: ask again later
+            pass
+        registry.heartbeat()
+        threading.Event().wait(ROLE_CHECK)

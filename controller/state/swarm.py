@@ -1,0 +1,209 @@
+"""The documents in the swarm's own Raft store, through the local manager's Docker API.
+
+Each document is a swarm config object (`swarm-enroll-<hash of its key>`), the document
+itself in a label: configs are stored by every manager in the replicated, encrypted Raft
+log, only managers serve them, and their labels can be updated under the object's
+version: Docker refuses an update made on an older version ("update out of sequence"),
+which is the compare-and-swap the state needs. A config is sent to a worker only when a
+service uses it, and no service uses these. This is docker/infrakit's idea of keeping a
+controller's state in the swarm itself (it kept one snapshot in the swarm's own labels);
+here there is one object per document, so that writers of different documents never
+wait for each other.
+
+Limits (measured on this project's lab, see README: Performance): a write is one Raft
+proposal, a few milliseconds; a document may be a few hundred KB (Raft refuses a message
+over about 1.5 MB), and documents are bounded far below that (model.trim). Writes need a
+Raft quorum: without one they fail with StoreUnavailable and nothing is half-written.
+
+Other controllers' writes arrive as Docker's config events; after the event stream
+breaks, every document is read again, so nothing is missed.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+from typing import Any
+
+import docker.errors
+
+from controller.state.backend import Changed, Conflict, Stored, StoreUnavailable, TooLarge
+
+log = logging.getLogger(__name__)
+
+PREFIX = "swarm-enroll-"
+STATE_LABEL = "swarm-enroll.state"
+KEY_LABEL = "swarm-enroll.key"
+DOC_LABEL = "swarm-enroll.doc"
+DATA = b"swarm-enroll cluster state: the document is in the label swarm-enroll.doc"
+_UNAVAILABLE = ("does not have a leader", "quorum", "deadline exceeded", "unavailable",
+                "not a swarm manager", "lost leader")
+
+
+def config_name(key: str) -> str:
+    """Config names are at most 64 characters; keys (hostnames) can be longer."""
+    return PREFIX + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def _unavailable(exc: Exception) -> StoreUnavailable:
+    text = str(getattr(exc, "explanation", "") or exc)
+    return StoreUnavailable(f"the swarm's store refused: {text[:300]}")
+
+
+def _is_unavailable(exc: docker.errors.APIError) -> bool:
+    text = f"{exc.explanation} {exc}".lower()
+    return any(mark in text for mark in _UNAVAILABLE)
+
+
+class SwarmBackend:
+    def __init__(self, api: Any) -> None:
+        self.api = api  # docker.APIClient of the local manager
+        self._ids: dict[str, str] = {}  # config id -> key
+        self._lock = threading.Lock()
+        self._events: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def _stored(self, config: dict[str, Any]) -> Stored:
+        labels = config["Spec"].get("Labels") or {}
+        stored = Stored(labels[KEY_LABEL], int(config["Version"]["Index"]),
+                        json.loads(labels[DOC_LABEL]))
+        with self._lock:
+            self._ids[config["ID"]] = stored.key
+        return stored
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except docker.errors.NotFound:
+            raise
+        except docker.errors.APIError as exc:
+            if _is_unavailable(exc):
+                raise _unavailable(exc) from None
+            if "too large" in str(exc):
+                raise TooLarge(str(exc.explanation or exc)[:300]) from None
+            raise
+        except docker.errors.DockerException as exc:  # the daemon itself is down
+            raise _unavailable(exc) from None
+
+    def load_all(self) -> list[Stored]:
+        configs = self._call(self.api.configs, filters={"label": [STATE_LABEL]})
+        found = []
+        for config in configs:
+            try:
+                found.append(self._stored(config))
+            except (KeyError, ValueError):
+                log.warning("ignoring config %s: not a swarm-enroll document",
+                            config.get("ID", "?"))
+        return found
+
+    def get(self, key: str) -> Stored | None:
+        try:
+            return self._stored(self._call(self.api.inspect_config, config_name(key)))
+        except docker.errors.NotFound:
+            return None
+
+    # ---- writing ------------------------------------------------------------------------
+
+    def create(self, key: str, body: dict[str, Any]) -> Stored:
+        labels = {STATE_LABEL: "1", KEY_LABEL: key, DOC_LABEL: json.dumps(body, sort_keys=True)}
+        try:
+            created = self._call(self.api.create_config, config_name(key), DATA, labels)
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409 or "already exists" in str(exc):
+                raise Conflict(key) from None
+            raise
+        return self._stored(self._call(self.api.inspect_config, created["ID"]))
+
+    def update(self, old: Stored, body: dict[str, Any]) -> Stored:
+        name = config_name(old.key)
+        spec = {"Name": name, "Data": base64.b64encode(DATA).decode(),
+                "Labels": {STATE_LABEL: "1", KEY_LABEL: old.key,
+                           DOC_LABEL: json.dumps(body, sort_keys=True)}}
+        url = self.api._url("/configs/{0}/update", name)
+        try:
+            response = self._call(self.api._post_json, url, data=spec,
+                                  params={"version": old.version})
+            self._call(self.api._raise_for_status, response)
+        except docker.errors.NotFound:
+            raise Conflict(old.key) from None
+        except docker.errors.APIError as exc:
+            if "out of sequence" in str(exc):
+                raise Conflict(old.key) from None
+            raise
+        return self._stored(self._call(self.api.inspect_config, name))
+
+    def delete(self, old: Stored) -> None:
+        """Docker removes a config without a version check: this one checks, then removes
+        (a write in between is lost only for the document being deleted anyway)."""
+        current = self.get(old.key)
+        if current is None or current.version != old.version:
+            raise Conflict(old.key)
+        with contextlib.suppress(docker.errors.NotFound):
+            self._call(self.api.remove_config, config_name(old.key))
+
+    # ---- other controllers' writes ------------------------------------------------------
+
+    def watch(self, changed: Changed) -> None:
+        self._thread = threading.Thread(target=self._follow, args=(changed,),
+                                        name="state-events", daemon=True)
+        self._thread.start()
+
+    def _follow(self, changed: Changed) -> None:
+        first = True
+        while not self._stop.is_set():
+            try:
+                self._events = self.api.events(decode=True, filters={"type": ["config"]})
+                if not first:  # what happened while we did not listen
+                    self._resync(changed)
+                first = False
+                for event in self._events:
+                    if self._stop.is_set():
+                        return
+                    self._event(event, changed)
+            except Exception as exc:  # the daemon restarted, the stream broke
+                if not self._stop.is_set():
+                    log.info("config events stream ended (%s); reading the state again",
+                             type(exc).__name__)
+            self._stop.wait(2.0)
+
+    def _event(self, event: dict[str, Any], changed: Changed) -> None:
+        actor = event.get("Actor") or {}
+        config_id = actor.get("ID", "")
+        name = (actor.get("Attributes") or {}).get("name", "")
+        if name and not name.startswith(PREFIX):
+            return
+        if event.get("Action") == "remove":
+            with self._lock:
+                key = self._ids.pop(config_id, "")
+            if key:
+                changed(key, None)
+            return
+        try:
+            config = self._call(self.api.inspect_config, config_id)
+            stored = self._stored(config)
+        except (docker.errors.NotFound, StoreUnavailable, KeyError, ValueError):
+            return
+        changed(stored.key, stored)
+
+    def _resync(self, changed: Changed) -> None:
+        with self._lock:
+            known = set(self._ids.values())
+        fresh = self.load_all()
+        for stored in fresh:
+            changed(stored.key, stored)
+        for key in known - {s.key for s in fresh}:
+            changed(key, None)
+
+    def close(self) -> None:
+        self._stop.set()
+        events = self._events
+        if events is not None:
+            with contextlib.suppress(Exception):
+                events.close()

@@ -1,0 +1,169 @@
+"""The cluster state in the swarm's own Raft store, on real dockerds: three managers, each
+with its own view of the same documents, compare-and-swap, events, limits, quorum.
+
+A lab of its own (prefix `sestate-`, 198.18.2.0/24), so that the session's lab is not
+touched; torn down at the end of the module whatever happens.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from controller.state import Conflict, HostDoc, Record, State, StoreUnavailable, Unchanged
+from controller.state.backend import TooLarge
+from controller.state.swarm import DOC_LABEL, SwarmBackend, config_name
+from deploy.lab.config import load_cluster
+from deploy.lab.demo import wait_for
+from deploy.lab.lab import Lab
+
+from ..unit.helpers import make_record
+
+pytestmark = pytest.mark.lab
+
+NAMES = ("PiState-1", "PiState-2", "PiState-3")
+SUBNET = "198.18.2.0/24"
+
+
+def ip(i: int) -> str:
+    return f"198.18.2.{11 + i}"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    d = tmp_path_factory.mktemp("state-cluster")
+    lines = ["[lab]", f'subnet = "{SUBNET}"']
+    for i, name in enumerate(NAMES):
+        lines += ["", "[[pi]]", f'name = "{name}"', f'hardware_id = "00000000ab{i:06x}"',
+                  'model = "Raspberry Pi 3 Model B Rev 1.2"', 'arch = "armv7l"']
+    (d / "cluster.toml").write_text("\n".join(lines) + "\n")
+    the_lab = Lab(Path("/var/lib/swarm-enroll-statetest"), prefix="sestate-")
+    try:
+        the_lab.up(load_cluster(d / "cluster.toml"), controller=False, agents=False)
+        first = the_lab.docker(NAMES[0])
+        first.swarm.init(advertise_addr=ip(0), listen_addr="0.0.0.0:2377")
+        token = first.swarm.attrs["JoinTokens"]["Manager"]
+        for i, name in enumerate(NAMES[1:], start=1):
+            the_lab.docker(name).swarm.join(remote_addrs=[f"{ip(0)}:2377"], join_token=token,
+                                            advertise_addr=ip(i), listen_addr="0.0.0.0:2377")
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+def api(lab: Lab, name: str) -> docker.APIClient:
+    return docker.APIClient(base_url=lab.docker_host(name), timeout=60)
+
+
+@pytest.fixture
+def backends(lab: Lab) -> Iterator[list[SwarmBackend]]:
+    made = [SwarmBackend(api(lab, name)) for name in NAMES[:2]]
+    yield made
+    for backend in made:
+        backend.close()
+
+
+def test_compare_and_swap_across_managers(backends: list[SwarmBackend]) -> None:
+    one, two = backends
+    first = one.create("test/cas", {"n": 1})
+    with pytest.raises(Conflict):
+        two.create("test/cas", {"n": 2})
+    seen = two.get("test/cas")
+    assert seen == first
+    second = two.update(seen, {"n": 2})
+    assert second.version > first.version
+    with pytest.raises(Conflict):  # one still holds version 1
+        one.update(first, {"n": 3})
+    assert one.get("test/cas").body == {"n": 2}
+    with pytest.raises(Conflict):
+        one.delete(first)
+    one.delete(second)
+    assert two.get("test/cas") is None
+
+
+def test_long_keys_and_large_documents(backends: list[SwarmBackend]) -> None:
+    one, _ = backends
+    key = "host/" + ".".join(["a" * 63] * 3) + ".b"  # a 253-character hostname
+    assert len(config_name(key)) <= 64
+    big = {"records": ["x" * 1000] * 300}  # 300 KB, far beyond any bounded document
+    stored = one.create(key, big)
+    assert one.get(key).body == big and stored.key == key
+    with pytest.raises(TooLarge):  # Raft refuses a message of about 1.5 MB
+        one.update(stored, {"records": ["x" * 1000] * 2000})
+    assert one.get(key).body == big  # refused whole: nothing half-written
+    one.delete(one.get(key))
+
+
+def test_two_controllers_race_for_one_name_and_one_record_wins(lab: Lab) -> None:
+    states = [State(SwarmBackend(api(lab, name))) for name in NAMES]
+    winners: list[str] = []
+    start = threading.Barrier(9)
+
+    def claim(state: State) -> None:
+        record = make_record("PiRace-1")
+
+        def change(doc: HostDoc) -> Record:
+            if doc.active():
+                raise Unchanged(doc.active()[0])
+            return doc.add(record, "agent:x", "node.request")
+
+        start.wait()
+        winners.append(state.update_host("PiRace-1", change).id)
+
+    try:
+        threads = [threading.Thread(target=claim, args=(s,)) for s in states * 3]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(set(winners)) == 1
+        raw = api(lab, NAMES[2]).inspect_config(config_name("host/pirace-1"))
+        assert DOC_LABEL in raw["Spec"]["Labels"]
+        # the third controller's memory has it too, from the config events alone
+        wait_for("the write in every controller's memory", lambda: all(
+            s.record(winners[0]) is not None for s in states), 30, interval=0.2)
+    finally:
+        for s in states:
+            s.close()
+
+
+def test_writes_elsewhere_reach_memory_through_events(lab: Lab) -> None:
+    watcher = State(SwarmBackend(api(lab, NAMES[0])))
+    writer = State(SwarmBackend(api(lab, NAMES[1])))
+    try:
+        record = writer.update_host("PiEvent-1", lambda doc: doc.add(
+            make_record("PiEvent-1"), "agent:x", "node.request"))
+        wait_for("the new record", lambda: watcher.record(record.id) is not None, 30,
+                 interval=0.2)
+        writer.update_host("PiEvent-1", lambda doc: doc.change(
+            doc.get(record.id), "admin:a", "node.approve", state="approved"))
+        wait_for("the approval", lambda: watcher.record(record.id).state == "approved", 30,
+                 interval=0.2)
+    finally:
+        watcher.close()
+        writer.close()
+
+
+def test_without_quorum_writes_fail_whole_and_say_why(lab: Lab) -> None:
+    """Last: two of the three managers go, and with them the quorum."""
+    backend = SwarmBackend(api(lab, NAMES[0]))
+    try:
+        stored = backend.create("test/quorum", {"n": 1})
+        lab.kill_pi(NAMES[1])
+        lab.kill_pi(NAMES[2])
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as err:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # until the survivor notices it is alone
+                stored = backend.update(stored, {"n": stored.body["n"] + 1})
+                time.sleep(1)
+        assert "swarm's store refused" in str(err.value)
+        print(f"writes refused {time.monotonic() - started:.1f}s after losing quorum")
+        assert backend.get("test/quorum").body == stored.body
+    finally:
+        backend.close()

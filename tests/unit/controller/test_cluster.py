@@ -1,0 +1,98 @@
+"""One controller at a time acts for the cluster (a lease in the shared state), and the
+work moves when its holder falls silent; every controller says where it serves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import controller.cluster as cluster_module
+from controller.cluster import Actor, Job, Lease, Registry
+from controller.state import State
+from controller.state.sqlite import SQLiteBackend
+
+from ..helpers import FakeClock
+
+
+@pytest.fixture
+def states(tmp_path: Path) -> Iterator[list[State]]:
+    made = [State(SQLiteBackend(tmp_path / "shared.db")) for _ in range(3)]
+    yield made
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    clock = FakeClock()
+    monkeypatch.setattr(cluster_module, "time", clock)
+    return clock
+
+
+def sync(states: list[State]) -> None:
+    """What config events do between real controllers."""
+    for s in states:
+        s.refresh(cluster_module.LEASE_KEY)
+
+
+def test_one_holder_and_a_takeover_when_it_falls_silent(states: list[State],
+                                                        clock: FakeClock) -> None:
+    leases = [Lease(s, f"ctl-{i}") for i, s in enumerate(states)]
+    held = [lease.tick() for lease in leases]
+    sync(states)
+    held = [lease.tick() for lease in leases]
+    assert held == [True, False, False]
+    for _ in range(5):  # the holder renews: nobody takes over however long it lasts
+        clock.advance(5)
+        assert leases[0].tick()
+        sync(states)
+        assert not leases[1].tick() and not leases[2].tick()
+    clock.advance(10)  # ctl-0 dies: its lease stops changing
+    sync(states)
+    assert not leases[1].tick()  # silent for 10 s only
+    clock.advance(6)
+    sync(states)
+    took = [leases[1].tick(), leases[2].tick()]
+    assert took.count(True) == 1
+    sync(states)
+    assert not leases[0].tick()  # back from the dead: it finds the lease taken
+
+
+def test_the_actor_starts_and_stops_its_jobs_with_the_lease(states: list[State],
+                                                           clock: FakeClock) -> None:
+    calls: list[str] = []
+    job = Job("work", start=lambda: calls.append("start"), stop=lambda: calls.append("stop"),
+              tick=lambda: calls.append("tick"))
+    broken = Job("broken", tick=lambda: 1 / 0)
+    actor = Actor(Lease(states[0], "ctl-0"), [broken, job])
+    actor.step()
+    assert actor.acting and calls == ["start", "tick"]  # a failing job stops no other
+    other = Lease(states[1], "ctl-1")
+    sync(states)
+    assert not other.tick()
+    clock.advance(20)
+    assert other.tick()  # ctl-0 silent for 20 s: taken over
+    sync(states)
+    actor.step()
+    assert not actor.acting and calls == ["start", "tick", "stop"]
+
+
+def test_the_registry_lists_controllers_heard_from_lately(states: list[State],
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    now = [1_000_000.0]
+    monkeypatch.setattr(cluster_module.time, "time", lambda: now[0])
+    a = Registry(states[0], "ctl-0", "https://10.0.0.1:8443")
+    b = Registry(states[1], "ctl-1", "https://10.0.0.2:8443")
+    a.heartbeat(force=True)
+    b.heartbeat(force=True)
+    states[0].refresh("controller/ctl-1")
+    assert a.urls() == ["https://10.0.0.1:8443", "https://10.0.0.2:8443"]
+    now[0] += 200  # ctl-1 has not said a word since
+    a.heartbeat(force=True)
+    assert a.urls() == ["https://10.0.0.1:8443"]
+    a.leave()
+    states[1].refresh("controller/ctl-0")
+    assert "controller/ctl-0" not in states[1].docs("controller")

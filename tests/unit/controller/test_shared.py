@@ -1,0 +1,77 @@
+"""Files every controller reads alike (rules, baseline): one shared text, seeded from the
+first controller's file, replaced by a valid edit on any manager, mirrored back."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.app import shared_rules
+from controller.config import parse_config
+from controller.rules import RulesError
+from controller.shared import SharedFile
+from controller.state import State
+from controller.state.sqlite import SQLiteBackend
+
+
+def parse(text: str, where: str) -> list[str]:
+    if "bad" in text:
+        raise ValueError(f"{where}: bad text")
+    return text.split()
+
+
+@pytest.fixture
+def states(tmp_path: Path) -> Iterator[list[State]]:
+    """Two controllers sharing one state."""
+    made = [State(SQLiteBackend(tmp_path / "state.db")) for _ in range(2)]
+    yield made
+    for s in made:
+        s.close()
+
+
+def touch(path: Path, text: str, mtime: float) -> None:
+    path.write_text(text)
+    os.utime(path, (mtime, mtime))
+
+
+def test_seeded_once_edited_anywhere_mirrored_everywhere(tmp_path: Path,
+                                                         states: list[State]) -> None:
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    touch(first, "one two", 1_000_000)
+    a = SharedFile(states[0], "words", first, parse)
+    assert a.current() == ["one", "two"]
+    touch(second, "something stale", 1_000_000)  # the second manager's own old copy
+    states[1].refresh("shared/words")
+    b = SharedFile(states[1], "words", second, parse)
+    assert b.current() == ["one", "two"]  # the shared text wins over a stale file...
+    assert second.read_text() == "one two"  # ...and is mirrored into it
+    touch(second, "three", 2_000_000)  # an edit on the second manager
+    assert b.current() == ["three"]
+    states[0].refresh("shared/words")
+    assert a.current() == ["three"] and first.read_text() == "three"
+
+
+def test_a_bad_edit_changes_nothing(tmp_path: Path, states: list[State],
+                                    caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "a.txt"
+    touch(path, "good", 1_000_000)
+    shared = SharedFile(states[0], "words", path, parse)
+    touch(path, "bad edit", 2_000_000)
+    assert shared.current() == ["good"]
+    assert "not taken" in caplog.text and "bad text" in caplog.text
+    with pytest.raises(ValueError):
+        shared.replace("bad again")
+    assert shared.text() == "good"
+
+
+def test_rules_are_shared(tmp_path: Path, states: list[State]) -> None:
+    config = parse_config(tmp_path, {"advertise_addr": "10.0.0.1", "hostname": "c"})
+    config.rules_path.write_text('[[rule]]\nmatch = "pi-*"\napprove = "token"\n')
+    rules = shared_rules(states[0], config)
+    assert [r.match for r in rules.current()] == ["pi-*"]
+    with pytest.raises(RulesError, match="rule #1"):
+        rules.replace('[[rule]]\nmatch = "x"\nrole = "boss"\n')
+    assert [r.match for r in rules.current()] == ["pi-*"]
