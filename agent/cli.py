@@ -39,6 +39,8 @@ def run(config_path: Path) -> None:
     from agent.enroll import Agent, Progress, Refused
     from agent.identity import architecture
     from agent.mdns import MDNS
+    from agent.supervise import ControllerSupervisor
+    from agent.swarm import connect
     from agent.wire.mdns import CONTROLLER_SERVICE, NODE_SERVICE, NodeAd
 
     config = _config(config_path)
@@ -75,12 +77,17 @@ def run(config_path: Path) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    supervisor = ControllerSupervisor(connect(config.docker_host),  # its own: a thread
+                                      list(config.controller_command), config.controller_unit,
+                                      config.controller_log)
+    supervisor.start()
     try:
         agent.run()
     except Refused as exc:
         log.error("%s", exc)
         raise click.ClickException(str(exc)) from None
     finally:
+        supervisor.close()
         if mdns is not None:
             mdns.close()
 

@@ -40,6 +40,11 @@ class AgentConfig:
     log_file: str = ""
     # On a controller's own Pi: its state dir, whose secret proves this agent local.
     controller_dir: Path = Path("/var/lib/swarm-enroll")
+    # While this Pi is a manager, its controller runs: this systemd unit ("" for none), or
+    # (where there is no systemd, as in the lab) this command as the agent's child.
+    controller_unit: str = "enroll-controller.service"
+    controller_command: tuple[str, ...] = ()
+    controller_log: str = ""
 
     def __repr__(self) -> str:  # the token must not end up in a log line via repr
         shown = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -63,6 +68,10 @@ def parse_config(data: dict[str, Any]) -> AgentConfig:
             if not isinstance(value, str):
                 raise ConfigError(f"{key} must be a path string")
             value = Path(value)
+        elif isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{key} must be a list of strings")
+            value = tuple(value)
         elif not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             raise ConfigError(f"{key} must be a {kind.__name__}")
         values[key] = value

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from agent.wire.keys import write_private
 from controller import cakey
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 IMPORTED_SUFFIX = ".imported"
 
 
-def config_from_docker(state_dir: Path, swarm: Swarm, docker_host: str,
-                       port: int) -> ControllerConfig:
+def config_from_docker(state_dir: Path, swarm: Swarm,
+                       settings: dict[str, Any]) -> ControllerConfig:
     """For a manager promoted later, which had no `enroll-controller init`: its
     controller.toml, from what its own Docker daemon says (swarm address, hostname)."""
     try:
@@ -40,7 +41,7 @@ def config_from_docker(state_dir: Path, swarm: Swarm, docker_host: str,
     if not local.addr:
         raise ConfigError("the local Docker daemon does not say its swarm address")
     config = parse_config(state_dir, {"advertise_addr": local.addr, "hostname": local.hostname,
-                                      "port": port, "docker_host": docker_host})
+                                      **settings})
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state_dir.chmod(0o700)
     (state_dir / "controller.toml").write_text(config.to_toml())

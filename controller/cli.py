@@ -124,15 +124,20 @@ def init(state_dir: Path, advertise_addr: str, hostname: str, port: int, docker_
               help="For a manager without controller.toml yet (promoted later): its Docker.")
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
               help="For a manager without controller.toml yet: the HTTPS port.")
+@click.option("--viz-socket-dir", default=DEFAULT_VIZ_SOCKET_DIR, show_default=True,
+              help="For a manager without controller.toml yet: viz's filtered Docker API.")
 @click.option("--log-file", default="", help="Also log to this file.")
-def serve(state_dir: Path, log_level: str, docker_host: str, port: int, log_file: str) -> None:
+def serve(state_dir: Path, log_level: str, docker_host: str, port: int, viz_socket_dir: str,
+          log_file: str) -> None:
     """Serve the enrollment API over TLS and announce it over mDNS, on any manager: the
-    state is the swarm's own, shared with the other managers' controllers. Exits (status
-    0) when this node stops being a manager."""
+    state is the swarm's own, shared with the other managers' controllers. A manager
+    promoted later writes its controller.toml from its Docker daemon and takes the CA key
+    from the shared state. Exits (status 0) when this node stops being a manager."""
     from controller.serving import serve_on_this_manager
 
     try:
-        serve_on_this_manager(state_dir, log_level, docker_host, port, log_file)
+        serve_on_this_manager(state_dir, log_level, docker_host, port, viz_socket_dir,
+                              log_file)
     except (ConfigError, RulesError, FileNotFoundError, SwarmError) as exc:
         _fail(getattr(exc, "message", None) or str(exc))
 

@@ -32,14 +32,15 @@ ROLE_CHECK = 5.0  # seconds between "am I still a manager?"
 
 
 def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, port: int,
-                          log_file: str) -> None:
+                          viz_socket_dir: str, log_file: str) -> None:
     setup_logging(log_level, log_file)
     if (state_dir / "controller.toml").exists():
         config = load_config(state_dir)
         swarm = Swarm(connect(config.docker_host))
     else:
         swarm = Swarm(connect(docker_host))
-        config = config_from_docker(state_dir, swarm, docker_host, port)
+        config = config_from_docker(state_dir, swarm, {
+            "docker_host": docker_host, "port": port, "viz_socket_dir": viz_socket_dir})
     if config.log_file and config.log_file != log_file:
         setup_logging(log_level, config.log_file)
     local = swarm.local()  # SwarmError: not a manager (yet)

@@ -298,26 +298,23 @@ class Lab:
             raise LabError(f"enroll-controller init printed no JSON with url, pin, admin_token: "
                            f"{init.stdout[-300:]!r}")
         ctl = {"name": pi.name, "url": info["url"], "pin": info["pin"],
-               "admin_token": info["admin_token"], "state_dir": str(cdir), "pid": None}
+               "admin_token": info["admin_token"], "state_dir": str(cdir)}
         state["controller"] = ctl
         self._save(state)
-
-        serve = self.popen(pi.name, [*exe, "serve", "--state-dir", str(cdir)], log=log)
-        ctl["pid"] = serve.pid
-        self._record_proc(state, pi.name, "controller", serve.pid)
-        self._wait_healthz(ctl, serve, log)
-        ctl["token"] = self._bootstrap_token(ctl)
         return ctl
 
     def _wait_healthz(self, ctl: dict[str, Any], proc: subprocess.Popen, log: Path) -> None:
+        """Until the controller answers; `proc` is the agent that starts it."""
         ca = Path(ctl["state_dir"]) / "ca.pem"
         deadline = time.monotonic() + 60
         last: object = None
         with _session() as s:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
-                    raise LabError(f"enroll-controller serve exited (status "
-                                   f"{proc.returncode}, log: {log})\n{dockerd.log_tail(log)}")
+                    agent_log = self.pi_dir(ctl["name"]) / LOG_NAMES["agent"]
+                    raise LabError(f"the agent of {ctl['name']} exited (status "
+                                   f"{proc.returncode}, log: {agent_log})\n"
+                                   f"{dockerd.log_tail(agent_log)}")
                 try:
                     r = s.get(ctl["url"] + "/healthz", verify=str(ca), timeout=3)
                     if r.status_code == 200:
@@ -341,12 +338,22 @@ class Lab:
         return r.json()["token"]
 
     def _start_agents(self, config: ClusterConfig, state: dict[str, Any]) -> None:
+        """The first manager's agent first: it starts the controller there (as every
+        manager's agent does), which makes the bootstrap token the others carry."""
         ctl = state.get("controller")
         if not ctl:
             raise LabError("agents need the controller (its CA pin); use --no-agents")
         _require_program(self.agent_cmd[0])
-        started: list[tuple[str, subprocess.Popen]] = []
+        first = config.pi(ctl["name"])
+        conf = self.write_agent_config(first, ctl["pin"], None)
+        proc = self._spawn_agent(state, first.name, conf)
+        self._wait_healthz(ctl, proc, self.pi_dir(first.name) / LOG_NAMES["controller"])
+        ctl["token"] = self._bootstrap_token(ctl)
+        self._save(state)
+        started: list[tuple[str, subprocess.Popen]] = [(first.name, proc)]
         for pi in config.pis:
+            if pi.name == first.name:
+                continue
             conf = self.write_agent_config(pi, ctl["pin"], ctl.get("token") if pi.token else None)
             started.append((pi.name, self._spawn_agent(state, pi.name, conf)))
         self._check_agents_started(started)
@@ -383,6 +390,10 @@ class Lab:
             "state_dir": str(self.pi_dir(pi.name) / "agent"),
             # where a controller on this Pi keeps its state (its local-agent secret)
             "controller_dir": str(self.pi_dir(pi.name) / "controller"),
+            # while the Pi is a manager, the agent runs its controller (no systemd here)
+            "controller_unit": "",
+            "controller_command": self.controller_command(pi.name),
+            "controller_log": str(self.pi_dir(pi.name) / LOG_NAMES["controller"]),
             "ca_pin": pin,
             "docker_host": spec.docker_host,
             "hardware_id": pi.hardware_id,
@@ -410,6 +421,26 @@ class Lab:
             fh.write("".join(lines))
         os.chmod(path, 0o600)  # an existing file keeps its mode through O_CREAT
         return path
+
+    def controller_command(self, name: str) -> list[str]:
+        """What a Pi's agent runs while the Pi is a manager: a controller on the Pi's own
+        state dir, Docker socket and viz socket dir (a promoted Pi's controller writes its
+        config from these and from its Docker daemon)."""
+        spec = self.daemon_spec(name)
+        return [*self.controller_cmd, "serve", "--state-dir", str(self.pi_dir(name) /
+                                                                 "controller"),
+                "--docker-host", spec.docker_host,
+                "--viz-socket-dir", str(spec.viz_socket_dir)]
+
+    def controller_pid(self, name: str) -> int | None:
+        """The pid of the controller serving on that Pi, if one runs."""
+        netns_id = netns.netns_id(self.netns_name(self._pi(name)["name"]))
+        for pid in procs.pids():
+            argv = procs.cmdline(pid)
+            if (procs.alive(pid) and self.controller_cmd[-1] in argv and "serve" in argv
+                    and procs.netns_of(pid) == netns_id):
+                return pid
+        return None
 
     def _record_proc(self, state: dict[str, Any], name: str, role: str, pid: int) -> None:
         for pi in state["pis"]:

@@ -14,6 +14,7 @@ import json
 import secrets
 import signal
 import ssl
+import subprocess
 import sys
 import time
 import tomllib
@@ -115,10 +116,22 @@ def controller_serve(args: argparse.Namespace) -> int:
 
 
 def agent_run(args: argparse.Namespace) -> int:
+    """Prints its config; on a manager, runs `controller_command` (as the real one does)."""
     conf = tomllib.loads(Path(args.config).read_text())
     shown = {k: ("<set>" if k == "bootstrap_token" else v) for k, v in conf.items()}
     print(f"fake agent: {json.dumps(shown)}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    child = None
+    swarm = docker.DockerClient(base_url=conf["docker_host"]).info()["Swarm"]
+    if conf.get("controller_command") and swarm.get("ControlAvailable"):
+        with open(conf["controller_log"], "ab") as log:
+            child = subprocess.Popen(conf["controller_command"], stdout=log, stderr=log)
+
+    def stop(*_: object) -> None:
+        if child is not None:
+            child.terminate()
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     while True:
         time.sleep(3600)
 
@@ -132,7 +145,9 @@ def main() -> int:
         init.add_argument(opt, required=True)
     init.add_argument("--json", action="store_true", required=True)
     init.add_argument("--viz-socket-dir", required=True)
-    ctl.add_parser("serve").add_argument("--state-dir", required=True)
+    serve = ctl.add_parser("serve")
+    for opt in ("--state-dir", "--docker-host", "--viz-socket-dir"):
+        serve.add_argument(opt, required=True)
     agent = sub.add_parser("agent").add_subparsers(dest="cmd", required=True)
     agent.add_parser("run").add_argument("--config", required=True)
     args = p.parse_args()

@@ -112,9 +112,16 @@ def test_controller_and_agents_follow_the_contract(
                 "advertise_addr": str(pi.ip),
                 "model": pi.model,
                 "arch": pi.arch,
+                "controller_dir": str(the_lab.pi_dir(pi.name) / "controller"),
+                "controller_unit": "",
+                "controller_command": the_lab.controller_command(pi.name),
+                "controller_log": str(the_lab.pi_dir(pi.name) / "controller.log"),
                 **({"bootstrap_token": "fake-bootstrap-token"} if pi.token else {}),
             }
         assert not config.pi("PiLike-03").token  # the cluster file said token = false
+        # the first manager's agent started its controller; the workers' agents did not
+        assert the_lab.controller_pid("PiLike-01") is not None
+        assert the_lab.controller_pid("PiLike-02") is None
         # the agent ran inside its Pi (hostname from the UTS namespace)
         node = next(n for n in st["nodes"] if n["name"] == "PiLike-02")
         agent_pid = node["agent_pid"]

@@ -37,14 +37,14 @@ def first_controller(tmp_path: Path) -> object:
 
 def test_a_promoted_manager_writes_its_config_from_docker(tmp_path: Path) -> None:
     swarm = FakeSwarm()
-    config = config_from_docker(tmp_path / "new", swarm, "unix:///x.sock", 8443)
+    config = config_from_docker(tmp_path / "new", swarm, {"docker_host": "unix:///x.sock"})
     assert (config.advertise_addr, config.hostname) == (swarm.local_node.addr, "ctl-1")
     assert (tmp_path / "new" / "controller.toml").exists()
     assert (tmp_path / "new").stat().st_mode & 0o077 == 0
     swarm.fail_local = SwarmError("not_a_manager", "the local Docker daemon is not a swarm "
                                   "manager", 503)
     with pytest.raises(ConfigError, match="not a swarm manager"):
-        config_from_docker(tmp_path / "worker", swarm, "unix:///x.sock", 8443)
+        config_from_docker(tmp_path / "worker", swarm, {})
 
 
 def test_the_ca_key_goes_sealed_to_the_next_manager(tmp_path: Path, shared: State) -> None:
