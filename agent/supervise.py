@@ -74,14 +74,15 @@ class ControllerSupervisor:
 
     def ensure(self, manager: bool) -> None:
         """Start the controller on a manager, stop it on a worker."""
-        if manager != self._manager:
+        if manager != self._manager and (manager or self._manager is not None):
             log.info("this node is %s: %s the controller", "a manager" if manager else
-                     "no manager", "starting" if manager else "stopping")
-        changed, self._manager = manager != self._manager, manager
+                     "no manager any more", "starting" if manager else "stopping")
+        previous = self._manager
+        changed, self._manager = manager != previous, manager
         if self.command:
             self._process(manager)  # also brings back a controller that exited
-        elif self.unit and changed:  # systemd restarts a unit that fails by itself
-            self._systemd(manager)
+        elif self.unit and changed and (manager or previous is not None):
+            self._systemd(manager)  # systemd restarts a unit that fails by itself
 
     def _process(self, manager: bool) -> None:
         running = self.proc is not None and self.proc.poll() is None

@@ -329,6 +329,10 @@ def cluster(obj: Context) -> None:
     leader = data["leader"]
     click.echo(f"Leader: {leader['hostname']} ({leader['addr']})" if leader else
                "Leader: none (no quorum?)")
+    acting = data.get("acting", "")
+    serving = ", ".join(c["hostname"] + (" (acts for the cluster)" if c["hostname"] == acting
+                                         else "") for c in data.get("controllers", []))
+    click.echo(f"Controllers: {serving or 'none heard from'}")
     click.echo("")
     click.echo("Services:")
     click.echo(_table(data["services"], CLUSTER_SERVICE_COLUMNS))

@@ -408,6 +408,14 @@ class EnrollmentService:
 
     def _take_over(self, record: Record) -> tuple[dict[str, Any], tuple[str, ...]]:
         old = [r for r in self.state.host(record.hostname).active() if r.id != record.id]
+        granted = [r for r in old if r.state == APPROVED
+                   and time.time() - r.updated_at < self.grant_ttl]
+        if granted:  # its grant may still be used: two Pis would join under one name
+            raise WireError("hostname_in_use", (
+                f"{record.hostname} was granted to another Pi (key {granted[0].fingerprint}) "
+                f"{time.time() - granted[0].updated_at:.0f}s ago, and that grant may still be "
+                "used; reject that record, or wait until it joins or its grant expires "
+                f"({self.grant_ttl // 60} minutes)."), 409)
         try:
             stale = self.swarm.nodes_named(record.hostname)
             if any(a["Spec"].get("Role") == "manager" for a in stale):

@@ -52,6 +52,10 @@ class SharedFile(Generic[T]):
     def describe(self) -> str:
         return f"{self.name} in the cluster's shared state (edit {self.local} or apply a file)"
 
+    def version(self) -> float:
+        self.current()  # a local edit is taken first
+        return float(self.state.doc_version(self.key))
+
     def current(self) -> T:
         """The parsed shared text; a changed local file is taken first, if it is valid."""
         mtime = self._local_mtime()

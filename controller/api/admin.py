@@ -36,8 +36,11 @@ MAX_LIMIT = 1000
 MIN_FINGERPRINT = 8  # hex digits a fingerprint given by hand must have
 
 
-def _state() -> State:
+def state_of_app() -> State:
     return current_app.extensions["swarm_enroll"].state
+
+
+_state = state_of_app
 
 
 @bp.before_request

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -12,6 +13,8 @@ from controller.api import admin
 from controller.baseline.health import read_cluster
 from controller.baseline.reconcile import Reconciler
 from controller.baseline.spec import BaselineError
+from controller.cluster import LEASE_KEY
+from controller.state import State
 
 bp = Blueprint("baseline", __name__, url_prefix="/v1")
 # The admin blueprint's own checks, not a copy: one place decides who is an admin.
@@ -86,4 +89,16 @@ def apply() -> Response:
 def cluster() -> Response:
     admin.query()
     reconciler = _reconciler()
-    return jsonify(_docker(lambda: read_cluster(reconciler.api)))
+    health = _docker(lambda: read_cluster(reconciler.api))
+    return jsonify({**health, **controllers(admin.state_of_app())})
+
+
+def controllers(state: State) -> dict[str, Any]:
+    """Which controllers serve (heard from lately) and which one acts for the cluster."""
+    now = time.time()
+    rows = sorted(({"hostname": body.get("hostname", ""), "url": body.get("url", ""),
+                    "heard_s_ago": round(now - float(body.get("at", 0)), 1)}
+                   for body in state.docs("controller").values()),
+                  key=lambda r: r["hostname"].lower())
+    lease = state.doc(LEASE_KEY) or {}
+    return {"controllers": rows, "acting": lease.get("holder", "")}

@@ -82,6 +82,10 @@ class Source(Protocol):
 
     def describe(self) -> str: ...
 
+    def version(self) -> float:
+        """Changes when the text does (a file's mtime, a document's version)."""
+        ...
+
 
 class FileSource:
     def __init__(self, path: Path) -> None:
@@ -100,6 +104,12 @@ class FileSource:
 
     def describe(self) -> str:
         return str(self.path)
+
+    def version(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except FileNotFoundError:
+            return -1.0
 # Hostname (lower case) -> the role its enrollment is taking it to, for Pis on the way.
 Settling = Callable[[], dict[str, str]]
 
@@ -189,6 +199,7 @@ class Reconciler:
         self._threads: list[threading.Thread] = []
         self._events: Any = None
         self._shape: tuple[Any, ...] | None = None
+        self._text_version: float | None = None  # the baseline text the last one used
         self.last_report: Report | None = None
         self.last_results: dict[str, Result] = {}
 
@@ -207,6 +218,7 @@ class Reconciler:
         with self._lock:
             report = Report(trigger, time.time())
             try:
+                self._text_version = self.source.version()
                 if baseline is None:
                     baseline = self.load()
                 nodes = self.nodes()
@@ -380,9 +392,12 @@ class Reconciler:
             return self.reconcile(", ".join(dict.fromkeys(forced)))
         try:
             now = shape(self.nodes())
+            edited = self.source.version() != self._text_version
         except Exception as exc:
             log.warning("baseline: cannot list the nodes: %s", _explain(exc))
             return None
+        if edited:  # a file edit on any manager, or an apply on another controller
+            return self.reconcile("the baseline changed")
         if now == self._shape:
             return None
         reasons = [reason for reason, _, _ in pending] or ["periodic check"]

@@ -167,7 +167,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Show the Pis, their addresses, daemons and the controller."""
     st = _lab(ctx).status()
     if as_json:
-        keys = ("controller_url", "pin", "admin_token", "ca", "nodes")
+        keys = ("controller_url", "controllers", "pin", "admin_token", "ca", "nodes")
         click.echo(json.dumps({k: st.get(k) for k in keys}, indent=2))
     elif not st["nodes"]:
         click.echo("no lab is up")
@@ -218,9 +218,10 @@ def logs(ctx: click.Context, name: str, which: str | None, tail: int) -> None:
 
 def _print_table(st: dict[str, Any]) -> None:
     rows = [("NAME", "IP", "RUNNING", "PID", "AGENT", "DOCKER_HOST")]
+    serving = {c["name"] for c in st.get("controllers", [])}
     for n in st["nodes"]:
         agent = "-" if not n["agent_pid"] else ("up" if n["agent_running"] else "dead")
-        name = n["name"] + (" *" if n["controller"] else "")
+        name = n["name"] + (" *" if n["name"] in serving else "")
         running = "yes" if n["running"] else ("unplugged" if n.get("dead") else "NO")
         rows.append((name, n["ip"], running,
                      str(n["pid"] or "-"), agent, n["docker_host"]))
@@ -228,5 +229,7 @@ def _print_table(st: dict[str, Any]) -> None:
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if st.get("controller_url"):
-        click.echo(f"\ncontroller (*): {st['controller_url']}  pin: {st['pin']}")
-        click.echo(f"CA: {st['ca']}   admin token: enroll-lab status --json")
+        urls = "  ".join(c["url"] for c in st.get("controllers", [])) or "none running"
+        click.echo(f"\ncontrollers (*, one on every manager): {urls}")
+        click.echo(f"CA pin: {st['pin']}   CA: {st['ca']}   admin token: enroll-lab status "
+                   "--json")

@@ -19,12 +19,14 @@ from .lab import Lab, LabError
 Say = Callable[[str], None]
 
 
-def admin_client(lab: Lab) -> AdminClient:
+def admin_client(lab: Lab, pi: str = "") -> AdminClient:
+    """An admin client of the controller on `pi` (default: the first one that runs)."""
     status = lab.status()
-    if not status.get("controller_url"):
-        raise LabError("the lab has no controller running")
-    return AdminClient(status["controller_url"], status["admin_token"],
-                       ca_file=Path(status["ca"]))
+    urls = {c["name"].lower(): c["url"] for c in status.get("controllers", [])}
+    url = urls.get(pi.lower()) if pi else next(iter(urls.values()), None)
+    if not url or not status.get("admin_token"):
+        raise LabError(f"no controller runs{' on ' + pi if pi else ''} in the lab")
+    return AdminClient(url, status["admin_token"], ca_file=Path(status["ca"]))
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:

@@ -60,6 +60,7 @@ DEFAULT_MODELS = {
     "x86_64": "Generic x86_64 board",
 }
 AGENT_STARTUP_CHECK = 1.0  # seconds: an agent that cannot even start says so at once
+CONTROLLER_PORT = 8443  # every lab manager's controller serves there, in its own netns
 
 
 class LabError(RuntimeError):
@@ -752,7 +753,8 @@ class Lab:
         return next(n for n in self.status()["nodes"] if n["name"] == wanted)
 
     def status(self) -> dict[str, Any]:
-        """{"controller_url", "pin", "admin_token", "state_dir", "phase", "nodes": [...]}"""
+        """{"controller_url" (the first controller's), "pin", "admin_token", "controllers"
+        (every controller running now: name, url), "state_dir", "phase", "nodes": [...]}"""
         state = self.state()
         ctl = state.get("controller") or {}
         nodes = []
@@ -769,9 +771,11 @@ class Lab:
                 "manager": bool(pi.get("manager")), "dead": dead,
                 "agent_pid": agent, "agent_running": bool(agent and procs.alive(agent)),
             })
+        controllers = [{"name": n["name"], "url": f"https://{n['ip']}:{CONTROLLER_PORT}"}
+                       for n in nodes if n["running"] and self.controller_pid(n["name"])]
         return {
             "controller_url": ctl.get("url"), "pin": ctl.get("pin"),
-            "admin_token": ctl.get("admin_token"),
+            "admin_token": ctl.get("admin_token"), "controllers": controllers,
             "ca": str(Path(ctl["state_dir"]) / "ca.pem") if ctl.get("state_dir") else None,
             "state_dir": str(self.state_dir), "phase": state.get("phase"), "nodes": nodes,
         }

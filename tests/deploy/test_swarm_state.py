@@ -7,6 +7,7 @@ touched; torn down at the end of the module whatever happens.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -15,14 +16,26 @@ from pathlib import Path
 import docker
 import pytest
 
-from controller.state import Conflict, HostDoc, Record, State, StoreUnavailable, Unchanged
+from agent.wire.errors import WireError
+from controller.state import (
+    Conflict,
+    HostDoc,
+    Record,
+    State,
+    StoreUnavailable,
+    Unchanged,
+    new_id,
+)
 from controller.state.backend import TooLarge
 from controller.state.swarm import DOC_LABEL, SwarmBackend, config_name
 from deploy.lab.config import load_cluster
 from deploy.lab.demo import wait_for
 from deploy.lab.lab import Lab
 
-from ..unit.helpers import make_record
+
+def make_record(hostname: str) -> Record:
+    return Record(new_id("enr"), hostname, "hw-" + secrets.token_hex(3),
+                  secrets.token_urlsafe(32), "{}", "pending", "worker")
 
 pytestmark = pytest.mark.lab
 
@@ -150,20 +163,29 @@ def test_writes_elsewhere_reach_memory_through_events(lab: Lab) -> None:
 
 
 def test_without_quorum_writes_fail_whole_and_say_why(lab: Lab) -> None:
-    """Last: two of the three managers go, and with them the quorum."""
-    backend = SwarmBackend(api(lab, NAMES[0]))
+    """Last: two of the three managers go, and with them the quorum. Writes are refused
+    whole (a 503 to whoever asked), and memory still answers what was written before."""
+    state = State(SwarmBackend(api(lab, NAMES[0])))
     try:
-        stored = backend.create("test/quorum", {"n": 1})
+        record = state.update_host("PiQuorum-1", lambda doc: doc.add(
+            make_record("PiQuorum-1"), "agent:x", "node.request"))
         lab.kill_pi(NAMES[1])
         lab.kill_pi(NAMES[2])
         started = time.monotonic()
-        with pytest.raises(StoreUnavailable) as err:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:  # until the survivor notices it is alone
-                stored = backend.update(stored, {"n": stored.body["n"] + 1})
-                time.sleep(1)
-        assert "swarm's store refused" in str(err.value)
+
+        def refused() -> WireError | None:
+            try:
+                state.update_host("PiQuorum-1", lambda doc: doc.log("admin:a", "node.note"))
+            except WireError as exc:
+                return exc
+            return None
+
+        err = wait_for("a write refused for want of quorum", refused, 120, interval=1)
         print(f"writes refused {time.monotonic() - started:.1f}s after losing quorum")
-        assert backend.get("test/quorum").body == stored.body
+        assert (err.code, err.status) == ("state_unavailable", 503)
+        assert "swarm's store refused" in err.message
+        assert state.record(record.id) is not None  # from memory
+        with pytest.raises(StoreUnavailable):  # the store itself answers nothing now
+            state.backend.get("host/piquorum-1")
     finally:
-        backend.close()
+        state.close()

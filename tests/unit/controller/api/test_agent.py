@@ -275,9 +275,27 @@ def test_other_key_for_known_hostname_is_a_replacement(controller: Controller) -
 def test_replacement_with_valid_token_is_approved(controller: Controller) -> None:
     # Design: a replacement "waits for approval (or a valid token)".
     secret = controller.create_token(uses=2)["token"]
-    assert controller.agent("tok-6").enroll(bootstrap_token=secret).status_code == 200
+    old = controller.agent("tok-6")
+    answer = old.enroll(bootstrap_token=secret).get_json()
+    node = swarm_node_id()
+    controller.swarm.add_member(node, "tok-6")
+    old.joined(answer["id"], node)
+    controller.swarm.members[node]["Status"]["State"] = "down"  # the old Pi is gone
     replacement = controller.agent("tok-6").enroll(bootstrap_token=secret)
     assert replacement.get_json()["status"] == "approved"
+
+
+def test_a_fresh_grant_holds_a_second_claimant_even_with_a_token(controller: Controller
+                                                                 ) -> None:
+    """Two Pis racing for one new name, both with a token: the first is granted; the
+    second must not be granted too while the first one's grant may still be used."""
+    secret = controller.create_token(uses=2)["token"]
+    first = controller.agent("tok-7").enroll(bootstrap_token=secret).get_json()
+    second = controller.agent("tok-7").enroll(bootstrap_token=secret).get_json()
+    assert first["status"] == "approved"
+    assert second["status"] == "pending" and "granted to another Pi" in second["reason"]
+    assert "grant" not in second
+    assert controller.state.tokens()[0].uses_left == 1  # the held one spent no use
 
 
 def test_poll_of_another_agents_enrollment_is_404(controller: Controller) -> None:

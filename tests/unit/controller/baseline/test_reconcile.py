@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -473,3 +474,17 @@ def test_watchdog_leaves_a_task_that_has_no_room_or_is_young(api: FakeDockerAPI,
                                                              time.gmtime())
     rec.watch_stuck()  # room on pi-2 now, but pending for a moment only
     assert rec.stuck == {}
+
+
+def test_an_edited_file_is_applied_by_the_periodic_check(api: FakeDockerAPI, rec: Reconciler,
+                                                         path: Path) -> None:
+    """An edit made anywhere (a manager's file, another controller's apply) reaches the
+    swarm at the acting controller's next check, without anyone asking."""
+    rec.reconcile("start")
+    assert rec.run_pending() is None
+    path.write_text(BASELINE.replace("nginx:1", "nginx:2"))
+    os.utime(path, (2_000_000_000, 2_000_000_000))
+    report = rec.run_pending()
+    assert report is not None and report.trigger == "the baseline changed"
+    assert image(api, "nginx") == "nginx:2"
+    assert rec.run_pending() is None
