@@ -259,6 +259,8 @@ def _print_table(st: dict[str, Any]) -> None:
     rows = [("NAME", "IP", "RUNNING", "PID", "AGENT", "DOCKER_HOST")]
     for n in st["nodes"]:
         agent = "-" if not n["agent_pid"] else ("up" if n["agent_running"] else "dead")
+        if n.get("card"):  # its agent runs in the booted card
+            agent = "card" if n["booted"] else "card, off"
         name = n["name"] + (" *" if n["controller"] else "")
         running = "yes" if n["running"] else ("unplugged" if n.get("dead") else "NO")
         rows.append((name, n["ip"], running,

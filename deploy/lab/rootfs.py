@@ -118,10 +118,10 @@ def cached(state_dir: Path) -> Path | None:
     return base / "root" if (base / "stamp.json").is_file() else None
 
 
-def apt_sources(paths: tuple[Path, ...] = SOURCES) -> list[Source]:
+def apt_sources(paths: tuple[Path, ...] | None = None) -> list[Source]:
     """The host's Debian `deb` sources for SUITE and its -updates/-security suites."""
     files: list[Path] = []
-    for p in paths:
+    for p in SOURCES if paths is None else paths:
         if p.is_dir():
             files += sorted(f for f in p.iterdir() if f.suffix in (".list", ".sources"))
         elif p.is_file():
