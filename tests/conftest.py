@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.lab import cgroups, mounts, netns, procs
+from deploy.lab import cards, cgroups, mounts, netns, procs
 from deploy.lab.lab import Lab
 
 
@@ -56,6 +56,7 @@ def leftovers(the_lab: Lab) -> list[str]:
               for pid in procs.in_cgroup(the_lab.prefix, prefix=True) if procs.alive(pid)]
     found += [f"mount {m}" for m in mounts.mounts_under(the_lab.run_base, the_lab.state_dir)]
     found += [f"cgroup {c}" for c in cgroups.find(the_lab.prefix)]
+    found += [f"nspawn dir {p}" for p in cards.PROPAGATE.glob(the_lab.prefix + "*")]
     if the_lab.run_base.exists():
         found.append(f"dir {the_lab.run_base}")
     if the_lab.state_file.exists():

@@ -22,6 +22,7 @@ nspawn again after each reboot. It, nspawn and the booted system live in the cgr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -38,6 +39,10 @@ from controller.flash.bootfs import BOOT_MOUNT, FlashError, open_bootfs, split_c
 from . import cgroups, dockerd, mounts, procs
 
 NSPAWN = "systemd-nspawn"
+# nspawn leaves these behind when it is killed; its image locks are not needed (the lab
+# boots each Pi's disk once), its propagation dirs are removed by power_off and forget
+NSPAWN_ENV = {"SYSTEMD_NSPAWN_LOCK": "0"}
+PROPAGATE = Path("/run/systemd/nspawn/propagate")
 REBOOT_STATUS = 133  # nspawn's exit status when the booted system asked for a reboot
 CGROUP_FS = Path("/sys/fs/cgroup")
 BOOT_TIMEOUT = 30.0  # seconds until the container's PID 1 must be there
@@ -64,7 +69,11 @@ class CardPi:
 
     name: str
     pi_dir: Path
-    cgroup: str  # <prefix><name>.card
+    machine: str  # <prefix><name>: nspawn's name for it
+
+    @property
+    def cgroup(self) -> str:
+        return f"{self.machine}.card"
 
     @property
     def dir(self) -> Path:
@@ -173,7 +182,7 @@ def enter_argv(pid: int) -> list[str]:
 
 
 def boot(pi: CardPi, *, lower: Path, card: Path, netns: Path, docker_sock: Path,
-         machine: str, machine_id: str, fresh: bool) -> int:
+         machine_id: str, fresh: bool) -> int:
     """Power the Pi on: its overlay disk mounted, the supervisor started; wait for PID 1.
 
     `fresh`: a new disk (the Pi's first power-on). Returns the supervisor's pid.
@@ -193,7 +202,7 @@ def boot(pi: CardPi, *, lower: Path, card: Path, netns: Path, docker_sock: Path,
             raise CardError(f"{pi.name}: mounting its disk (overlayfs) failed: "
                             f"{res.stderr.strip()}")
     spec = {"name": pi.name, "root": str(pi.root), "card": str(card), "netns": str(netns),
-            "docker_sock": str(docker_sock), "machine": machine, "machine_id": machine_id,
+            "docker_sock": str(docker_sock), "machine": pi.machine, "machine_id": machine_id,
             "boots": str(pi.boots), "cgroups": [str(d) for d in cgroup_dirs(pi.cgroup)]}
     pi.spec_file.write_text(json.dumps(spec, indent=2) + "\n")
     for d in cgroup_dirs(pi.cgroup):
@@ -229,9 +238,21 @@ def power_off(pi: CardPi) -> list[str]:
     busy = cgroups.remove(pi.cgroup)
     if busy:
         errors.append(f"cgroups still in use: {busy}")
+    forget(pi.machine)
     if victims:
         _record(pi.boots, "power cut")
     return errors
+
+
+def forget(machine_prefix: str) -> None:
+    """Remove nspawn's (empty) propagation dirs of machines whose name starts so."""
+    try:
+        names = [p for p in PROPAGATE.iterdir() if p.name.startswith(machine_prefix)]
+    except OSError:
+        return
+    for path in names:
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def boot_count(pi: CardPi) -> int:
@@ -258,7 +279,9 @@ def supervise(spec_file: Path) -> int:
         args = kernel_args(Path(spec["card"]))
         _record(boots, f"boot: {' '.join(args) or '(no systemd.* arguments)'}")
         sys.stdout.flush()
-        status = subprocess.call(nspawn_argv(spec, args), stdin=subprocess.DEVNULL)
+        status = subprocess.call(nspawn_argv(spec, args), stdin=subprocess.DEVNULL,
+                                 env={**os.environ, **NSPAWN_ENV})
+        forget(spec["machine"])
         _record(boots, f"nspawn exited with status {status}")
         if status != REBOOT_STATUS:
             return status

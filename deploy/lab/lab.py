@@ -167,7 +167,7 @@ class Lab:
 
     def card_pi(self, name: str) -> cards.CardPi:
         """Where a card Pi keeps its disk and boot records; its cgroup."""
-        return cards.CardPi(name, self.pi_dir(name), f"{self.prefix}{name}.card")
+        return cards.CardPi(name, self.pi_dir(name), self.prefix + name)
 
     def rootfs(self) -> Path:
         """The card Pis' Debian root, built first if it is not cached (minutes)."""
@@ -705,7 +705,7 @@ class Lab:
             pid = cards.boot(
                 self.card_pi(name), lower=Path(entry["rootfs"]), card=Path(entry["card"]),
                 netns=netns.netns_path(entry["netns"]), docker_sock=self.daemon_spec(name).sock,
-                machine=self.prefix + name, machine_id=entry["hardware_id"], fresh=fresh)
+                machine_id=entry["hardware_id"], fresh=fresh)
         except cards.CardError as exc:
             raise LabError(str(exc)) from None
         entry["procs"]["card"] = pid
@@ -930,6 +930,7 @@ class Lab:
         busy = cgroups.remove(self.prefix)
         if busy:
             errors.append(f"cgroups still in use: {busy}")
+        cards.forget(self.prefix)
         if not errors:
             self.state_file.unlink(missing_ok=True)
         return errors
