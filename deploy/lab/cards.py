@@ -216,7 +216,7 @@ def boot(pi: CardPi, *, lower: Path, card: Path, netns: Path, docker_sock: Path,
     deadline = time.monotonic() + BOOT_TIMEOUT
     while leader(pi) is None:
         if proc.poll() is not None or time.monotonic() > deadline:
-            procs.kill([proc.pid])
+            procs.kill([proc.pid, *processes(pi)])
             raise CardError(f"{pi.name} did not boot (console: {pi.console})\n"
                             f"{dockerd.log_tail(pi.console)}")
         time.sleep(0.1)
@@ -238,16 +238,18 @@ def power_off(pi: CardPi) -> list[str]:
     busy = cgroups.remove(pi.cgroup)
     if busy:
         errors.append(f"cgroups still in use: {busy}")
-    forget(pi.machine)
+    forget(pi.machine, prefix=False)
     if victims:
         _record(pi.boots, "power cut")
     return errors
 
 
-def forget(machine_prefix: str) -> None:
-    """Remove nspawn's (empty) propagation dirs of machines whose name starts so."""
+def forget(machine: str, prefix: bool = True) -> None:
+    """Remove nspawn's (empty) propagation dir of that machine, or with `prefix`, of every
+    machine whose name starts so (teardown without the lab's state)."""
     try:
-        names = [p for p in PROPAGATE.iterdir() if p.name.startswith(machine_prefix)]
+        names = [p for p in PROPAGATE.iterdir()
+                 if (p.name.startswith(machine) if prefix else p.name == machine)]
     except OSError:
         return
     for path in names:
@@ -281,7 +283,7 @@ def supervise(spec_file: Path) -> int:
         sys.stdout.flush()
         status = subprocess.call(nspawn_argv(spec, args), stdin=subprocess.DEVNULL,
                                  env={**os.environ, **NSPAWN_ENV})
-        forget(spec["machine"])
+        forget(spec["machine"], prefix=False)
         _record(boots, f"nspawn exited with status {status}")
         if status != REBOOT_STATUS:
             return status

@@ -713,10 +713,10 @@ class Lab:
 
     def kill_pi(self, name: str) -> None:
         """Pull the plug: SIGKILL everything of that Pi (dockerd, containerd, containers,
-        agent, controller), remove its namespace and its veth on the LAN (and the mounts
-        that die with the power); its disk and logs stay. It shows as not running (dead)
-        and add_pi may plug in a replacement under the same name. Killing it again is a
-        no-op."""
+        agent, controller, a card Pi's booted system), remove its namespace and its veth on
+        the LAN (and the mounts that die with the power); its disk and logs stay. It shows
+        as not running (dead) and add_pi may plug in a replacement under the same name.
+        Killing it again is a no-op."""
         with self._locked():
             state = self.state()
             entry = self._entry(state, name)

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from controller.enrollctl import main as enrollctl
-from deploy.lab import cards
+from deploy.lab import cards, mounts
 from deploy.lab.demo import wait_for
 
 from .conftest import CardLab, Flash, boot_records, firstboot_log
@@ -101,3 +101,13 @@ def _agent_answer(card_lab: CardLab, name: str, before: dict[str, str]) -> str:
     """This boot's agent journal once it holds the controller's answer, else ''."""
     journal = card_lab.os(name, "journalctl", "--no-pager", "-b", "-u", "enroll-agent")
     return journal if f"enrollment {before['enrollment']}: joined" in journal else ""
+
+
+def test_kill_powers_a_card_pi_off_hard(card_lab: CardLab) -> None:
+    pi = card_lab.lab.card_pi(WORKER)
+    card_lab.lab.kill_pi(WORKER)
+    assert not cards.processes(pi)
+    assert not mounts.mounts_under(pi.root)
+    assert (pi.upper / "opt/swarm-enroll/bin/enroll-agent").exists()  # its disk stays
+    node = card_lab.lab.node(WORKER)
+    assert node["dead"] and not node["booted"]
