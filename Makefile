@@ -5,22 +5,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 # cloud-init: `cloud-init schema` for the flash tests (installing it starts nothing here;
 # the deps target then disables it, so that it never runs at a boot of this machine);
-# systemd: `systemd-analyze verify` for the unit tests (PID 1 is not touched).
+# systemd: `systemd-analyze verify` for the unit tests (PID 1 is not touched);
+# debootstrap, systemd-container: the lab Pis that boot a flashed card (a Debian root
+# under systemd-nspawn).
 APT_PACKAGES := docker.io iproute2 busybox-static iptables procps util-linux python3-venv \
-	cloud-init systemd
+	cloud-init systemd debootstrap systemd-container
 CLUSTER ?= deploy/lab/cluster.toml
 DIST ?= dist
 
-.PHONY: help deps venv demo demo-down demo-soak test lint bench dist clean
+.PHONY: help deps venv demo demo-down demo-soak test test-cards lint bench dist wheelhouse clean
 
 help:
 	@echo "make demo       build the simulated 8-Pi cluster and watch it enroll itself"
 	@echo "make demo-down  remove the lab: daemons, namespaces, mounts"
-	@echo "make test       run the whole test suite (unit + lab)"
+	@echo "make test       run the test suite (unit + lab, one card journey)"
+	@echo "make test-cards the other lab Pis booting flashed cards (manager, controller, reboots)"
 	@echo "make lint       ruff"
 	@echo "make bench      benchmarks in their own lab -> tests/bench/results/latest.{json,md}"
 	@echo "make demo-soak  the demo 20 times from down -> tests/bench/results/soak.json"
 	@echo "make dist       build the wheel and sdist into dist/ (DIST=dir to change)"
+	@echo "make wheelhouse the dependencies' wheels for this machine's architecture"
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -55,7 +59,14 @@ demo-soak: deps venv
 
 test: deps venv
 	$(BIN)/enroll-lab down
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/enroll-lab rootfs
+	$(BIN)/python -m pytest -q -ra -m "not cards" $(PYTEST_ARGS)
+
+# The card Pis `make test` leaves out (it runs one card journey): see README, The lab.
+test-cards: deps venv
+	$(BIN)/enroll-lab down
+	$(BIN)/enroll-lab rootfs
+	$(BIN)/python -m pytest -q -ra -m cards tests/cards $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check agent controller deploy tests
@@ -64,6 +75,14 @@ lint: venv
 dist: venv
 	rm -f $(DIST)/swarm_enroll-*.whl $(DIST)/swarm_enroll-*.tar.gz
 	$(BIN)/python -m build --outdir $(DIST) .
+
+# For `enrollctl flash --wheelhouse`: a Pi with no Internet access installs offline.
+# Built for this machine's architecture and Python; for a Pi, run it on a Pi (or use
+# `pip download --platform ...`).
+wheelhouse: dist
+	$(BIN)/pip wheel --quiet --wheel-dir $(DIST)/wheelhouse \
+	  "$$(ls $(DIST)/swarm_enroll-*.whl)[controller]"
+	rm -f $(DIST)/wheelhouse/swarm_enroll-*.whl
 
 clean: demo-down
 	rm -rf $(VENV) build dist *.egg-info

@@ -2,7 +2,8 @@
 
 Shared by agent and controller. Zeroconf is bound to the given addresses (the
 Pi's LAN address) so that docker0 and other local bridges are never announced
-or listened on.
+or listened on; given none (a flashed Pi's agent.toml has no advertise_addr), it
+listens on every interface, as zeroconf does by default.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ import logging
 import threading
 from collections.abc import Callable
 
-from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
+from zeroconf import (
+    InterfaceChoice,
+    IPVersion,
+    ServiceBrowser,
+    ServiceInfo,
+    ServiceStateChange,
+    Zeroconf,
+)
 
 from agent.wire.mdns import decode_txt, instance_name
 
@@ -26,7 +34,8 @@ class MDNS:
     """One zeroconf instance: announce one service, browse any number of types."""
 
     def __init__(self, interfaces: list[str]) -> None:
-        self.zc = Zeroconf(interfaces=interfaces or None, ip_version=IPVersion.V4Only)
+        self.zc = Zeroconf(interfaces=interfaces or InterfaceChoice.All,
+                           ip_version=IPVersion.V4Only)
         self.interfaces = interfaces
         self._info: ServiceInfo | None = None
         self._browsers: list[ServiceBrowser] = []

@@ -270,12 +270,23 @@ systemd_version() {
   systemctl --version 2>/dev/null | awk 'NR == 1 { print $2 + 0 }'
 }
 
+installed() {  # installed PACKAGE: in dpkg's database as installed?
+  dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f='${Status}' "$1" 2>/dev/null |
+    grep -q ' installed$'
+}
+
 install_packages() {
   [ -f "$STATE/packages.done" ] && return 0
-  pkgs="python3-venv"
+  pkgs=""
+  installed python3-venv || pkgs="python3-venv"
   if [ "$SE_DOCKER_PACKAGE" != none ] && [ ! -x "$ROOT/usr/bin/dockerd" ] &&
      [ ! -x "$ROOT/usr/sbin/dockerd" ]; then
     pkgs="$SE_DOCKER_PACKAGE $pkgs"
+  fi
+  if [ -z "$pkgs" ]; then  # an image that has them: no network needed for apt
+    log "Docker and python3-venv are installed already"
+    touch "$STATE/packages.done"
+    return 0
   fi
   log "installing $pkgs from the OS packages"
   export DEBIAN_FRONTEND=noninteractive

@@ -3,12 +3,14 @@
     enroll-lab up [--config FILE] [--no-agents] [--no-controller]
     enroll-lab status [--json] | exec NAME -- CMD... | logs NAME [--agent|--docker|...]
     enroll-lab add NAME [--hardware-id ID] [--manager] [--token TOKEN | --lab-token]
-                        [--no-agent] [--ip IP] [--model MODEL] [--arch ARCH]
-    enroll-lab kill NAME
+                        [--no-agent] [--ip IP] [--model MODEL] [--arch ARCH] [--card DIR]
+    enroll-lab kill NAME | reboot NAME [--hard] | exec NAME --os -- CMD...
+    enroll-lab rootfs
     enroll-lab down
 
 `add` plugs a freshly flashed Pi into the running lab (a killed Pi's name may be reused:
-the replaced Pi); `kill` pulls a Pi's plug. A thin shell over deploy.lab.lab.Lab, so the
+the replaced Pi); with `--card` the Pi boots that card under systemd (deploy/lab/cards.py).
+`kill` pulls a Pi's plug. A thin shell over deploy.lab.lab.Lab, so the
 CLI and the tests share one code path. Errors are one line on stderr and a non-zero exit
 (`-v` adds the details, e.g. log tails).
 """
@@ -19,6 +21,7 @@ import functools
 import json
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -119,22 +122,30 @@ def demo(ctx: click.Context, config_path: Path, timeout: float) -> None:
 @click.option("--model", help="Its model string (default: from --arch).")
 @click.option("--arch", type=click.Choice(sorted(KNOWN_ARCHES)),
               help="Its architecture (default: from --model, else armv7l).")
+@click.option("--card", type=click.Path(path_type=Path), metavar="DIR",
+              help="Boot this card (a boot partition written by 'enrollctl flash' for NAME) "
+              "under systemd instead of running a lab agent.")
 @click.pass_context
 @_one_line_errors
 def add(ctx: click.Context, name: str, hardware_id: str | None, manager: bool,
         token: str | None, lab_token: bool, no_agent: bool, ip: str | None,
-        model: str | None, arch: str | None) -> None:
+        model: str | None, arch: str | None, card: Path | None) -> None:
     """Plug a freshly flashed Pi NAME into the running lab.
 
     It gets its own namespace, address, dockerd and images, and (unless --no-agent) an
     agent with a new key, without a bootstrap token unless --token/--lab-token. NAME may
-    be that of a killed Pi: its replacement (new hardware id, new key, blank disk)."""
+    be that of a killed Pi: its replacement (new hardware id, new key, blank disk).
+    With --card it boots the card instead: a Debian 12 root (built once, cached) with
+    the card at /boot/firmware, whose first boot installs and starts the agent."""
     if token is not None and lab_token:
         raise click.UsageError("--token and --lab-token exclude each other")
+    if card is not None and (token is not None or lab_token or no_agent):
+        raise click.UsageError("--card takes no --token, --lab-token or --no-agent: the "
+                               "card holds the agent's settings")
     lab = _lab(ctx)
     lab.add_pi(name, hardware_id=hardware_id, manager=manager,
                token="lab" if lab_token else token, agent=not no_agent, model=model,
-               arch=arch, ip=ip)
+               arch=arch, ip=ip, card=card)
     _print_table(lab.status())
 
 
@@ -151,10 +162,34 @@ def kill(ctx: click.Context, name: str) -> None:
 
 
 @main.command()
+@click.argument("name")
+@click.option("--hard", is_flag=True, help="Cut the power and power on again (no clean "
+              "shutdown) instead of 'systemctl reboot'.")
+@click.pass_context
+@_one_line_errors
+def reboot(ctx: click.Context, name: str, hard: bool) -> None:
+    """Reboot card Pi NAME (its disk and its card stay)."""
+    _lab(ctx).reboot_pi(name, hard=hard)
+    click.echo(f"{name} is booting again")
+
+
+@main.command()
+@click.pass_context
+@_one_line_errors
+def rootfs(ctx: click.Context) -> None:
+    """Build the card Pis' Debian root now (else the first card boot builds it)."""
+    lab = _lab(ctx)
+    started = time.monotonic()
+    root = lab.rootfs()
+    click.echo(f"{root} (ready in {time.monotonic() - started:.0f}s)")
+
+
+@main.command()
 @click.pass_context
 @_one_line_errors
 def down(ctx: click.Context) -> None:
-    """Remove the lab: processes, daemons, mounts, namespaces, the host veth."""
+    """Remove the lab: processes, daemons, mounts, namespaces, the host veth (the card
+    Pis' cached Debian root stays)."""
     _lab(ctx).down()
     click.echo("lab is down")
 
@@ -177,13 +212,16 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @main.command(name="exec", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
+@click.option("--os", "in_os", is_flag=True, help="Inside the booted system of a card Pi "
+              "(e.g. systemctl status enroll-agent).")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 @_one_line_errors
-def exec_(ctx: click.Context, name: str, cmd: tuple[str, ...]) -> None:
+def exec_(ctx: click.Context, name: str, in_os: bool, cmd: tuple[str, ...]) -> None:
     """Run CMD inside Pi NAME (its network and hostname, DOCKER_HOST set): exec NAME -- CMD"""
+    lab = _lab(ctx)
     try:
-        rc = _lab(ctx).exec(name, list(cmd)).returncode
+        rc = (lab.os_exec if in_os else lab.exec)(name, list(cmd)).returncode
     except FileNotFoundError as exc:
         raise LabError(f"cannot run {cmd[0]}: {exc.strerror}") from None
     sys.exit(rc)
@@ -194,6 +232,7 @@ def exec_(ctx: click.Context, name: str, cmd: tuple[str, ...]) -> None:
 @click.option("--controller", "which", flag_value="controller", help="enroll-controller log.")
 @click.option("--agent", "which", flag_value="agent", help="enroll-agent log.")
 @click.option("--docker", "which", flag_value="docker", help="dockerd log.")
+@click.option("--console", "which", flag_value="console", help="A card Pi's console.")
 @click.option("-n", "--tail", type=int, default=0, help="Only the last N lines.")
 @click.pass_context
 @_one_line_errors
@@ -221,6 +260,8 @@ def _print_table(st: dict[str, Any]) -> None:
     serving = {c["name"] for c in st.get("controllers", [])}
     for n in st["nodes"]:
         agent = "-" if not n["agent_pid"] else ("up" if n["agent_running"] else "dead")
+        if n.get("card"):  # its agent runs in the booted card
+            agent = "card" if n["booted"] else "card, off"
         name = n["name"] + (" *" if n["name"] in serving else "")
         running = "yes" if n["running"] else ("unplugged" if n.get("dead") else "NO")
         rows.append((name, n["ip"], running,

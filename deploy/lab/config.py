@@ -6,7 +6,9 @@ message before any namespace or daemon is created.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import platform
 import re
 import tomllib
 from dataclasses import dataclass
@@ -25,7 +27,9 @@ MAX_NAME = 50  # keeps the daemon's unix socket paths well under the 108-byte li
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _HWID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _LAB_KEYS = {"subnet", "rules", "controller", "images", "baseline"}
-_PI_KEYS = {"name", "model", "arch", "hardware_id", "ip", "token"}
+_PI_KEYS = {"name", "model", "arch", "hardware_id", "ip", "token", "card"}
+_MACHINE_ID = re.compile(r"^[0-9a-f]{32}$")
+CARD_MODEL = "Generic {arch} board"  # what a card Pi's agent reports (no device tree)
 
 
 class ConfigError(ValueError):
@@ -42,6 +46,7 @@ class PiSpec:
     hardware_id: str
     ip: ipaddress.IPv4Address
     token: bool = True  # write a bootstrap token into its agent config
+    card: Path | None = None  # boots this card (enrollctl flash) instead of a lab agent
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,17 @@ def valid_hostname(name: object) -> bool:
 def valid_hardware_id(value: object) -> bool:
     """1-64 characters of letters, digits, '.', '_', ':' or '-' (starting alphanumeric)."""
     return isinstance(value, str) and bool(_HWID.match(value))
+
+
+def valid_machine_id(value: object) -> bool:
+    """A card Pi's hardware id is its /etc/machine-id: 32 lowercase hex digits."""
+    return isinstance(value, str) and bool(_MACHINE_ID.match(value))
+
+
+def host_arch() -> str:
+    """The architecture a card Pi reports: the host's own (the container runs on it)."""
+    arch = platform.machine()
+    return arch if arch in KNOWN_ARCHES else "x86_64"
 
 
 def load_cluster(path: str | Path) -> ClusterConfig:
@@ -132,7 +148,7 @@ def parse_cluster(
     ips: dict[ipaddress.IPv4Address, str] = {}
     hwids: dict[str, str] = {}
     for i, raw in enumerate(pis_raw, start=1):
-        pis.append(_parse_pi(raw, i, subnet, admin_ip, fail))
+        pis.append(_parse_pi(raw, i, subnet, admin_ip, base_dir, fail))
         spec = pis[-1]
         key = spec.name.lower()
         if key in names:
@@ -152,6 +168,9 @@ def parse_cluster(
         if not isinstance(controller, str) or controller.lower() not in names:
             raise fail(f"[lab] controller {controller!r} is not the name of a [[pi]]")
         controller = pis[names[controller.lower()] - 1].name
+        if pis[names[controller.lower()] - 1].card is not None:
+            raise fail(f"[lab] controller {controller!r} boots a card: a controller card "
+                       "runs its own enroll-controller; leave [lab] controller out")
 
     rules = _opt_path(lab, "rules", base_dir, fail)
     if controller is not None and rules is None:
@@ -189,6 +208,7 @@ def _parse_pi(
     index: int,
     subnet: ipaddress.IPv4Network,
     admin_ip: ipaddress.IPv4Address,
+    base_dir: Path,
     fail: Any,
 ) -> PiSpec:
     if not isinstance(raw, dict):
@@ -198,6 +218,15 @@ def _parse_pi(
     if unknown:
         raise fail(f"{label}: unknown key(s): {', '.join(sorted(unknown))} "
                    f"(allowed: {', '.join(sorted(_PI_KEYS))})")
+    card = raw.get("card")
+    if card is not None:
+        if not isinstance(card, str) or not card:
+            raise fail(f"{label}: card must be the path of a flashed boot partition")
+        card = (base_dir / card).resolve()
+        if not card.is_dir():
+            raise fail(f"{label}: card {card} is not a directory (a boot partition written "
+                       "by 'enrollctl flash')")
+        raw = _card_defaults(raw)
     missing = [k for k in ("name", "model", "arch", "hardware_id") if k not in raw]
     if missing:
         raise fail(f"{label}: missing key(s): {', '.join(missing)}")
@@ -218,6 +247,9 @@ def _parse_pi(
     if not valid_hardware_id(hwid):
         raise fail(f"{label}: hardware_id {hwid!r} must be 1-64 characters of letters, "
                    "digits, '.', '_', ':' or '-'")
+    if card is not None and not valid_machine_id(hwid):
+        raise fail(f"{label}: a card Pi's hardware_id is its machine id: 32 lowercase hex "
+                   f"digits, not {hwid!r}")
     token = raw.get("token", True)
     if not isinstance(token, bool):
         raise fail(f"{label}: token must be true or false")
@@ -234,4 +266,15 @@ def _parse_pi(
                    "(or is its network/broadcast address)")
     if ip == admin_ip:
         raise fail(f"{label}: ip {ip} is reserved for the host's admin veth")
-    return PiSpec(name=name, model=model, arch=arch, hardware_id=hwid, ip=ip, token=token)
+    return PiSpec(name=name, model=model, arch=arch, hardware_id=hwid, ip=ip, token=token,
+                  card=card)
+
+
+def _card_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """A card Pi needs only a name and a card: it reports the host's architecture, and
+    its machine id (its hardware id) is derived from its name unless given."""
+    arch = host_arch()
+    name = raw.get("name")
+    derived = hashlib.sha256(str(name).lower().encode()).hexdigest()[:32]
+    return {"arch": arch, "model": CARD_MODEL.format(arch=arch), "hardware_id": derived,
+            **raw}

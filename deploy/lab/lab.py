@@ -9,6 +9,11 @@ While the lab is up, `add_pi` plugs a freshly flashed Pi into the LAN (new names
 dockerd, images, agent with a new key), `kill_pi` pulls a Pi's plug (processes, namespace
 and veth go; its logs and disk stay until it is replaced or the lab goes down), and
 `restart_agent` restarts one agent with the same config and key.
+
+A Pi may boot a card that `enrollctl flash` wrote instead of running a lab agent
+(`add_pi(card=...)`, `card =` in the cluster file): see cards.py. `reboot_pi` reboots it
+(or cuts its power and powers it on again) and `os_exec` runs a command in its booted
+system.
 """
 
 from __future__ import annotations
@@ -32,22 +37,26 @@ from typing import Any
 import docker
 import requests
 
-from . import cgroups, dockerd, images, mounts, netns, procs
+from . import cards, cgroups, dockerd, images, mounts, netns, procs, rootfs
 from .config import (
+    CARD_MODEL,
     FIRST_HOST,
     KNOWN_ARCHES,
     MAX_NAME,
     RESERVED_NAMES,
     ClusterConfig,
     PiSpec,
+    host_arch,
     valid_hardware_id,
     valid_hostname,
+    valid_machine_id,
 )
 
 DEFAULT_STATE_DIR = Path("/var/lib/swarm-enroll-lab")
 DEFAULT_PREFIX = "selab-"
 STATE_VERSION = 1
-LOG_NAMES = {"docker": "dockerd.log", "controller": "controller.log", "agent": "agent.log"}
+LOG_NAMES = {"docker": "dockerd.log", "controller": "controller.log", "agent": "agent.log",
+             "console": "console.log"}
 REQUIRED_TOOLS = ("ip", "nsenter", "unshare", "umount", "dockerd", "containerd", "runc")
 # logs (and the rotated logs of replaced Pis: agent.log.1, ...) survive down and kill_pi
 _LOG_FILE = re.compile(r"\.log(\.\d+)?$")
@@ -157,6 +166,17 @@ class Lab:
                 return pi
         raise LabError(f"no Pi named {name!r} in the lab at {self.state_dir}")
 
+    def card_pi(self, name: str) -> cards.CardPi:
+        """Where a card Pi keeps its disk and boot records; its cgroup."""
+        return cards.CardPi(name, self.pi_dir(name), self.prefix + name)
+
+    def rootfs(self) -> Path:
+        """The card Pis' Debian root, built first if it is not cached (minutes)."""
+        try:
+            return rootfs.ensure(self.state_dir)
+        except rootfs.RootfsError as exc:
+            raise LabError(str(exc)) from None
+
     def _check_name_fits(self, name: str) -> None:
         sock = self.daemon_spec(name).exec_root / "containerd/containerd.sock.ttrpc"
         if len(str(sock)) >= 100:
@@ -180,10 +200,13 @@ class Lab:
         _require_root_and_tools()
         for pi in config.pis:
             self._check_name_fits(pi.name)
+            if pi.card is not None:
+                _check_card(pi.name, pi.card)
+        lower = self.rootfs() if any(pi.card for pi in config.pis) else None
         self.down()
         try:
             with self._locked():
-                self._up(config, controller, agents, image_names, timeout)
+                self._up(config, controller, agents, image_names, timeout, lower)
         except BaseException as exc:
             try:
                 self.down()
@@ -201,6 +224,7 @@ class Lab:
         with_agents: bool,
         image_names: Sequence[str] | None,
         timeout: float,
+        lower: Path | None,
     ) -> None:
         prefixlen = config.subnet.prefixlen
         state: dict[str, Any] = {
@@ -218,7 +242,8 @@ class Lab:
                 {"name": p.name, "ip": str(p.ip), "netns": self.netns_name(p.name),
                  "index": i, "model": p.model, "arch": p.arch, "hardware_id": p.hardware_id,
                  "token": p.token, "manager": False, "dead": False, "dockerd_pid": None,
-                 "procs": {}}
+                 "procs": {},
+                 **({"card": str(p.card), "rootfs": str(lower)} if p.card else {})}
                 for i, p in enumerate(config.pis, start=1)
             ],
         }
@@ -261,6 +286,9 @@ class Lab:
         self._save(state)
         if with_agents:
             self._start_agents(config, state)
+        for entry in state["pis"]:
+            if entry.get("card"):
+                self._boot_card(state, entry, fresh=True)
         state["phase"] = "up"
         self._save(state)
 
@@ -340,20 +368,26 @@ class Lab:
 
     def _start_agents(self, config: ClusterConfig, state: dict[str, Any]) -> None:
         """The first manager's agent first: it starts the controller there (as every
-        manager's agent does), which makes the bootstrap token the others carry."""
+        manager's agent does), which makes the bootstrap token the others carry. A Pi that
+        boots a card brings its own agent."""
+        pis = [pi for pi in config.pis if pi.card is None]
+        if not pis:
+            return
         ctl = state.get("controller")
         if not ctl:
             raise LabError("agents need the controller (its CA pin); use --no-agents")
         _require_program(self.agent_cmd[0])
-        first = config.pi(ctl["name"])
-        conf = self.write_agent_config(first, ctl["pin"], None)
-        proc = self._spawn_agent(state, first.name, conf)
-        self._wait_healthz(ctl, proc, self.pi_dir(first.name) / LOG_NAMES["controller"])
-        ctl["token"] = self._bootstrap_token(ctl)
-        self._save(state)
-        started: list[tuple[str, subprocess.Popen]] = [(first.name, proc)]
-        for pi in config.pis:
-            if pi.name == first.name:
+        started: list[tuple[str, subprocess.Popen]] = []
+        first = next((pi for pi in pis if pi.name == ctl["name"]), None)
+        if first is not None:
+            conf = self.write_agent_config(first, ctl["pin"], None)
+            proc = self._spawn_agent(state, first.name, conf)
+            self._wait_healthz(ctl, proc, self.pi_dir(first.name) / LOG_NAMES["controller"])
+            ctl["token"] = self._bootstrap_token(ctl)
+            self._save(state)
+            started.append((first.name, proc))
+        for pi in pis:
+            if first is not None and pi.name == first.name:
                 continue
             conf = self.write_agent_config(pi, ctl["pin"], ctl.get("token") if pi.token else None)
             started.append((pi.name, self._spawn_agent(state, pi.name, conf)))
@@ -520,6 +554,7 @@ class Lab:
         arch: str | None = None,
         ip: str | ipaddress.IPv4Address | None = None,
         agent_settings: Mapping[str, Any] | None = None,
+        card: str | Path | None = None,
         timeout: float = 60.0,
     ) -> dict[str, Any]:
         """A freshly flashed Pi appears on the lab LAN; return its status() node.
@@ -531,6 +566,11 @@ class Lab:
         `token`: None = no bootstrap token, "lab" = the lab's own, else that token.
         `manager` is only recorded (the controller's rules decide the role).
         `agent_settings` go into agent.toml (see write_agent_config).
+
+        `card`: the Pi boots this card (a boot partition written by `enrollctl flash` for
+        hostname `name`) under systemd instead of running a lab agent; its hardware id is
+        its machine id (32 hex digits, random unless given); returns once the booted
+        system's PID 1 runs (the first boot goes on by itself).
 
         A name killed with kill_pi may be added again: the replaced Pi (same hostname, new
         hardware id unless given, new key, blank disk; old logs rotated to *.log.1).
@@ -544,6 +584,20 @@ class Lab:
         if name.lower() in RESERVED_NAMES:
             raise LabError(f"name {name!r} is reserved by the lab")
         self._check_name_fits(name)
+        lower = None
+        if card is not None:
+            if token is not None or agent_settings:
+                raise LabError("a card Pi's agent takes its settings from the card (flash the "
+                               "token onto it); give no token or agent settings")
+            card = _check_card(name, card)
+            if hardware_id is not None and not valid_machine_id(hardware_id):
+                raise LabError(f"hardware_id {hardware_id!r}: a card Pi's hardware id is its "
+                               "machine id, 32 lowercase hex digits")
+            hardware_id = hardware_id or secrets.token_hex(16)
+            arch = arch or host_arch()
+            model = model or CARD_MODEL.format(arch=arch)
+            agent = False
+            lower = self.rootfs()  # before the lab's lock: the first build takes minutes
         hwid = hardware_id if hardware_id is not None else "00000000" + secrets.token_hex(4)
         if not valid_hardware_id(hwid):
             raise LabError(f"hardware_id {hwid!r} must be 1-64 characters of letters, "
@@ -595,7 +649,8 @@ class Lab:
             entry = {"name": name, "ip": str(addr), "netns": self.netns_name(name),
                      "index": index, "model": model, "arch": arch, "hardware_id": hwid,
                      "token": token is not None, "manager": bool(manager), "dead": False,
-                     "added": True, "dockerd_pid": None, "procs": {}}
+                     "added": True, "dockerd_pid": None, "procs": {},
+                     **({"card": str(card), "rootfs": str(lower)} if card else {})}
             if old is not None:
                 state["pis"][state["pis"].index(old)] = entry
             else:
@@ -604,6 +659,8 @@ class Lab:
 
             try:
                 self._bring_up_pi(state, entry, timeout)
+                if card is not None:
+                    self._boot_card(state, entry, fresh=True)
                 if agent:
                     spec = PiSpec(name=name, model=model, arch=arch, hardware_id=hwid,
                                   ip=addr, token=token is not None)
@@ -679,12 +736,25 @@ class Lab:
         finally:
             client.close()
 
+    def _boot_card(self, state: dict[str, Any], entry: dict[str, Any], fresh: bool) -> None:
+        """Power a card Pi on (`fresh`: its first power-on, on a blank disk)."""
+        name = entry["name"]
+        try:
+            pid = cards.boot(
+                self.card_pi(name), lower=Path(entry["rootfs"]), card=Path(entry["card"]),
+                netns=netns.netns_path(entry["netns"]), docker_sock=self.daemon_spec(name).sock,
+                machine_id=entry["hardware_id"], fresh=fresh)
+        except cards.CardError as exc:
+            raise LabError(str(exc)) from None
+        entry["procs"]["card"] = pid
+        self._save(state)
+
     def kill_pi(self, name: str) -> None:
         """Pull the plug: SIGKILL everything of that Pi (dockerd, containerd, containers,
-        agent, controller), remove its namespace and its veth on the LAN (and the mounts
-        that die with the power); its disk and logs stay. It shows as not running (dead)
-        and add_pi may plug in a replacement under the same name. Killing it again is a
-        no-op."""
+        agent, controller, a card Pi's booted system), remove its namespace and its veth on
+        the LAN (and the mounts that die with the power); its disk and logs stay. It shows
+        as not running (dead) and add_pi may plug in a replacement under the same name.
+        Killing it again is a no-op."""
         with self._locked():
             state = self.state()
             entry = self._entry(state, name)
@@ -696,14 +766,15 @@ class Lab:
 
     def _unplug(self, entry: dict[str, Any]) -> None:
         """Kill the Pi's processes; unmount and drop its runtime dir; delete its netns and
-        veth. Its data root and logs stay. LabError if something would not go."""
+        veth. Its data root, its card Pi's disk and its logs stay. LabError if something would
+        not go."""
+        errors = cards.power_off(self.card_pi(entry["name"])) if entry.get("card") else []
         spec = self.daemon_spec(entry["name"])
         ns = netns.netns_id(entry["netns"])
         victims = set(procs.in_netns([ns] if ns else []))
         victims |= set(procs.with_arg_containing(f"{spec.run_dir}/"))
         victims |= set(procs.in_cgroup(spec.cgroup_parent))
         procs.kill(victims)
-        errors = []
         still = [p for p in victims if procs.alive(p)]
         if still:
             errors.append(f"processes would not die: {still}")
@@ -747,6 +818,47 @@ class Lab:
             self._check_agents_started([(name, proc)])
             return proc.pid
 
+    def reboot_pi(self, name: str, *, hard: bool = False, timeout: float = 60.0) -> None:
+        """Reboot a card Pi: `systemctl reboot` in it, or with `hard`, cut its power (the
+        booted system is killed, its disk unmounted) and power it on again. Its dockerd is
+        the lab's and stays. Returns once the new boot's PID 1 runs."""
+        with self._locked():
+            state = self.state()
+            entry = self._entry(state, name)
+            if not entry.get("card"):
+                raise LabError(f"{entry['name']} boots no card (add it with a card)")
+            if entry.get("dead"):
+                raise LabError(f"{entry['name']} is unplugged (kill_pi); add it again instead")
+            pi = self.card_pi(entry["name"])
+            if hard or cards.leader(pi) is None:
+                errors = cards.power_off(pi)
+                if errors:
+                    raise LabError(f"cutting the power of {pi.name}: {'; '.join(errors)}")
+                self._boot_card(state, entry, fresh=False)
+                return
+            before = cards.boot_count(pi)
+            self.os_exec(pi.name, ["systemctl", "reboot"], timeout=30)
+            deadline = time.monotonic() + timeout
+            while cards.boot_count(pi) == before or cards.leader(pi) is None:
+                if time.monotonic() > deadline:
+                    raise LabError(f"{pi.name} did not come back within {timeout:.0f}s "
+                                   f"(console: {pi.console})")
+                time.sleep(0.2)
+
+    def os_exec(
+        self, name: str, argv: Sequence[str], *, capture_output: bool = False,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess:
+        """Run argv inside a card Pi's booted system (all its namespaces), as root."""
+        entry = self._pi(name)
+        if not entry.get("card"):
+            raise LabError(f"{entry['name']} boots no card; use exec")
+        pid = cards.leader(self.card_pi(entry["name"]))
+        if pid is None:
+            raise LabError(f"{entry['name']} is not running (its booted system is down)")
+        return subprocess.run([*cards.enter_argv(pid), *argv], capture_output=capture_output,
+                              timeout=timeout, text=True, stdin=subprocess.DEVNULL)
+
     def node(self, name: str) -> dict[str, Any]:
         """One Pi's entry of status()["nodes"]."""
         wanted = self._pi(name)["name"]
@@ -770,6 +882,9 @@ class Lab:
                 "controller": ctl.get("name") == pi["name"],
                 "manager": bool(pi.get("manager")), "dead": dead,
                 "agent_pid": agent, "agent_running": bool(agent and procs.alive(agent)),
+                "card": pi.get("card"),
+                "booted": bool(pi.get("card") and not dead
+                               and cards.leader(self.card_pi(pi["name"]))),
             })
         controllers = [{"name": n["name"], "url": f"https://{n['ip']}:{CONTROLLER_PORT}"}
                        for n in nodes if n["running"] and self.controller_pid(n["name"])]
@@ -856,6 +971,7 @@ class Lab:
         busy = cgroups.remove(self.prefix)
         if busy:
             errors.append(f"cgroups still in use: {busy}")
+        cards.forget(self.prefix)
         if not errors:
             self.state_file.unlink(missing_ok=True)
         return errors
@@ -878,6 +994,21 @@ def _toml_value(value: Any) -> str:
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise ValueError(f"{type(value).__name__} values cannot be written (str, bool, int, "
                      "float or a list of them)")
+
+
+def _check_card(name: str, path: str | Path) -> Path:
+    """The card's path if it is a flashed card for hostname `name`, else LabError."""
+    try:
+        card = cards.read_card(path)
+    except cards.CardError as exc:
+        raise LabError(str(exc)) from None
+    if card.hostname != name:
+        raise LabError(f"the card at {card.path} is for {card.hostname!r} (its hostname): "
+                       f"plug it into a Pi of that name, not {name!r}")
+    for tool in (cards.NSPAWN, "mount"):
+        if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+            raise LabError(f"{tool} is not installed (apt-get install systemd-container)")
+    return card.path
 
 
 def _require_root_and_tools() -> None:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from deploy.lab import cgroups, mounts, netns, procs
 from deploy.lab.config import ClusterConfig, load_cluster
 from deploy.lab.lab import Lab
 
@@ -68,31 +67,3 @@ def pi_names() -> tuple[str, ...]:
 @pytest.fixture(scope="session")
 def pi_ips() -> dict[str, str]:
     return {name: f"198.18.0.{11 + i}" for i, name in enumerate(PI_NAMES)}
-
-
-@pytest.fixture(scope="session")
-def lab_leftovers() -> Callable[[Lab], list[str]]:
-    return leftovers
-
-
-def leftovers(the_lab: Lab) -> list[str]:
-    """Everything a torn-down lab must not leave behind (empty when clean)."""
-    found = [f"netns {n}" for n in netns.list_netns(the_lab.prefix)]
-    if netns.link_exists(the_lab.host_if):
-        found.append(f"link {the_lab.host_if}")
-    paths = (str(the_lab.run_base) + "/", str(the_lab.state_dir) + "/")
-    for pid in procs.pids():
-        argv = procs.cmdline(pid)
-        if procs.alive(pid) and argv and any(p in a for a in argv for p in paths):
-            found.append(f"process {pid}: {' '.join(argv)[:100]}")
-    found += [f"process {pid} in lab cgroup"
-              for pid in procs.in_cgroup(the_lab.prefix, prefix=True) if procs.alive(pid)]
-    found += [f"mount {m}" for m in mounts.mounts_under(the_lab.run_base, the_lab.state_dir)]
-    found += [f"cgroup {c}" for c in cgroups.find(the_lab.prefix)]
-    if the_lab.run_base.exists():
-        found.append(f"dir {the_lab.run_base}")
-    if the_lab.state_file.exists():
-        found.append(f"file {the_lab.state_file}")
-    for d in the_lab.state_dir.glob("*/docker"):
-        found.append(f"dir {d}")
-    return found

@@ -119,3 +119,35 @@ def test_cli_reports_config_errors_in_one_line(tmp_path: Path) -> None:
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("enroll-lab: error: ")
     assert "Bad_Name" in lines[0] and "Traceback" not in result.output
+
+
+def test_card_pi_needs_only_a_name_and_a_card(tmp_path: Path) -> None:
+    (tmp_path / "cards" / "w1").mkdir(parents=True)
+    text = pis("PiLike-01") + '\n[[pi]]\nname = "PiCard-W1"\ncard = "cards/w1"\n'
+    cfg = load_cluster(write(tmp_path, '[lab]\nrules = "rules.toml"\ncontroller = "PiLike-01"\n'
+                             + text))
+    card_pi = cfg.pi("PiCard-W1")
+    assert card_pi.card == tmp_path / "cards" / "w1"
+    assert cfg.pi("PiLike-01").card is None
+    assert len(card_pi.hardware_id) == 32 and card_pi.arch in ("x86_64", "aarch64", "armv7l")
+    again = load_cluster(tmp_path / "cluster.toml").pi("PiCard-W1")
+    assert again.hardware_id == card_pi.hardware_id  # derived from the name: stable
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ('card = "nowhere"\n', r"card .*nowhere is not a directory"),
+    ('card = 3\n', r"card must be the path"),
+    ('card = "cards/w1"\nhardware_id = "00000000a1b2c3d4"\n',
+     r"a card Pi's hardware_id is its machine id"),
+])
+def test_invalid_card_pis(tmp_path: Path, extra: str, message: str) -> None:
+    (tmp_path / "cards" / "w1").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=message):
+        load_cluster(write(tmp_path, '[[pi]]\nname = "PiCard-W1"\n' + extra))
+
+
+def test_the_lab_controller_cannot_be_a_card_pi(tmp_path: Path) -> None:
+    (tmp_path / "c").mkdir()
+    with pytest.raises(ConfigError, match="boots a card"):
+        load_cluster(write(tmp_path, '[lab]\nrules = "rules.toml"\ncontroller = "C1"\n'
+                                     '[[pi]]\nname = "C1"\ncard = "c"\n'))

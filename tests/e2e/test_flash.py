@@ -1,10 +1,9 @@
 """A card flashed by `enrollctl flash`: the agent config it carries enrolls a Pi for real.
 
-The lab cannot boot a card, so the first boot is left out (tests/unit/controller/flash/
-test_firstboot.py runs the script in a stand-in root); what is tested here is that the
-agent.toml written onto the card, given unchanged to a freshly plugged-in lab Pi (plus
-only what the lab needs: its docker socket, state dir, address, board serial), makes
-that Pi find the controller, enroll with the bootstrap token and join the swarm.
+The first boot is left out here (tests/cards/ boots whole cards under systemd); what is
+tested is that the agent.toml written onto the card, given unchanged to a lab Pi's agent
+(plus only what the lab needs: its docker socket, state dir, address, board serial),
+makes that Pi find the controller, enroll with the bootstrap token and join the swarm.
 """
 
 from __future__ import annotations

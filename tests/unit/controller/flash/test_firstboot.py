@@ -261,6 +261,25 @@ def test_install_stage(flash: Flash, pi: Pi, wheel: Path, secrets_dir: Path) -> 
     assert len(pi.calls()) == before
 
 
+def test_image_with_the_packages_needs_no_apt(flash: Flash, pi: Pi, wheel: Path,
+                                              secrets_dir: Path) -> None:
+    """Docker and python3-venv already on the image: apt (and its network) is not used."""
+    flash_card(flash, pi, wheel, secrets_dir, wifi=False)
+    dpkg = pi.root / "var/lib/dpkg"
+    dpkg.mkdir(parents=True)
+    (dpkg / "status").write_text(
+        "Package: python3-venv\nStatus: install ok installed\nMaintainer: x\n"
+        "Version: 3.11.2-1+b1\nArchitecture: amd64\nDescription: venv\n\n")
+    (pi.root / "usr/sbin").mkdir(parents=True)
+    (pi.root / "usr/sbin/dockerd").write_text("#!/bin/sh\n")
+    (pi.root / "usr/sbin/dockerd").chmod(0o755)
+    pi.prepare()
+    pi.install()
+    assert not any(c.startswith("apt-get") for c in pi.calls()), pi.calls()
+    assert "Docker and python3-venv are installed already" in pi.journal()
+    assert (pi.root / "var/lib/swarm-enroll-firstboot/done").exists()
+
+
 def test_backoff_drop_in_only_where_systemd_knows_it(flash: Flash, pi: Pi, wheel: Path,
                                                      secrets_dir: Path) -> None:
     flash_card(flash, pi, wheel, secrets_dir, wifi=False)
