@@ -102,6 +102,7 @@ def show_id(config_path: Path) -> None:
     from agent.wire.keys import fingerprint, load_or_create_agent_key, thumbprint
 
     config = _config(config_path)
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # as the agent makes it
     key = load_or_create_agent_key(config.state_dir / "agent-key.pem")
     try:
         progress = json.loads((config.state_dir / "enrollment.json").read_text())

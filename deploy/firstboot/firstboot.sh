@@ -317,8 +317,9 @@ install_venv() {
   log "creating the venv $VENV_ON_PI"
   rm -rf "$VENV"
   python3 -m venv "$VENV" || die "python3 -m venv $VENV_ON_PI failed"
-  spec="$PAYLOAD/dist/$SE_WHEEL"
-  [ "$SE_ROLE" = controller ] && spec="$spec[controller]"
+  # every Pi gets the controller too: a worker promoted later runs one (its agent starts
+  # enroll-controller.service while the Pi is a manager); it costs disk, not memory
+  spec="$PAYLOAD/dist/$SE_WHEEL[controller]"
   if [ -d "$PAYLOAD/wheelhouse" ]; then
     set -- --no-index --find-links "$PAYLOAD/wheelhouse"
   else
@@ -332,8 +333,7 @@ install_venv() {
 }
 
 install_units() {
-  units="enroll-agent.service"
-  [ "$SE_ROLE" = controller ] && units="$units enroll-controller.service"
+  units="enroll-agent.service enroll-controller.service"
   version=$(systemd_version)
   for unit in $units; do
     install -D -m 0644 "$PAYLOAD/systemd/$unit" "$UNIT_DIR/$unit" || die "could not install $unit"
@@ -343,6 +343,17 @@ install_units() {
     fi
   done
   systemctl daemon-reload
+}
+
+log_fingerprint() {
+  # what the admin compares before approving this Pi: no secret, only the key's name
+  fp=$("$VENV/bin/enroll-agent" id --config "$ETC/agent.toml" 2>/dev/null |
+       python3 -c 'import json, sys; print(json.load(sys.stdin)["fingerprint"])' 2>/dev/null)
+  if [ -n "$fp" ]; then
+    log "agent key fingerprint: $fp (compare it with 'enrollctl nodes' before approving)"
+  else
+    fail "could not read the agent key fingerprint (enroll-agent id)"
+  fi
 }
 
 init_swarm() {
@@ -376,6 +387,7 @@ install_stage() {
     init_swarm
     systemctl enable --now enroll-controller.service || die "could not start enroll-controller"
   fi
+  log_fingerprint
   systemctl enable --now enroll-agent.service || die "could not start enroll-agent"
 
   rm -rf "$PAYLOAD/dist" "$PAYLOAD/wheelhouse"

@@ -12,6 +12,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,12 +70,17 @@ if [ "$1 $2" = "-m venv" ]; then
 #!/bin/sh
 printf '%s\\n' "pip $*" >>"$SE_TEST_DIR/calls"
 if [ -e "$SE_TEST_DIR/fail-pip" ]; then rm -f "$SE_TEST_DIR/fail-pip"; exit 1; fi
-printf '#!/bin/sh\\necho "enroll-agent, version 0.1.0"\\n' >"$(dirname "$0")/enroll-agent"
+cat >"$(dirname "$0")/enroll-agent" <<'AGENT'
+#!/bin/sh
+if [ "$1" = id ]; then echo '{"fingerprint": "3f2a-9c41-07be-d5e0-1b6c"}'
+else echo "enroll-agent, version 0.1.0"; fi
+AGENT
 chmod +x "$(dirname "$0")/enroll-agent"
 EOF
   chmod +x "$3/bin/pip"
+  exit 0
 fi
-exit 0
+exec "$SE_TEST_PYTHON" "$@"  # python3 -c: the real thing
 """,
     "logger": """#!/bin/sh
 shift 2; [ "$1" = -- ] && shift
@@ -121,6 +127,7 @@ class Pi:
             expect: int | None = 0) -> subprocess.CompletedProcess[str]:
         env = {"PATH": f"{self.stubs}:/usr/bin:/bin", "SE_ROOT": str(self.root),
                "SE_TEST_DIR": str(self.test_dir), "SE_TEST_SYSTEMD": str(systemd),
+               "SE_TEST_PYTHON": sys.executable,
                "LANG": "C"}
         result = subprocess.run(["sh", str(script), *args], env=env, capture_output=True,
                                 text=True, timeout=60)
@@ -238,14 +245,14 @@ def test_install_stage(flash: Flash, pi: Pi, wheel: Path, secrets_dir: Path) -> 
         "apt-get -q -y -o DPkg::Lock::Timeout=600 install docker.io python3-venv",
         "systemctl enable --now docker.service",
         f"python3 -m venv {venv}",
-        f"pip install --no-input --disable-pip-version-check {wheel_on_pi}",
+        f"pip install --no-input --disable-pip-version-check {wheel_on_pi}[controller]",
         "systemctl daemon-reload",
         "systemctl enable --now enroll-agent.service",
         "systemctl disable swarm-enroll-firstboot.service",
     ]
     positions = [calls.index(c) for c in expected]
     assert positions == sorted(positions), calls
-    assert not any("enroll-controller" in c or "swarm init" in c for c in calls)
+    assert not any("enable --now enroll-controller" in c or "swarm init" in c for c in calls)
     unit = pi.root / "etc/systemd/system/enroll-agent.service"
     assert "ExecStart=/opt/swarm-enroll/bin/enroll-agent run --config " \
         "/etc/swarm-enroll/agent.toml" in unit.read_text()
@@ -253,6 +260,13 @@ def test_install_stage(flash: Flash, pi: Pi, wheel: Path, secrets_dir: Path) -> 
     assert (pi.root / "var/lib/swarm-enroll-firstboot/done").exists()
     assert not (pi.root / "var/lib/swarm-enroll-firstboot/payload/dist").exists()
     assert "done: enroll-agent is running" in pi.journal()
+    # the admin reads the key's fingerprint off the card before approving the Pi
+    assert "agent key fingerprint: 3f2a-9c41-07be-d5e0-1b6c" in \
+        (pi.boot / "swarm-enroll/firstboot.log").read_text()
+    # a worker is ready to become a manager: the controller installed, not started
+    assert (pi.root / "etc/systemd/system/enroll-controller.service").exists()
+    assert f"pip install --no-input --disable-pip-version-check {wheel_on_pi}[controller]" in \
+        calls
     assert_no_secret_exposed(pi)
 
     # finished: running it again does nothing
