@@ -1,0 +1,197 @@
+"""Every manager runs the controller, with one state kept in the swarm itself: any one Pi can
+die, the one that ran `init` included, and enrollment goes on.
+
+The tests share one demo cluster and run in file order: a third manager joins, two
+controllers decide at the same moment, then the first manager's Pi is powered off, comes
+back on a new board, and becomes a manager again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.client import ControllerClient
+from agent.wire.errors import WireError
+from agent.wire.keys import load_or_create_agent_key
+from agent.wire.messages import EnrollmentRequest
+from controller.adminclient import AdminClient
+from deploy.lab.demo import admin_client, swarm_nodes, wait_for
+
+from .conftest import Cluster, wait_log
+
+pytestmark = pytest.mark.lab
+
+FIRST, SECOND, THIRD = "PiLike-01", "PiLike-02", "PiMgr-03"
+
+
+def serving(cluster: Cluster) -> set[str]:
+    return {c["name"] for c in cluster.lab.status()["controllers"]}
+
+
+def admin_on(cluster: Cluster, pi: str) -> AdminClient:
+    return admin_client(cluster.lab, pi)
+
+
+def records_on(cluster: Cluster, pi: str) -> list[dict[str, Any]]:
+    """What `enrollctl nodes` shows, asked of the controller on `pi`: the records."""
+    return sorted(({k: n[k] for k in ("id", "hostname", "state", "role", "fingerprint")}
+                   for n in admin_on(cluster, pi).nodes() if n["id"]), key=lambda r: r["id"])
+
+
+def managers(cluster: Cluster, via: str) -> dict[str, dict[str, Any]]:
+    return {n["hostname"]: n for n in swarm_nodes(cluster.lab, via) if n["role"] == "manager"}
+
+
+def test_the_promoted_manager_serves_within_a_minute(cluster: Cluster) -> None:
+    """PiLike-02 was approved and promoted by the demo: its agent starts its controller,
+    which writes its config from Docker and takes the CA key from the shared state."""
+    wait_for(f"a controller on {SECOND}", lambda: SECOND in serving(cluster), 60)
+    assert admin_on(cluster, SECOND).health()["ca"] == cluster.status["pin"]
+    config = (cluster.lab.pi_dir(SECOND) / "controller" / "controller.toml").read_text()
+    assert 'advertise_addr = "198.18.0.12"' in config
+    assert records_on(cluster, SECOND) == records_on(cluster, FIRST)
+    # workers carry no controller
+    assert serving(cluster) == {FIRST, SECOND}
+
+
+def test_a_third_manager_joins_through_either_controller(cluster: Cluster) -> None:
+    rules = cluster.lab.pi_dir(SECOND) / "controller" / "rules.toml"  # edited on manager 2
+    rules.write_text('[[rule]]\nmatch = "PiMgr-*"\nrole = "manager"\napprove = "token"\n\n'
+                     + rules.read_text())
+    admin_on(cluster, SECOND).nodes()  # it reads its rules: the edit becomes the shared one
+    log = cluster.add_pi(THIRD, token="lab", manager=True)
+    wait_log(log, ": joined", 90)
+    wait_for(f"a controller on {THIRD}", lambda: THIRD in serving(cluster), 60)
+    assert set(managers(cluster, FIRST)) == {FIRST, SECOND, THIRD}
+    # the rule came from manager 2's file, yet manager 1 (and 3) decided by it
+    assert 'match = "PiMgr-*"' in (cluster.lab.pi_dir(FIRST) / "controller" /
+                                   "rules.toml").read_text()
+    health = admin_on(cluster, THIRD).cluster()
+    assert {c["hostname"] for c in health["controllers"]} == {FIRST, SECOND, THIRD}
+    assert health["acting"] in (FIRST, SECOND, THIRD)
+
+
+def test_two_controllers_approve_one_record_at_once(cluster: Cluster) -> None:
+    log = cluster.add_pi("PiLike-31")  # token rule, no token: waits for an admin
+    record = wait_for("PiLike-31 pending", lambda: [
+        r for r in admin_on(cluster, FIRST).nodes("pending")
+        if r["hostname"] == "PiLike-31"], 60)[0]
+    results: list[Any] = []
+    start = threading.Barrier(2)
+
+    def approve(pi: str) -> None:
+        client = admin_on(cluster, pi)
+        start.wait()
+        try:
+            results.append(client.approve(record["id"], reason=f"via {pi}"))
+        except WireError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=approve, args=(pi,)) for pi in (FIRST, SECOND)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    refused = [r for r in results if isinstance(r, WireError)]
+    assert len(results) == 2 and len(refused) == 1, results
+    assert (refused[0].status, refused[0].code) == (409, "not_pending")
+    approvals = [e for e in admin_on(cluster, SECOND).audit(hostname="PiLike-31")
+                 if e["action"] == "node.approve"]
+    assert len(approvals) == 1
+    wait_log(log, ": joined", 90)
+    assert [n["hostname"] for n in swarm_nodes(cluster.lab, FIRST)].count("PiLike-31") == 1
+
+
+def test_two_agents_race_for_one_name_through_two_controllers(cluster: Cluster,
+                                                              tmp_path: Path) -> None:
+    """Two strangers with the lab's token claim one new name at the same moment, each at
+    another controller: one record is granted; the other is held, with no grant."""
+    ctl = cluster.lab.state()["controller"]
+    ca = Path(ctl["state_dir"]) / "ca.pem"
+    urls = {c["name"]: c["url"] for c in cluster.lab.status()["controllers"]}
+    answers: list[dict[str, Any]] = []
+    start = threading.Barrier(2)
+
+    def claim(i: int, pi: str) -> None:
+        key = load_or_create_agent_key(tmp_path / f"key-{i}.pem")
+        client = ControllerClient(urls[pi], ca, key)
+        request = EnrollmentRequest(hostname="PiLike-40", hardware_id=f"00000000race{i:04d}",
+                                    bootstrap_token=ctl["token"])
+        start.wait()
+        try:
+            answers.append(client.enroll(request.to_json()))
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=claim, args=(i, pi))
+               for i, pi in enumerate((FIRST, SECOND))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    granted = [a for a in answers if a.get("grant")]
+    assert len(answers) == 2 and len(granted) == 1, answers
+    held = next(a for a in answers if not a.get("grant"))
+    assert held["status"] == "pending" and held["id"] != granted[0]["id"]
+    on_first = [r for r in records_on(cluster, FIRST) if r["hostname"] == "PiLike-40"]
+    assert sorted(r["state"] for r in on_first) == ["approved", "pending"]
+    assert on_first == [r for r in records_on(cluster, THIRD) if r["hostname"] == "PiLike-40"]
+
+
+def test_the_pi_that_ran_init_dies_and_enrollment_goes_on(cluster: Cluster) -> None:
+    """Power off PiLike-01 (first controller, first manager, likely the acting one): within
+    a minute a new Pi with a token joins, a waiting Pi is approved against another
+    controller, and both remaining controllers show the same records."""
+    admin = admin_on(cluster, SECOND)
+    cluster.lab.kill_pi(FIRST)
+    started = time.monotonic()
+    token_log = cluster.add_pi("PiLike-32", token="lab")
+    manual_log = cluster.add_pi("PiLike-33")
+    pending = wait_for("PiLike-33 waiting, seen by controller 2", lambda: [
+        r for r in admin.nodes("pending") if r["hostname"] == "PiLike-33"], 60)[0]
+    admin.approve(pending["id"], reason="approved against controller 2")
+    wait_log(token_log, ": joined", 60)
+    wait_log(manual_log, ": joined", 60)
+    print(f"both joined {time.monotonic() - started:.1f}s after {FIRST} died")
+    assert records_on(cluster, SECOND) == records_on(cluster, THIRD)
+    # cluster-wide work moved to a live controller within 30 s
+    acting = wait_for("another controller acting", lambda: (
+        a if (a := admin.cluster()["acting"]) in (SECOND, THIRD) else None), 30)
+    assert acting != FIRST
+
+
+def test_a_baseline_change_after_the_death_is_applied(cluster: Cluster) -> None:
+    admin = admin_on(cluster, THIRD)
+    text = (cluster.lab.pi_dir(THIRD) / "controller" / "baseline.yml").read_text()
+    edited = text.replace("parallelism: 3", "parallelism: 2", 1)
+    assert edited != text
+    (cluster.lab.pi_dir(THIRD) / "controller" / "baseline.yml").write_text(edited)
+    admin.baseline()  # controller 3 reads its file: the edit becomes the shared text
+
+    def applied() -> bool:
+        api = cluster.lab.docker(SECOND).api
+        return api.inspect_service("nginx")["Spec"]["UpdateConfig"]["Parallelism"] == 2
+
+    wait_for("the edit applied by the acting controller", applied, 30)
+
+
+def test_the_dead_managers_name_comes_back_on_a_new_board(cluster: Cluster) -> None:
+    admin = admin_on(cluster, SECOND)
+    log = cluster.add_pi(FIRST, hardware_id="00000000newboard1")  # manual rule: an admin
+    request = wait_for("the replacement request", lambda: [
+        r for r in admin.nodes("pending") if r["hostname"] == FIRST
+        and r["kind"] == "replacement"], 60)[0]
+    admin.approve(request["id"], reason="its SD card died; same name, new board")
+    wait_log(log, ": joined", 120)
+    mgrs = wait_for("the new board a manager, the old node gone", lambda: (
+        m if len(m := managers(cluster, SECOND)) == 3 and m[FIRST]["state"] == "ready"
+        else None), 90)
+    assert sorted(mgrs) == [FIRST, SECOND, THIRD]
+    assert [n["hostname"] for n in swarm_nodes(cluster.lab, SECOND)].count(FIRST) == 1
+    wait_for(f"a controller on the new {FIRST}", lambda: FIRST in serving(cluster), 60)
+    assert records_on(cluster, FIRST) == records_on(cluster, SECOND)
