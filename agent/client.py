@@ -8,10 +8,23 @@ from typing import Any
 import requests
 from joserfc.jwk import OKPKey
 
+from agent.wire import safejson
 from agent.wire.errors import WireError
 from agent.wire.jws import sign_request
 
 USER_AGENT = "swarm-enroll-agent"
+
+
+def answer_json(response: requests.Response, where: str) -> dict[str, Any]:
+    """A controller's answer as a JSON object, or WireError `bad_answer` (never a crash)."""
+    try:
+        data = safejson.loads(response.content)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise WireError("bad_answer", f"{where} answered {response.status_code} without a "
+                        "JSON object", 502)
+    return data
 
 
 class Unreachable(Exception):
@@ -60,11 +73,7 @@ class ControllerClient:
             body = sign_request(self.key, payload, self._fresh_nonce(), path)
             response = self._send("POST", path, data=body,
                                   headers={"Content-Type": "application/jose"})
-            try:
-                data = response.json()
-            except ValueError:
-                raise WireError("bad_answer", f"{self.url}{path} answered "
-                                f"{response.status_code} without JSON", 502) from None
+            data = answer_json(response, f"{self.url}{path}")
             if response.status_code < 400:
                 return response.status_code, data
             error = WireError(str(data.get("error", "error")), str(data.get("message", "")),

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from agent import __version__
+from agent.wire import safejson
 from agent.wire.keys import pin_of_certificate
 from agent.wire.messages import MAX_BODY_BYTES
 from controller.api import admin, agent, errors, meta
@@ -57,11 +60,20 @@ class RulesFile:
         return self._rules
 
 
+class BoundedJSONProvider(DefaultJSONProvider):
+    """request.get_json() with the nesting bounded: too deep is bad JSON, not a 500."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return safejson.loads(s)
+
+
 def create_app(config: ControllerConfig, swarm: Swarm | None = None,
                baseline: Reconciler | None = None) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = BoundedJSONProvider(app)
     ca_cert, _ = load_ca(config.ca_cert, config.ca_key)
     store = Store(config.database)
     rules = RulesFile(config.rules_path)
