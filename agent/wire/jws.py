@@ -21,7 +21,7 @@ from joserfc.registry import HeaderParameter
 
 from agent.wire import safejson
 from agent.wire.errors import WireError
-from agent.wire.keys import public_jwk, thumbprint
+from agent.wire.keys import is_small_order, public_jwk, thumbprint
 from agent.wire.messages import MAX_BODY_BYTES, Grant
 
 AGENT_ALG = "Ed25519"
@@ -82,6 +82,8 @@ def verify_request(token: str | bytes, url: str) -> SignedRequest:
         raise WireError("bad_jws", "protected header must carry the agent's Ed25519 public jwk")
     if "d" in jwk:
         raise WireError("bad_jws", "the jwk in the header must be the public key only")
+    if is_small_order(str(jwk.get("x", ""))):
+        raise WireError("bad_jws", "the jwk in the header is a small-order point, not a key")
     try:
         key = OKPKey.import_key(jwk)
         obj = jws.deserialize_compact(token, key, registry=_AGENT_REGISTRY)
