@@ -8,6 +8,7 @@ version lives in `PRAGMA user_version`.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -158,12 +159,21 @@ def _row_to_node(row: sqlite3.Row) -> Node:
     return Node(**data)
 
 
+def _make_private(path: Path) -> None:
+    """The database and its -wal and -shm files 0600: SQLite gives those the database's mode."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists():
+            file.chmod(0o600)
+
+
 class Store:
     """SQLite-backed state. One connection, serialised by a lock: writes are tiny."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        _make_private(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
