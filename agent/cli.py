@@ -36,7 +36,7 @@ def main() -> None:
 def run(config_path: Path) -> None:
     """Announce this Pi, find the controller, enroll and join. Runs until stopped."""
     from agent.discovery import ControllerFinder
-    from agent.enroll import Agent, Progress, Refused
+    from agent.enroll import Agent, Progress
     from agent.identity import architecture
     from agent.mdns import MDNS
     from agent.wire.mdns import CONTROLLER_SERVICE, NODE_SERVICE, NodeAd
@@ -77,9 +77,6 @@ def run(config_path: Path) -> None:
     signal.signal(signal.SIGINT, stop)
     try:
         agent.run()
-    except Refused as exc:
-        log.error("%s", exc)
-        raise click.ClickException(str(exc)) from None
     finally:
         if mdns is not None:
             mdns.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from agent.wire.errors import WireError
 from agent.wire.jws import sign_request
 
 USER_AGENT = "swarm-enroll-agent"
+_CLUSTER = re.compile(r"^[a-z0-9]{1,64}\Z")
 
 
 def answer_json(response: requests.Response, where: str) -> dict[str, Any]:
@@ -81,6 +83,16 @@ class ControllerClient:
             if error.code != "bad_nonce" or attempt:
                 raise error
         raise AssertionError("unreachable")
+
+    def cluster(self) -> str:
+        """The start of this controller's swarm id ('' if it does not say).
+
+        Asked here, over TLS whose chain passed the pin check, never taken from mDNS: an
+        announcement is anyone's, and the pin it carries is public.
+        """
+        answer = answer_json(self._send("GET", "/healthz"), f"{self.url}/healthz")
+        cluster = answer.get("cluster", "")
+        return cluster if isinstance(cluster, str) and _CLUSTER.match(cluster) else ""
 
     def enroll(self, request: dict[str, Any]) -> dict[str, Any]:
         return self.signed("/v1/enrollments", request)[1]

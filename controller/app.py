@@ -39,6 +39,8 @@ class ControllerState:
     ca_pem: bytes
     config: ControllerConfig
     version: str = __version__
+    # The swarm's id, set by `serve` once Docker said it; /healthz tells agents its start.
+    cluster_id: str = ""
     # Baseline services; None without a real Docker connection (unit tests' FakeSwarm).
     baseline: Reconciler | None = None
 

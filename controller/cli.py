@@ -133,6 +133,7 @@ def serve(state_dir: Path, log_level: str) -> None:
         local = state.enrollment.swarm.local()
     except SwarmError as exc:
         _fail(exc.message)
+    state.cluster_id = local.cluster_id
     server = make_server(app, config)
     discovery = ControllerDiscovery(config, state.pin, local.cluster_id, state.store)
     if config.mdns:

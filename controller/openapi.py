@@ -33,7 +33,7 @@ def _json_body(props: dict[str, Any]) -> dict[str, Any]:
 _REASON = _json_body({"reason": {"type": "string", "maxLength": 500}})
 
 PATHS: dict[str, dict[str, Any]] = {
-    "/healthz": {"get": _op("Liveness, version and CA pin")},
+    "/healthz": {"get": _op("Liveness, version, CA pin and the swarm's short id")},
     "/v1/ca": {"get": _op("The enrollment CA certificate (PEM); check it against your pin")},
     "/v1/openapi.json": {"get": _op("This document")},
     "/v1/nonce": {"get": _op("A fresh single-use nonce in the Replay-Nonce header", ok="204"),

@@ -61,6 +61,8 @@ class LiveController:
 def serve_controller(state_dir: Path, rules: str = DEFAULT_RULES,
                      swarm: FakeSwarm | None = None) -> Iterator[LiveController]:
     controller = build_controller(state_dir, rules, swarm)
+    # as `enroll-controller serve` does, from what its Docker says
+    controller.app.extensions["swarm_enroll"].cluster_id = controller.swarm.local().cluster_id
     config = dataclasses.replace(controller.config, listen="127.0.0.1", port=0)
     server = make_server(controller.app, config)
     server.prepare()
