@@ -1,21 +1,27 @@
-"""The request gate: TLS handshakes and request reads happen here, never in a worker.
+"""The request gate: no worker ever waits on a client, in the TLS handshake or a request.
 
 cheroot hands each accepted connection, and each kept-alive one that turns readable, to
 one of a few worker threads, which then block on the client: one byte of a ClientHello or
 half a request header holds a worker for the socket timeout, and sixteen such clients
-stopped the controller. The gate is one thread with a selector that does, without ever
-blocking, what a worker would wait for: the TLS handshake, then reading the request head
-and its body (bounded by the API's body limit) into the connection's read-ahead buffer.
-Only a connection whose whole request has arrived reaches a worker, which then reads from
-memory. A slow client costs one socket and a few KB here, not a worker.
+stopped the controller. Here a connection first goes to a gate: a thread with a selector
+that does, without ever blocking, what a worker would wait for (`_progress`: the TLS
+handshake, then reading the request head and its body, bounded by the API's body limit,
+into the connection's read-ahead buffer). Only a connection whose whole request has
+arrived reaches a worker, which then reads it from memory. A slow client costs a socket
+and a few KB, never a worker.
+
+There are as many gates as workers, each with its share of the connections: one thread
+alone, waiting for the GIL after each TLS call while the workers run Python, fell behind
+in an enrollment storm (OpenSSL itself runs without the GIL, several handshakes at once).
 
 So that holding connections open cannot exhaust the process either:
 - a connection must have sent its whole request within the server's timeout of entering
-  the gate (accepted, or kept alive and readable again), else it is closed;
-- at most MAX_PENDING connections wait here, MAX_PENDING_PER_ADDRESS from one source
-  address; a new one past a cap closes the oldest (of that address, else overall). Oldest
-  first: to crowd out a real client an attacker must open connections faster than that
-  client completes its handshake, not merely hold them.
+  a gate (accepted, or kept alive and readable again), else it is closed;
+- at most MAX_PENDING connections wait in the gates, MAX_PENDING_PER_ADDRESS from one
+  source address (each gate holds its share); a new one past a cap closes the oldest
+  waiting one (of that address, else overall). Oldest first: to crowd out a real client an
+  attacker must open connections faster than that client completes its handshake, not
+  merely hold them.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
@@ -36,8 +41,10 @@ from agent.wire.messages import MAX_BODY_BYTES
 log = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers; also cheroot's limit
-MAX_PENDING = 512
-MAX_PENDING_PER_ADDRESS = 256  # above the benchmark's 256 agents behind one address
+MAX_PENDING = 1024
+# Twice the benchmark's 256 agents in flight behind one address (closed connections pass
+# through the gate too, on their way out).
+MAX_PENDING_PER_ADDRESS = 512
 # What the gate reads ahead at most: cheroot refuses anything longer from memory.
 MAX_AHEAD = MAX_HEAD_BYTES + MAX_BODY_BYTES + 1024
 WARN_EVERY = 60.0  # seconds between warnings that the caps are closing connections
@@ -51,6 +58,7 @@ class ReadAheadSSLSocket(ssl.SSLSocket):
     """An SSLSocket whose reads first return what the gate read ahead without blocking."""
 
     handshaken = False
+    deadline = 0.0  # when the gate gives up on the request now awaited (0: none awaited)
     _ahead = b""
 
     def read_ahead(self) -> bool:
@@ -113,14 +121,13 @@ def request_ready(data: bytes) -> bool:
 
 
 class PendingTable:
-    """Connections waiting in the gate, oldest first, with their caps and deadlines."""
+    """Connections waiting in the gate, with their caps and deadlines (gate thread only)."""
 
-    def __init__(self, timeout: float, limit: int = MAX_PENDING,
+    def __init__(self, limit: int = MAX_PENDING,
                  per_address: int = MAX_PENDING_PER_ADDRESS) -> None:
-        self.timeout = timeout
         self.limit = limit
         self.per_address = per_address
-        self._entries: OrderedDict[Any, tuple[str, float]] = OrderedDict()
+        self._entries: dict[Any, tuple[str, float]] = {}
         self._counts: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -129,16 +136,18 @@ class PendingTable:
     def __contains__(self, key: Any) -> bool:
         return key in self._entries
 
-    def add(self, key: Any, address: str, now: float) -> list[Any]:
-        """Admit `key`; return the entries it pushed out (already removed)."""
-        evicted = []
+    def add(self, key: Any, address: str, deadline: float) -> list[Any]:
+        """Admit `key`; return the entries it pushed out (already removed): the oldest."""
         if self._counts.get(address, 0) >= self.per_address:
-            evicted.append(next(k for k, (a, _) in self._entries.items() if a == address))
+            crowd = [(d, k) for k, (a, d) in self._entries.items() if a == address]
         elif len(self._entries) >= self.limit:
-            evicted.append(next(iter(self._entries)))
+            crowd = [(d, k) for k, (_, d) in self._entries.items()]
+        else:
+            crowd = []
+        evicted = [min(crowd, key=lambda entry: entry[0])[1]] if crowd else []
         for old in evicted:
             self.remove(old)
-        self._entries[key] = (address, now + self.timeout)
+        self._entries[key] = (address, deadline)
         self._counts[address] = self._counts.get(address, 0) + 1
         return evicted
 
@@ -152,18 +161,11 @@ class PendingTable:
         return self._counts.get(address, 0)
 
     def expired(self, now: float) -> list[Any]:
-        """Remove and return the entries past their deadline (all deadlines share one TTL)."""
-        gone = []
-        for key, (_, deadline) in self._entries.items():
-            if deadline > now:
-                break
-            gone.append(key)
+        """Remove and return the entries past their deadline."""
+        gone = [key for key, (_, deadline) in self._entries.items() if deadline <= now]
         for key in gone:
             self.remove(key)
         return gone
-
-    def next_deadline(self) -> float | None:
-        return next(iter(self._entries.values()))[1] if self._entries else None
 
 
 def _buffered(conn: Any) -> bytes:
@@ -182,17 +184,44 @@ def _close(conn: Any) -> None:
         conn.close()
 
 
-class RequestGate:
-    """One thread that brings connections to a whole request, then hands them to `dispatch`.
+def _progress(conn: Any) -> int:
+    """Take a connection as far as it goes without blocking.
 
-    `submit` is called from cheroot's threads with an HTTPConnection whose socket is a
-    ReadAheadSSLSocket; `dispatch` (the server's thread pool) gets it back blocking again.
+    0: its request is whole (see request_ready); -1: it is closed or failed; else the
+    selector events it waits for.
+    """
+    sock: ReadAheadSSLSocket = conn.socket
+    sock.setblocking(False)
+    try:
+        if not sock.handshaken:
+            sock.do_handshake()
+            sock.handshaken = True
+        if not sock.read_ahead():
+            return -1
+    except ssl.SSLWantReadError:
+        return selectors.EVENT_READ
+    except ssl.SSLWantWriteError:
+        return selectors.EVENT_WRITE
+    except OSError as exc:  # TLS alerts, resets, plain HTTP on the TLS port
+        log.debug("%s: %s; closed", conn.remote_addr, exc)
+        if "http request" in str(exc).lower():
+            _answer_plain_http(sock)
+        return -1
+    return 0 if request_ready(_buffered(conn) + sock._ahead) else selectors.EVENT_READ
+
+
+class RequestGate:
+    """One gate: a thread that brings connections to a whole request, then `dispatch`es them.
+
+    `submit` takes cheroot's HTTPConnection (its socket a ReadAheadSSLSocket) from any
+    thread; the selector and the table belong to the gate's own thread.
     """
 
-    def __init__(self, dispatch: Callable[[Any], None], timeout: float) -> None:
+    def __init__(self, dispatch: Callable[[Any], None], timeout: float,
+                 limit: int = MAX_PENDING, per_address: int = MAX_PENDING_PER_ADDRESS) -> None:
         self.dispatch = dispatch
         self.timeout = timeout
-        self.pending = PendingTable(timeout)
+        self.pending = PendingTable(limit, per_address)
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -201,8 +230,9 @@ class RequestGate:
         self._inbox: list[Any] = []
         self._lock = threading.Lock()
         self._stopping = False
+        self._checked = 0.0
         self._warned = -WARN_EVERY
-        self._thread = threading.Thread(target=self._run, name="request-gate", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="request-gate", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -214,32 +244,66 @@ class RequestGate:
         if self._thread.is_alive():
             self._thread.join()
 
+    # -- any thread --------------------------------------------------------------------
+
     def submit(self, conn: Any) -> None:
+        """A new connection, or a kept-alive one with bytes of its next request.
+
+        The next request on a kept-alive connection has usually arrived whole: it goes on
+        to a worker at once, from the calling thread (no TLS handshake to do there).
+        """
+        sock: ReadAheadSSLSocket = conn.socket
+        if not sock.deadline:
+            sock.deadline = time.monotonic() + self.timeout
+        if sock.handshaken:
+            try:
+                events = _progress(conn)
+            except Exception:
+                log.exception("%s: unexpected error reading a request; closed",
+                              conn.remote_addr)
+                events = -1
+            if events == 0:
+                self._hand_over(conn)
+                return
+            if events == -1:
+                _close(conn)
+                return
         with self._lock:
             if self._stopping:
                 _close(conn)
                 return
             self._inbox.append(conn)
-        self._wake()
+            wake = len(self._inbox) == 1  # else a wake-up is already on its way
+        if wake:
+            self._wake()
+
+    def _hand_over(self, conn: Any) -> None:
+        """The request is whole: blocking again, a fresh deadline for the next one."""
+        conn.socket.deadline = 0.0
+        conn.socket.settimeout(self.timeout)
+        self.dispatch(conn)
 
     def _wake(self) -> None:
         with suppress(BlockingIOError):  # a full pipe: already awake
             self._wake_w.send(b"\0")
 
-    def _run(self) -> None:
+    # -- the gate's thread -------------------------------------------------------------
+
+    def _loop(self) -> None:
         try:
             while not self._stopping:
-                deadline = self.pending.next_deadline()
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                for key, _ in self._selector.select(wait):
+                for key, _ in self._selector.select(0.5 if len(self.pending) else None):
                     if key.fileobj is self._wake_r:
                         self._take_inbox()
                     elif key.data in self.pending:
                         self._guarded(self._advance, key.data)
-                for conn in self.pending.expired(time.monotonic()):
-                    log.debug("%s: no whole request in %.0f s; closed", conn.remote_addr,
-                              self.timeout)
-                    self._drop(conn)
+                now = time.monotonic()
+                if now - self._checked >= 0.5:  # deadlines, to the second: close enough
+                    self._checked = now
+                    for conn in self.pending.expired(now):
+                        log.debug("%s: no whole request in %.0f s; closed", conn.remote_addr,
+                                  self.timeout)
+                        self._drop(conn)
         finally:
             self._shut()
 
@@ -253,8 +317,7 @@ class RequestGate:
 
     def _take_inbox(self) -> None:
         with suppress(BlockingIOError):
-            while self._wake_r.recv(4096):
-                pass
+            self._wake_r.recv(4096)
         with self._lock:
             inbox, self._inbox = self._inbox, []
         for conn in inbox:
@@ -262,53 +325,35 @@ class RequestGate:
 
     def _admit(self, conn: Any) -> None:
         address = str(conn.remote_addr)
-        evicted = self.pending.add(conn, address, time.monotonic())
+        evicted = self.pending.add(conn, address, conn.socket.deadline)
         for old in evicted:
             self._drop(old)
         if evicted and time.monotonic() - self._warned > WARN_EVERY:
             self._warned = time.monotonic()
-            log.warning("too many connections waiting for their request (%d, %d of them "
-                        "from %s): closing the oldest", len(self.pending),
+            log.warning("too many connections waiting for their request (%d in this gate, "
+                        "%d of them from %s): closing the oldest", len(self.pending),
                         self.pending.count(address), address)
-        conn.socket.setblocking(False)
         self._selector.register(conn.socket, selectors.EVENT_READ, conn)
         self._advance(conn)
 
     def _advance(self, conn: Any) -> None:
-        """Take one connection as far as it goes without blocking."""
-        sock: ReadAheadSSLSocket = conn.socket
-        try:
-            if not sock.handshaken:
-                sock.do_handshake()
-                sock.handshaken = True
-            if not sock.read_ahead():
-                self._drop(conn)
-                return
-        except ssl.SSLWantReadError:
-            self._selector.modify(sock, selectors.EVENT_READ, conn)
-            return
-        except ssl.SSLWantWriteError:
-            self._selector.modify(sock, selectors.EVENT_WRITE, conn)
-            return
-        except OSError as exc:  # TLS alerts, resets, plain HTTP on the TLS port
-            log.debug("%s: %s; closed", conn.remote_addr, exc)
-            if "http request" in str(exc).lower():
-                _answer_plain_http(sock)
+        events = _progress(conn)
+        if events == 0:
+            self._forget(conn)
+            self._hand_over(conn)
+        elif events == -1:
             self._drop(conn)
-            return
-        if request_ready(_buffered(conn) + sock._ahead):
-            self._selector.unregister(sock)
-            self.pending.remove(conn)
-            sock.settimeout(self.timeout)
-            self.dispatch(conn)
         else:
-            self._selector.modify(sock, selectors.EVENT_READ, conn)
+            self._selector.modify(conn.socket, events, conn)
 
-    def _drop(self, conn: Any) -> None:
+    def _forget(self, conn: Any) -> None:
         if conn in self.pending:
             self.pending.remove(conn)
-        with suppress(KeyError, ValueError):  # not registered yet, or its socket is gone
+        with suppress(KeyError, ValueError):  # not registered, or its socket is gone
             self._selector.unregister(conn.socket)
+
+    def _drop(self, conn: Any) -> None:
+        self._forget(conn)
         _close(conn)
 
     def _shut(self) -> None:
@@ -322,3 +367,22 @@ class RequestGate:
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+class Gates:
+    """`count` gates, each with its share of the connections and of the caps."""
+
+    def __init__(self, dispatch: Callable[[Any], None], timeout: float, count: int) -> None:
+        self.gates = [RequestGate(dispatch, timeout, MAX_PENDING // count,
+                                  MAX_PENDING_PER_ADDRESS // count) for _ in range(count)]
+
+    def start(self) -> None:
+        for gate in self.gates:
+            gate.start()
+
+    def stop(self) -> None:
+        for gate in self.gates:
+            gate.stop()
+
+    def submit(self, conn: Any) -> None:
+        self.gates[conn.socket.fileno() % len(self.gates)].submit(conn)

@@ -4,17 +4,18 @@ cheroot's BuiltinSSLAdapter completes each TLS handshake in the one accept threa
 workers read each request from the socket: either way a client that opens a connection
 and stays silent, or sends a request a byte at a time, holds that thread for the socket
 timeout (16 such clients stopped the controller). Here the accept thread only wraps the
-socket, and controller.gate, one non-blocking thread, does the handshake and reads the
-whole request before any worker sees the connection; it also bounds how many connections
-may wait, per source address and in all, and for how long. Keep-alive works as in cheroot:
-an idle connection waits in cheroot's selector and goes back through the gate when its
-next request starts to arrive.
+socket; controller.gate does the handshake and reads each request whole, without ever
+blocking, before a worker sees the connection, and bounds how many connections may wait,
+per source address and in all, and for how long. Keep-alive works as in cheroot: an idle
+connection waits in cheroot's selector and goes back through the gate when its next
+request arrives.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import resource
 import signal
 import threading
 from typing import Any
@@ -25,7 +26,7 @@ from flask import Flask
 
 from agent.wire.messages import MAX_BODY_BYTES
 from controller.config import ControllerConfig
-from controller.gate import MAX_HEAD_BYTES, ReadAheadSSLSocket, RequestGate
+from controller.gate import MAX_HEAD_BYTES, MAX_PENDING, Gates, ReadAheadSSLSocket
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,12 @@ class GatedSSLAdapter(BuiltinSSLAdapter):
 class GatedServer(wsgi.Server):
     """cheroot's WSGI server with controller.gate between its accept loop and its workers."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, gates: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_request_header_size = MAX_HEAD_BYTES
         self.max_request_body_size = MAX_BODY_BYTES
-        self.gate = RequestGate(functools.partial(wsgi.Server.process_conn, self),
-                                self.timeout)
+        self.gate = Gates(functools.partial(wsgi.Server.process_conn, self), self.timeout,
+                          gates)
 
     def prepare(self) -> None:
         super().prepare()
@@ -78,14 +79,26 @@ class GatedServer(wsgi.Server):
 
 
 def make_server(app: Flask, config: ControllerConfig, threads: int = 8) -> wsgi.Server:
-    server = GatedServer((config.listen, config.port), app, numthreads=threads,
+    server = GatedServer((config.listen, config.port), app, numthreads=threads, gates=threads,
                          server_name=config.hostname, request_queue_size=256, timeout=10)
     server.ssl_adapter = GatedSSLAdapter(str(config.tls_cert), str(config.tls_key))
     return server
 
 
+def raise_file_limit(wanted: int = 4 * MAX_PENDING) -> None:
+    """Room for the gate's connections and the rest: systemd's default soft limit is 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
+
+
 def serve_forever(server: wsgi.Server) -> None:
     """Run until SIGTERM or SIGINT, then stop cleanly."""
+    raise_file_limit()
     stopping = threading.Event()
 
     def stop(signum: int, _frame: object) -> None:
