@@ -36,7 +36,7 @@ def main() -> None:
 def run(config_path: Path) -> None:
     """Announce this Pi, find the controller, enroll and join. Runs until stopped."""
     from agent.discovery import ControllerFinder
-    from agent.enroll import Agent, Progress, Refused
+    from agent.enroll import Agent, Progress
     from agent.identity import architecture
     from agent.mdns import MDNS
     from agent.supervise import ControllerSupervisor
@@ -83,9 +83,6 @@ def run(config_path: Path) -> None:
     supervisor.start()
     try:
         agent.run()
-    except Refused as exc:
-        log.error("%s", exc)
-        raise click.ClickException(str(exc)) from None
     finally:
         supervisor.close()
         if mdns is not None:

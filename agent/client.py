@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import requests
 from joserfc.jwk import OKPKey
 
+from agent.wire import safejson
 from agent.wire.errors import WireError
 from agent.wire.jws import sign_request
 
 USER_AGENT = "swarm-enroll-agent"
+_CLUSTER = re.compile(r"^[a-z0-9]{1,64}\Z")
+
+
+def answer_json(response: requests.Response, where: str) -> dict[str, Any]:
+    """A controller's answer as a JSON object, or WireError `bad_answer` (never a crash)."""
+    try:
+        data = safejson.loads(response.content)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise WireError("bad_answer", f"{where} answered {response.status_code} without a "
+                        "JSON object", 502)
+    return data
 
 
 class Unreachable(Exception):
@@ -60,11 +75,7 @@ class ControllerClient:
             body = sign_request(self.key, payload, self._fresh_nonce(), path)
             response = self._send("POST", path, data=body,
                                   headers={"Content-Type": "application/jose"})
-            try:
-                data = response.json()
-            except ValueError:
-                raise WireError("bad_answer", f"{self.url}{path} answered "
-                                f"{response.status_code} without JSON", 502) from None
+            data = answer_json(response, f"{self.url}{path}")
             if response.status_code < 400:
                 return response.status_code, data
             retry = response.headers.get("Retry-After", "")
@@ -74,6 +85,16 @@ class ControllerClient:
             if error.code != "bad_nonce" or attempt:
                 raise error
         raise AssertionError("unreachable")
+
+    def cluster(self) -> str:
+        """The start of this controller's swarm id ('' if it does not say).
+
+        Asked here, over TLS whose chain passed the pin check, never taken from mDNS: an
+        announcement is anyone's, and the pin it carries is public.
+        """
+        answer = answer_json(self._send("GET", "/healthz"), f"{self.url}/healthz")
+        cluster = answer.get("cluster", "")
+        return cluster if isinstance(cluster, str) and _CLUSTER.match(cluster) else ""
 
     def enroll(self, request: dict[str, Any]) -> dict[str, Any]:
         return self.signed("/v1/enrollments", request)[1]

@@ -62,8 +62,3 @@ class ControllerFinder:
         with self._lock:
             if len(self._order) > 1:
                 self._order.append(self._order.pop(0))
-
-    def cluster(self) -> str:
-        """Short swarm id announced by the controllers we trust ('' if unknown)."""
-        with self._lock:
-            return next((ad.cluster for ad in self._ads.values() if ad.cluster), "")

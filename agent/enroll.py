@@ -42,8 +42,12 @@ log = logging.getLogger(__name__)
 REJECTED_POLL = 300.0
 
 
-class Refused(Exception):
-    """Something only a person can fix; the agent stops asking and says what."""
+class ForeignSwarm(Exception):
+    """This Pi's Docker is in a swarm that is not the controller's: a person must act.
+
+    The agent says so and asks again later (it never exits on it), so that it carries on
+    by itself once the Pi has left that swarm.
+    """
 
 
 @dataclass
@@ -77,6 +81,7 @@ class Agent:
         self._delay = 1.0
         self._said_hello = False  # each run starts with a full request, not a poll
         self._last_answer: tuple[str, str] = ("", "")  # each run logs its first answer
+        self._last_foreign = ""  # a foreign swarm is logged once, until it changes
 
     def _local_proof(self) -> str:
         """On a controller's own Pi, proof of it (agent/wire/adoption.py); else ''."""
@@ -131,6 +136,11 @@ class Agent:
                 log.error("cannot use Docker at %s: %s", self.config.docker_host,
                           type(exc).__name__)
                 wait = self._backoff()
+            except ForeignSwarm as exc:
+                if str(exc) != self._last_foreign:
+                    self._last_foreign = str(exc)
+                    log.error("%s", exc)
+                wait = self._backoff()
             except WireError as exc:
                 log.error("%s: %s", exc.code, exc.message)
                 if exc.code == "not_found":  # the controller lost our record: ask again
@@ -179,7 +189,8 @@ class Agent:
         client = self._client(url)
         try:
             swarm = local_state(self.docker)
-            self._check_foreign_swarm(swarm)
+            self._check_foreign_swarm(swarm, client)
+            self._last_foreign = ""
             left = self.progress.status == "joined" and swarm.state != "active"
             # While waiting, the full request is sent again: it carries the token, which
             # approves a held replacement as soon as the old Pi is gone.
@@ -195,22 +206,26 @@ class Agent:
         finally:
             client.close()
 
-    def _check_foreign_swarm(self, swarm: SwarmState) -> None:
+    def _check_foreign_swarm(self, swarm: SwarmState, client: ControllerClient) -> None:
+        """Refuse to act for a swarm other than the controller's, as the controller says."""
         if swarm.state != "active":
             return
         ours = self.progress.node_id == swarm.node_id and self.progress.status == "joined"
-        cluster = self.finder.cluster()
+        if ours and not swarm.manager:
+            return
+        cluster = client.cluster()
         same = bool(cluster) and swarm.cluster_id.startswith(cluster)
         if not ours and not same and not swarm.manager:
-            raise Refused(
+            raise ForeignSwarm(
                 f"this Docker daemon is already in a swarm (node {swarm.node_id}) that "
-                "swarm-enroll did not join; run 'docker swarm leave' on this Pi, then restart "
-                "the agent"
+                "swarm-enroll did not join; run 'docker swarm leave' on this Pi (the agent "
+                "asks again by itself)"
             )
         if swarm.manager and cluster and not same:
-            raise Refused(
+            raise ForeignSwarm(
                 f"this Docker daemon manages another swarm ({swarm.cluster_id[:12]}, not "
-                f"{cluster}); swarm-enroll will not move a manager between swarms"
+                f"the controller's {cluster}); swarm-enroll will not move a manager between "
+                "swarms"
             )
 
     def _handle(self, client: ControllerClient, answer: dict[str, Any],

@@ -9,6 +9,7 @@ from typing import Any
 import requests
 from cryptography import x509
 
+from agent.client import answer_json
 from agent.wire.errors import WireError
 from agent.wire.keys import check_pin_format, pin_of_certificate
 from agent.wire.pinning import fetch_pinned_ca
@@ -56,11 +57,7 @@ class AdminClient:
         except requests.RequestException as exc:
             raise WireError("unreachable", f"cannot reach {self.url}: {type(exc).__name__}",
                             503) from None
-        try:
-            data = response.json()
-        except ValueError:
-            raise WireError("bad_answer", f"{path} answered {response.status_code} without "
-                            "JSON", 502) from None
+        data = answer_json(response, path)
         if response.status_code >= 400:
             detail = {k: v for k, v in data.items() if k not in ("error", "message")}
             raise WireError(str(data.get("error", "error")), str(data.get("message", "")),

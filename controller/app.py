@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from agent import __version__
+from agent.wire import safejson
 from agent.wire.keys import pin_of_certificate
 from agent.wire.messages import MAX_BODY_BYTES
 from controller.api import admin, agent, errors, meta
@@ -42,6 +45,8 @@ class ControllerState:
     config: ControllerConfig
     sightings: Sightings
     version: str = __version__
+    # The swarm's id, set by `serve` once Docker said it; /healthz tells agents its start.
+    cluster_id: str = ""
     # Baseline services; None without a real Docker connection (unit tests' FakeSwarm).
     baseline: Reconciler | None = None
 
@@ -58,6 +63,15 @@ def _rules_of(text: str, where: str) -> list[Rule]:
         raise RulesError(f"{where}: {exc}") from None
 
 
+class BoundedJSONProvider(DefaultJSONProvider):
+    """request.get_json() with the nesting bounded: too deep is bad JSON, not a 500."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return safejson.loads(s)
+
+
 def create_app(config: ControllerConfig, swarm: Swarm | None = None,
                baseline: Reconciler | None = None, state: State | None = None,
                controller_urls: Callable[[], list[str]] | None = None) -> Flask:
@@ -66,7 +80,7 @@ def create_app(config: ControllerConfig, swarm: Swarm | None = None,
     shared state."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = BoundedJSONProvider(app)
     ca_cert, _ = load_ca(config.ca_cert, config.ca_key)
     state = state or State(SQLiteBackend(config.database))
     rules = shared_rules(state, config)

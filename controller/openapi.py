@@ -78,7 +78,8 @@ _BUSY = {"503": _answer("the swarm or the shared state cannot be used now", _ref
 _OBJECT = {"type": "object"}
 
 PATHS: dict[str, dict[str, Any]] = {
-    "/healthz": {"get": _op("Liveness, version and CA pin", _answer("ok", _OBJECT))},
+    "/healthz": {"get": _op("Liveness, version, CA pin and the swarm's short id",
+                            _answer("ok", _OBJECT))},
     "/v1/ca": {"get": _op("The enrollment CA certificate (PEM); check it against your pin",
                           _answer("PEM", {"type": "string"}, "application/x-pem-file"))},
     "/v1/openapi.json": {"get": _op("This document", _answer("OpenAPI 3.1", _OBJECT))},

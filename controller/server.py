@@ -1,30 +1,42 @@
-"""Serve the app over TLS with cheroot, a production WSGI server that does TLS itself."""
+"""Serve the app over TLS with cheroot, whose workers never wait on a client.
+
+cheroot's BuiltinSSLAdapter completes each TLS handshake in the one accept thread, and its
+workers read each request from the socket: either way a client that opens a connection
+and stays silent, or sends a request a byte at a time, holds that thread for the socket
+timeout (16 such clients stopped the controller). Here the accept thread only wraps the
+socket; controller.gate does the handshake and reads each request whole, without ever
+blocking, before a worker sees the connection, and bounds how many connections may wait,
+per source address and in all, and for how long. Keep-alive works as in cheroot: an idle
+connection waits in cheroot's selector and goes back through the gate when its next
+request arrives.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
+import resource
 import signal
 import threading
+from typing import Any
 
 from cheroot import errors, wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from flask import Flask
 
+from agent.wire.messages import MAX_BODY_BYTES
 from controller.config import ControllerConfig
+from controller.gate import MAX_HEAD_BYTES, MAX_PENDING, Gates, ReadAheadSSLSocket
 
 log = logging.getLogger(__name__)
 
 
-class DeferredHandshakeSSLAdapter(BuiltinSSLAdapter):
-    """TLS whose handshake runs in the worker thread that serves the connection.
+class GatedSSLAdapter(BuiltinSSLAdapter):
+    """TLS whose handshake is left to the request gate: wrap() does no I/O."""
 
-    cheroot's BuiltinSSLAdapter.wrap() completes the handshake in the server's one accept
-    thread, so each new connection waits until the one before it has finished its
-    handshake (client round trips included), and a client that opens a TCP connection
-    and stays silent stalls every new connection for the socket timeout. Here the accept
-    thread only wraps the socket; OpenSSL does the handshake on the first read, in one of
-    the workers, several at once.
-    """
+    def __init__(self, certificate: str, private_key: str) -> None:
+        super().__init__(certificate, private_key)
+        self.context.sslsocket_class = ReadAheadSSLSocket
 
     def wrap(self, sock):  # type: ignore[no-untyped-def]
         try:
@@ -35,15 +47,58 @@ class DeferredHandshakeSSLAdapter(BuiltinSSLAdapter):
         return s, {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
 
+class GatedServer(wsgi.Server):
+    """cheroot's WSGI server with controller.gate between its accept loop and its workers."""
+
+    def __init__(self, *args: Any, gates: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_request_header_size = MAX_HEAD_BYTES
+        self.max_request_body_size = MAX_BODY_BYTES
+        self.gate = Gates(functools.partial(wsgi.Server.process_conn, self), self.timeout,
+                          gates)
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.gate.start()
+
+    def process_conn(self, conn: Any) -> None:
+        """A new connection, or a kept-alive one turning readable: to the gate first."""
+        self.gate.submit(conn)
+
+    def put_conn(self, conn: Any) -> None:
+        """Back to cheroot's idle selector, unless the next request is already here."""
+        sock = conn.socket
+        if self.ready and (sock._ahead or sock.pending()):
+            self.gate.submit(conn)
+        else:
+            super().put_conn(conn)
+
+    def stop(self) -> None:
+        super().stop()
+        self.gate.stop()
+
+
 def make_server(app: Flask, config: ControllerConfig, threads: int = 8) -> wsgi.Server:
-    server = wsgi.Server((config.listen, config.port), app, numthreads=threads,
+    server = GatedServer((config.listen, config.port), app, numthreads=threads, gates=threads,
                          server_name=config.hostname, request_queue_size=256, timeout=10)
-    server.ssl_adapter = DeferredHandshakeSSLAdapter(str(config.tls_cert), str(config.tls_key))
+    server.ssl_adapter = GatedSSLAdapter(str(config.tls_cert), str(config.tls_key))
     return server
+
+
+def raise_file_limit(wanted: int = 4 * MAX_PENDING) -> None:
+    """Room for the gate's connections and the rest: systemd's default soft limit is 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
 
 
 def serve_forever(server: wsgi.Server) -> None:
     """Run until SIGTERM or SIGINT, then stop cleanly."""
+    raise_file_limit()
     stopping = threading.Event()
 
     def stop(signum: int, _frame: object) -> None:

@@ -51,6 +51,7 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
     registry.heartbeat(force=True)
     app = create_app(config, swarm=swarm, state=state, controller_urls=registry.urls)
     ctl = app.extensions["swarm_enroll"]
+    ctl.cluster_id = local.cluster_id  # /healthz tells agents, over the pinned TLS
     server = make_server(app, config)
     viz = None
     if config.viz_socket_dir:  # what viz may read of Docker, instead of the Docker socket

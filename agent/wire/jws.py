@@ -19,8 +19,9 @@ from joserfc.errors import ExceededSizeError, JoseError
 from joserfc.jwk import ECKey, OKPKey
 from joserfc.registry import HeaderParameter
 
+from agent.wire import safejson
 from agent.wire.errors import WireError
-from agent.wire.keys import public_jwk, thumbprint
+from agent.wire.keys import is_small_order, public_jwk, thumbprint
 from agent.wire.messages import MAX_BODY_BYTES, Grant
 
 AGENT_ALG = "Ed25519"
@@ -81,6 +82,8 @@ def verify_request(token: str | bytes, url: str) -> SignedRequest:
         raise WireError("bad_jws", "protected header must carry the agent's Ed25519 public jwk")
     if "d" in jwk:
         raise WireError("bad_jws", "the jwk in the header must be the public key only")
+    if is_small_order(str(jwk.get("x", ""))):
+        raise WireError("bad_jws", "the jwk in the header is a small-order point, not a key")
     try:
         key = OKPKey.import_key(jwk)
         obj = jws.deserialize_compact(token, key, registry=_AGENT_REGISTRY)
@@ -94,7 +97,10 @@ def verify_request(token: str | bytes, url: str) -> SignedRequest:
     if header.get("url") != url:
         raise WireError("bad_url", f"signature is bound to {header.get('url')!r}, not {url!r}")
     try:
-        payload = json.loads(obj.payload)
+        payload = safejson.loads(obj.payload)
+    except safejson.TooDeep:
+        raise WireError("bad_payload", f"payload must be JSON nested at most "
+                        f"{safejson.MAX_DEPTH} levels deep") from None
     except ValueError:
         raise WireError("bad_payload", "payload must be JSON") from None
     public = {k: jwk[k] for k in ("kty", "crv", "x")}
@@ -119,7 +125,7 @@ def verify_grant(
     if obj.headers().get("typ") != GRANT_TYP:
         raise WireError("bad_grant", "token is not a swarm-enroll grant")
     try:
-        grant = Grant.from_json(json.loads(obj.payload))
+        grant = Grant.from_json(safejson.loads(obj.payload))
     except ValueError:
         raise WireError("bad_grant", "grant payload is not JSON") from None
     if grant.agent != agent_thumbprint:

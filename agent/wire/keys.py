@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import os
 from pathlib import Path
@@ -15,6 +16,12 @@ from joserfc.jwk import ECKey, OKPKey
 from agent.wire.errors import WireError
 
 PIN_PREFIX = "sha256:"
+
+# Ed25519's 8 small-order points have these y (mod p): 1 (identity), -1, 0 and +-y8. Any
+# encoding of y, canonical or not (y >= p), either sign bit, names one of them.
+_P = 2**255 - 19
+_Y8 = 0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7
+_SMALL_ORDER_Y = frozenset({1, _P - 1, 0, _Y8, _P - _Y8})
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -46,6 +53,20 @@ def load_or_create_agent_key(path: Path) -> OKPKey:
         )
         write_private(path, pem)
     return OKPKey.import_key(pem)
+
+
+def is_small_order(x: str) -> bool:
+    """Whether an Ed25519 public key (`x` of its JWK, base64url) is one of the small-order points.
+
+    With such a key, R = identity and S = 0 verify any message (OpenSSL does not refuse
+    them): the key has no secret behind it, so it must not name an agent.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(x + "=" * (-len(x) % 4))
+    except (binascii.Error, ValueError):
+        return False  # not a key at all: the JWK import refuses it
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    return len(raw) == 32 and y % _P in _SMALL_ORDER_Y
 
 
 def thumbprint(jwk: OKPKey | ECKey | dict) -> str:

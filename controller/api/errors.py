@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from agent.wire.errors import WireError
@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 def register(app: Flask) -> None:
     @app.errorhandler(WireError)
     def wire_error(exc: WireError):  # type: ignore[no-untyped-def]
+        # One line, the code only: the message may quote what the peer sent.
+        log.info("refused %s %r from %s: %d %s", request.method, request.path[:200],
+                 request.remote_addr, exc.status, exc.code)
         response = jsonify(exc.to_json())
         if exc.retry_after:
             response.headers["Retry-After"] = str(exc.retry_after)

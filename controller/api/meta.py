@@ -12,7 +12,10 @@ bp = Blueprint("meta", __name__)
 @bp.get("/healthz")
 def healthz() -> Response:
     state = current_app.extensions["swarm_enroll"]
-    return jsonify({"status": "ok", "version": state.version, "ca": state.pin})
+    body = {"status": "ok", "version": state.version, "ca": state.pin}
+    if state.cluster_id:  # over pinned TLS, the one place an agent may learn it from
+        body["cluster"] = state.cluster_id[:12]
+    return jsonify(body)
 
 
 @bp.get("/v1/ca")

@@ -11,8 +11,10 @@ import contextlib
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from controller.flash import PAYLOAD_DIR
 
@@ -73,9 +75,35 @@ def open_bootfs(path: str | os.PathLike[str]) -> BootFS:
         raise FlashError(f"{p} is not a Raspberry Pi boot partition: it has no "
                          f"{' and no '.join(missing)} (mount the card's first, FAT partition: "
                          "'bootfs' or 'system-boot')")
+    refuse_symlinks(p.resolve())
     if not os.access(p, os.W_OK):
         raise FlashError(f"{p} is not writable (mounted read-only, or owned by another user)")
     return BootFS(p.resolve())
+
+
+def find_symlinks(root: Path, most: int = 3) -> list[str]:
+    """Up to `most` symbolic links under `root`, which are listed, never followed."""
+    found: list[str] = []
+    for top, dirs, files in os.walk(root):  # a linked directory is in `dirs`, not entered
+        for name in sorted([*dirs, *files]):
+            if os.path.islink(os.path.join(top, name)):
+                found.append(os.path.relpath(os.path.join(top, name), root))
+                if len(found) == most:
+                    return found
+    return found
+
+
+def refuse_symlinks(root: Path) -> None:
+    """A boot partition is FAT, which has no symlinks: a tree with some is a wrong path.
+
+    Flash would otherwise read through them (user-data, backups) and write through them
+    (the payload, the token) to wherever they point, outside the card.
+    """
+    links = find_symlinks(root)
+    if links:
+        raise FlashError(f"{root} holds symbolic links ({', '.join(links)}): a Pi's boot "
+                         "partition (FAT) has none, so this is not one; check the path "
+                         "(nothing was written)")
 
 
 # ---- cmdline.txt ---------------------------------------------------------------------
@@ -154,44 +182,48 @@ def backup_once(path: Path) -> None:
     """Keep the card's original `path` as <name>.swarm-enroll-orig, the first time only."""
     backup = backup_path(path)
     if path.is_file() and not backup.exists():
-        atomic_write(backup, path.read_bytes())
+        atomic_write(backup, read_card(path))
+
+
+def read_card(path: Path) -> bytes:
+    """A file of the card, never through a symlink (O_NOFOLLOW: ELOOP instead)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write through a temporary file and a rename: a pulled card has the old or the new."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.swarm-enroll-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _atomic(path, mode, lambda fh: fh.write(data))
 
 
 def atomic_copy(source: Path, path: Path, mode: int = 0o644) -> None:
+    with open(source, "rb") as src:
+        _atomic(path, mode, lambda fh: shutil.copyfileobj(src, fh, 1 << 20))
+
+
+def _atomic(path: Path, mode: int, fill: Callable[[BinaryIO], object]) -> None:
+    """`path` replaced by a new file that `fill` writes; a temporary made here, and only here.
+
+    O_EXCL | O_NOFOLLOW: the temporary is a new file of ours, never an existing file or
+    the target of a link; on any failure it is removed. The rename replaces `path` itself,
+    even if it were a link.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.swarm-enroll-tmp")
+    tmp.unlink(missing_ok=True)  # left by an interrupted run (a link goes, not its target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        _chmod(tmp, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fill(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+            with contextlib.suppress(PermissionError):  # FAT of another user: no modes
+                os.fchmod(fh.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _chmod(path: Path, mode: int) -> None:
-    with contextlib.suppress(PermissionError):  # FAT of another user: modes mean nothing
-        os.chmod(path, mode)
 
 
 def sync(path: Path) -> None:

@@ -34,6 +34,8 @@ from controller.flash.bootfs import (
     backup_path,
     edit_cmdline,
     open_bootfs,
+    read_card,
+    refuse_symlinks,
     sync,
 )
 from controller.flash.wheel import check_wheel, check_wheelhouse
@@ -230,8 +232,8 @@ def _env(values: dict[str, str]) -> bytes:
 def _old_chain(bootfs: BootFS) -> str:
     """The taken-over systemd.run script recorded by an earlier flash of this card."""
     try:
-        text = (bootfs.path / PAYLOAD_DIR / "firstboot.env").read_text()
-    except OSError:
+        text = read_card(bootfs.path / PAYLOAD_DIR / "firstboot.env").decode()
+    except (OSError, UnicodeDecodeError):
         return ""
     for line in text.splitlines():
         if line.startswith("SE_CHAIN="):
@@ -258,11 +260,11 @@ def _pristine(bootfs: BootFS, name: str) -> str | None:
     path = bootfs.path / name
     if not path.is_file():
         return None
-    text = path.read_text(errors="replace")
+    text = read_card(path).decode(errors="replace")
     if not cloudinit.ours(text):
         return text
     backup = backup_path(path)
-    return backup.read_text(errors="replace") if backup.is_file() else None
+    return read_card(backup).decode(errors="replace") if backup.is_file() else None
 
 
 def make_plan(opts: FlashOptions, wheel: Path | str | None) -> Plan:
@@ -316,7 +318,7 @@ def make_plan(opts: FlashOptions, wheel: Path | str | None) -> Plan:
     # cmdline.txt: the hook (firstrun) and the Wi-Fi country
     cmdline_path = bootfs.path / "cmdline.txt"
     try:
-        cmdline_text = cmdline_path.read_text()
+        cmdline_text = read_card(cmdline_path).decode()
     except (OSError, UnicodeDecodeError) as exc:
         raise FlashError(f"cannot read {cmdline_path} ({exc})") from None
     edit = edit_cmdline(cmdline_text, hook=method == "firstrun",
@@ -343,7 +345,7 @@ def make_plan(opts: FlashOptions, wheel: Path | str | None) -> Plan:
             wanted["meta-data"] = cloudinit.dump(cloudinit.meta_data(hostname), "meta-data")
     for name, text in wanted.items():
         path = bootfs.path / name
-        current = path.read_text(errors="replace") if path.is_file() else None
+        current = read_card(path).decode(errors="replace") if path.is_file() else None
         if text is not None:
             if text != current:
                 secret = name == "network-config"
@@ -448,6 +450,7 @@ def apply(plan: Plan) -> None:
     if not any(rel.startswith(f"{PAYLOAD_DIR}/dist/") for rel in plan.copies):
         raise FlashError("internal: a plan made without a wheel cannot be written")
     root = plan.bootfs.path
+    refuse_symlinks(root)  # again: the card may have changed while the wheel was built
     for name in plan.backups:
         backup_once(root / name)
     keep = plan.payload()

@@ -56,6 +56,12 @@ def test_healthz_reports_pin(controller: Controller) -> None:
     assert body["status"] == "ok" and body["ca"] == controller.ca.pin
 
 
+def test_healthz_reports_the_swarm_once_serve_knows_it(controller: Controller) -> None:
+    assert "cluster" not in controller.client.get("/healthz").get_json()
+    controller.app.extensions["swarm_enroll"].cluster_id = "k8x2m4p9q7w3abcdefghijklm"
+    assert controller.client.get("/healthz").get_json()["cluster"] == "k8x2m4p9q7w3"
+
+
 def test_ca_endpoint_serves_the_pinned_ca(controller: Controller) -> None:
     response = controller.client.get("/v1/ca")
     assert response.status_code == 200
