@@ -12,18 +12,22 @@ log = logging.getLogger(__name__)
 
 
 class ControllerFinder:
-    """Keeps the controllers announced with our pin, in the order to try them.
+    """Keeps the controllers to try, in order: those announced over mDNS with our pin,
+    then those our last grant named (every manager runs one), then none.
 
-    With several (two managers), `rotate()` after a failure moves to the next.
-    `pin=None` means trust on first use: every controller is a candidate.
+    After a failure, `rotate()` moves on to the next. `pin=None` means trust on first use:
+    every controller is a candidate. `static_url` (networks without multicast) comes first.
     """
 
-    def __init__(self, pin: str | None, static_url: str = "") -> None:
+    def __init__(self, pin: str | None, static_url: str = "",
+                 known: list[str] | None = None) -> None:
         self.pin = pin
         self.static_url = static_url
         self._ads: dict[str, ControllerAd] = {}
         self._order: list[str] = []
         self._ignored: set[str] = set()
+        self._known: list[str] = list(known or [])
+        self._offset = 0
         self._lock = threading.Lock()
         self.changed = threading.Event()
 
@@ -52,13 +56,32 @@ class ControllerFinder:
             if instance in self._order:
                 self._order.remove(instance)
 
-    def urls(self) -> list[str]:
-        if self.static_url:
-            return [self.static_url]
+    def learn(self, urls: list[str]) -> bool:
+        """The controllers a grant (signed by our CA) names; True if that is news."""
         with self._lock:
-            return [url for name in self._order for url in self._ads[name].urls()]
+            if urls == self._known:
+                return False
+            self._known = list(urls)
+        if urls:
+            self.changed.set()
+        return True
+
+    @property
+    def known(self) -> list[str]:
+        with self._lock:
+            return list(self._known)
+
+    def urls(self) -> list[str]:
+        with self._lock:
+            first = [self.static_url] if self.static_url else [  # it replaces mDNS
+                url for name in self._order for url in self._ads[name].urls()]
+            ordered = list(dict.fromkeys([*first, *self._known]))
+            if not ordered:
+                return []
+            start = self._offset % len(ordered)
+            return ordered[start:] + ordered[:start]
 
     def rotate(self) -> None:
+        """The first one failed: the next one first from now on."""
         with self._lock:
-            if len(self._order) > 1:
-                self._order.append(self._order.pop(0))
+            self._offset += 1

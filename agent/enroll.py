@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from agent.wire.keys import (
     thumbprint,
     write_private,
 )
-from agent.wire.messages import EnrollmentRequest, SwarmState
+from agent.wire.messages import EnrollmentRequest, SwarmState, validate_controller_urls
 from agent.wire.pinning import fetch_pinned_ca
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class Progress:
     cluster: str = ""
     node_id: str = ""
     reason: str = ""
+    controllers: list[str] = field(default_factory=list)  # to fail over to, this boot or next
 
 
 class Agent:
@@ -77,6 +78,7 @@ class Agent:
         self.local_proof = self._local_proof()
         self.docker = connect(config.docker_host)
         self.progress = self._load()
+        self.finder.learn(self.progress.controllers)
         self.stop = threading.Event()
         self._delay = 1.0
         self._said_hello = False  # each run starts with a full request, not a poll
@@ -228,10 +230,23 @@ class Agent:
                 "swarms"
             )
 
+    def _learn_controllers(self, urls: Any) -> None:
+        """Every controller's URL, from an answer over our pinned TLS: kept (and saved) so
+        that the agent moves to another one when this one stops answering."""
+        try:
+            urls = validate_controller_urls(urls)
+        except WireError:
+            log.warning("ignoring a controller list that is not a list of https:// URLs")
+            return
+        if urls and self.finder.learn(urls):
+            self._save(controllers=urls)
+            log.info("controllers of this swarm: %s", ", ".join(urls))
+
     def _handle(self, client: ControllerClient, answer: dict[str, Any],
                 swarm: SwarmState) -> float:
         status = answer.get("status", "")
         enrollment = answer.get("id", self.progress.enrollment)
+        self._learn_controllers(answer.get("controllers", []))
         if (status, enrollment) != self._last_answer:
             self._last_answer = (status, enrollment)
             log.info("enrollment %s: %s%s", enrollment, status,

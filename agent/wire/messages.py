@@ -95,6 +95,16 @@ def validate_labels(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def validate_controller_urls(value: Any) -> list[str]:
+    """Where the swarm's controllers serve (in grants and in every answer to an agent)."""
+    if not isinstance(value, list) or len(value) > MAX_CONTROLLERS or not all(
+            isinstance(u, str) and u.startswith("https://") and len(u) <= 300
+            and _PRINTABLE.match(u) for u in value):
+        raise WireError("bad_controllers", f"controllers must be at most {MAX_CONTROLLERS} "
+                        "https:// URLs")
+    return list(value)
+
+
 def _only(payload: Any, allowed: set[str], what: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise WireError("bad_payload", f"{what} must be a JSON object")
@@ -204,10 +214,10 @@ class Grant:
             raise WireError("bad_grant", "grant is missing claims") from None
         if grant.role not in ROLES or not isinstance(grant.managers, list) or not grant.managers:
             raise WireError("bad_grant", "grant has a bad role or no manager addresses")
-        if not isinstance(grant.controllers, list) or len(grant.controllers) > \
-                MAX_CONTROLLERS or not all(isinstance(u, str) and u.startswith("https://")
-                                           and len(u) <= 300 for u in grant.controllers):
-            raise WireError("bad_grant", "grant's controllers must be https:// URLs")
+        try:
+            validate_controller_urls(grant.controllers)
+        except WireError:
+            raise WireError("bad_grant", "grant's controllers must be https:// URLs") from None
         validate_hostname(grant.hostname)
         validate_labels(grant.labels)
         if not isinstance(grant.iat, int) or not isinstance(grant.exp, int):

@@ -30,7 +30,9 @@ def _signed() -> SignedRequest:
 
 
 def _reply(answer: Answer) -> tuple[Response, int]:
-    return jsonify(answer.to_json()), answer.http_status
+    """The answer, and where every controller serves: an agent fails over to those."""
+    return (jsonify({**answer.to_json(), "controllers": _service().controller_urls()}),
+            answer.http_status)
 
 
 @bp.after_request

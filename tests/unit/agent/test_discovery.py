@@ -94,3 +94,24 @@ def test_tofu_accepts_any_pin() -> None:
     finder = ControllerFinder(None)
     finder.found("ctl-x", _txt(OTHER), ["10.0.0.3"], 8443)
     assert finder.urls() == ["https://10.0.0.3:8443"]
+
+
+def test_controllers_an_answer_named_are_tried_after_the_announced_ones() -> None:
+    finder = ControllerFinder(PIN)
+    assert finder.learn(["https://10.0.0.2:8443", "https://10.0.0.3:8443"])
+    assert not finder.learn(["https://10.0.0.2:8443", "https://10.0.0.3:8443"])  # no news
+    finder.found("ctl-3", _txt(), ["10.0.0.3"], 8443)
+    assert finder.urls() == ["https://10.0.0.3:8443", "https://10.0.0.2:8443"]
+    finder.rotate()  # 10.0.0.3 stopped answering
+    assert finder.urls()[0] == "https://10.0.0.2:8443"
+
+
+def test_with_mdns_silent_the_learned_controllers_are_enough() -> None:
+    """A joined Pi whose controller's Pi died, on a LAN where mDNS is quiet (or blocked)."""
+    finder = ControllerFinder(PIN, known=["https://10.0.0.1:8443", "https://10.0.0.2:8443"])
+    assert finder.urls() == ["https://10.0.0.1:8443", "https://10.0.0.2:8443"]
+    finder.rotate()
+    assert finder.urls() == ["https://10.0.0.2:8443", "https://10.0.0.1:8443"]
+    static = ControllerFinder(PIN, static_url="https://10.0.0.9:8443",
+                              known=["https://10.0.0.1:8443"])
+    assert static.urls() == ["https://10.0.0.9:8443", "https://10.0.0.1:8443"]

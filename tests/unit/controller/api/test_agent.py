@@ -51,6 +51,7 @@ def test_token_rule_with_valid_token_grants_at_once(controller: Controller) -> N
     assert grant.cluster == controller.swarm.local_node.cluster_id
     assert grant.agent == pi.thumbprint
     assert grant.controllers == [controller.config.url]  # where to fail over to
+    assert body["controllers"] == [controller.config.url]  # every answer says it too
 
 
 def test_every_answer_carries_a_new_nonce(controller: Controller) -> None:
@@ -176,7 +177,8 @@ def test_joined_report_finishes_the_join(controller: Controller) -> None:
     assert len(controller.swarm.finished) == 1
     # Polling after the join says joined, with no grant.
     assert pi.poll(enrollment).get_json() == {"id": enrollment, "status": "joined",
-                                               "role": "manager"}
+                                               "role": "manager",
+                                               "controllers": [controller.config.url]}
 
 
 def test_joined_report_applies_worker_rule(controller: Controller) -> None:
