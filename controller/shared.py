@@ -4,9 +4,10 @@ shared state.
 Two controllers with different rules would decide differently on the same Pi, and two
 with different baselines would take turns undoing each other. So the text lives in one
 document (`shared/<name>`). It is seeded from the first controller's local file; after
-that, an edit of the local file on any manager (or `enrollctl baseline apply --file`) is
-checked and, only if it is valid, becomes the text every controller uses. A file with an
-error changes nothing, and says so in the log.
+that, an edit of the local file on any manager whose controller runs (or `enrollctl
+baseline apply --file`) is checked and, only if it is valid, becomes the text every
+controller uses; a controller that starts writes the shared text to its file. A file with
+an error changes nothing, and says so in the log.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class SharedFile(Generic[T]):
         self._cache: tuple[int, T] | None = None
         if self.state.doc(self.key) is None and local.exists():
             self.replace(local.read_text(), f"seeded from {local}")
+        elif self.state.doc(self.key) is not None:
+            self._mirror(self.text())  # a controller that starts takes the shared text
 
     def _local_mtime(self) -> float:
         try:
