@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,32 +32,57 @@ def _cached_ca(url: str, pin: str) -> Path:
 
 
 class AdminClient:
-    """Talks to one controller, trusting only the CA that matches `pin` (or `ca_file`)."""
+    """Talks to the controllers at `url` (one, or several: every manager runs one),
+    trusting only the CA that matches `pin` (or `ca_file`). A controller that does not
+    answer is passed over for the next; `url` is then the one that answered."""
 
-    def __init__(self, url: str, token: str, pin: str = "", ca_file: Path | None = None,
-                 timeout: float = 30.0) -> None:
+    def __init__(self, url: str | list[str], token: str, pin: str = "",
+                 ca_file: Path | None = None, timeout: float = 30.0) -> None:
         if not pin and ca_file is None:
             raise WireError("no_pin", "give the controller's CA pin (--pin or ENROLLCTL_PIN) "
                             "or its CA file (--ca-file)")
         pin = check_pin_format(pin) if pin else ""
-        self.url = url.rstrip("/")
+        self.urls = [u.rstrip("/") for u in ([url] if isinstance(url, str) else url) if u]
+        if not self.urls:
+            raise WireError("no_url", "no controller URL")
+        self.url = self.urls[0]
         self.timeout = timeout
         self.session = requests.Session()
         self.session.trust_env = False  # REQUESTS_CA_BUNDLE must not replace the pinned CA
-        self.session.verify = str(ca_file or _cached_ca(self.url, pin))
+        self.session.verify = str(ca_file or self._pinned_ca(pin))
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
+    def _pinned_ca(self, pin: str) -> Path:
+        error: WireError | None = None
+        for url in self.urls:
+            try:
+                return _cached_ca(url, pin)
+            except WireError as exc:
+                if exc.code != "unreachable":
+                    raise
+                error = exc
+        assert error is not None
+        raise error
+
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
                 params: dict[str, Any] | None = None) -> Any:
-        try:
-            response = self.session.request(method, self.url + path, json=body, params=params,
-                                            timeout=self.timeout)
-        except requests.exceptions.SSLError as exc:
-            raise WireError("tls_failed", f"TLS to {self.url} failed: {exc}", 495) from None
-        except requests.RequestException as exc:
-            raise WireError("unreachable", f"cannot reach {self.url}: {type(exc).__name__}",
-                            503) from None
+        """Asked of the controller that answered last, else of the next that answers."""
+        order = [self.url, *(u for u in self.urls if u != self.url)]
+        for i, url in enumerate(order):
+            try:
+                response = self.session.request(method, url + path, json=body, params=params,
+                                                timeout=self.timeout)
+            except requests.exceptions.SSLError as exc:
+                raise WireError("tls_failed", f"TLS to {url} failed: {exc}", 495) from None
+            except requests.RequestException as exc:
+                if i + 1 < len(order):
+                    continue
+                tried = ", ".join(order)
+                raise WireError("unreachable", f"cannot reach {tried}: {type(exc).__name__}",
+                                503) from None
+            self.url = url
+            break
         data = answer_json(response, path)
         if response.status_code >= 400:
             detail = {k: v for k, v in data.items() if k not in ("error", "message")}
@@ -133,3 +159,20 @@ class AdminClient:
 
     def cluster(self) -> dict[str, Any]:
         return self.request("GET", "/v1/cluster")
+
+
+def discover(pin: str, seconds: float = 3.0) -> list[str]:
+    """The controllers announced over mDNS on this host's LAN that hold our CA pin."""
+    from agent.discovery import ControllerFinder
+    from agent.mdns import MDNS
+    from agent.wire.mdns import CONTROLLER_SERVICE
+
+    finder = ControllerFinder(check_pin_format(pin))
+    mdns = MDNS([])
+    try:
+        mdns.browse(CONTROLLER_SERVICE, finder.found, finder.gone)
+        finder.changed.wait(seconds)
+        time.sleep(0.5)  # the other managers answer a moment later
+        return finder.urls()
+    finally:
+        mdns.close()

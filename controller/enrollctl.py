@@ -18,7 +18,7 @@ import click
 
 from agent import __version__
 from agent.wire.errors import WireError
-from controller.adminclient import AdminClient
+from controller.adminclient import AdminClient, discover
 
 DEFAULT_CONFIG = Path("~/.config/swarm-enroll/enrollctl.toml")
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
@@ -43,16 +43,31 @@ class Context:
         self.url, self.pin, self.token, self.ca_file = url, pin, token, ca_file
         self.as_json = as_json
         self._client: AdminClient | None = None
+        self._several = False
 
     @property
     def client(self) -> AdminClient:
         if self._client is None:
-            if not self.url:
+            urls = [u.strip() for u in self.url.split(",") if u.strip()]
+            if not urls and self.pin:  # every manager runs a controller: ask the LAN
+                urls = discover(self.pin)
+                if not urls:
+                    raise click.ClickException(
+                        "no controller with this CA pin answered over mDNS; give one with "
+                        "--url (or ENROLLCTL_URL)")
+            if not urls:
                 raise click.ClickException("no controller URL: use --url, ENROLLCTL_URL or "
-                                           "'url' in the config file")
-            self._client = AdminClient(self.url, self.token, self.pin,
+                                           "'url' in the config file (or --pin alone, to "
+                                           "find the controllers over mDNS)")
+            self._client = AdminClient(urls, self.token, self.pin,
                                        Path(self.ca_file) if self.ca_file else None)
+            self._several = len(urls) > 1
         return self._client
+
+    def said_who(self) -> None:
+        """With several controllers to choose from, say which one answered (stderr)."""
+        if self._client is not None and self._several:
+            click.echo(f"(answered by {self._client.url})", err=True)
 
     def show(self, data: Any, columns: list[str] | None = None) -> None:
         if self.as_json or columns is None:
@@ -93,7 +108,10 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            if isinstance(ctx.obj, Context):
+                ctx.obj.said_who()
+            return result
         except WireError as exc:
             claimants = exc.detail.get("claimants")
             if claimants:
@@ -107,7 +125,10 @@ class Group(click.Group):
 
 @click.group(cls=Group)
 @click.version_option(__version__, prog_name="enrollctl")
-@click.option("--url", envvar="ENROLLCTL_URL", help="Controller URL, https://host:8443")
+@click.option("--url", envvar="ENROLLCTL_URL",
+              help="Controller URL(s), https://host:8443, comma-separated (every manager runs "
+                   "one; the next is asked when one does not answer). Without it, with "
+                   "--pin: found over mDNS.")
 @click.option("--pin", envvar="ENROLLCTL_PIN", help="CA pin, sha256:…")
 @click.option("--token", envvar="ENROLLCTL_TOKEN", help="Admin token (prefer the env var).")
 @click.option("--ca-file", envvar="ENROLLCTL_CA_FILE", help="CA certificate instead of a pin.")

@@ -11,8 +11,10 @@ before that write, never inside it, since a change may run more than once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -104,6 +106,7 @@ class EnrollmentService:
         self.adoption_secret = adoption_secret
         self.limits = limits or Limits()
         self.controller_urls = controller_urls  # every controller's URL, this one first
+        self._room = threading.Lock()
         # Called (with the record) after the swarm's membership changed: a join, a
         # revocation, a removal. The baseline reconciler listens here.
         self.membership_changed: list[Callable[[Record], None]] = []
@@ -132,8 +135,12 @@ class EnrollmentService:
             token = usable_token(self.state, req.bootstrap_token, req.hostname)
             if token is not None and self.state.spend_token(token.id):
                 token_id = token.id
-        claim = self.state.update_host(req.hostname, lambda doc: self._claim(
-            doc, signed, req, remote_addr, rule, adopt, token_id))
+        waits = not (token_id or adopt or rule.approve == "auto")
+        # A request that will wait counts against the limits: checking the room and taking
+        # it are one step in this controller, or a flood would slip past between the two.
+        with self._room if waits else contextlib.nullcontext():
+            claim = self.state.update_host(req.hostname, lambda doc: self._claim(
+                doc, signed, req, remote_addr, rule, adopt, token_id))
         if token_id and not claim.token_used:
             self.state.refund_token(token_id)  # another request of this Pi came first
         record = claim.record

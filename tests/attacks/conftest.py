@@ -59,8 +59,9 @@ class LiveController:
 
 @contextmanager
 def serve_controller(state_dir: Path, rules: str = DEFAULT_RULES,
-                     swarm: FakeSwarm | None = None) -> Iterator[LiveController]:
-    controller = build_controller(state_dir, rules, swarm)
+                     swarm: FakeSwarm | None = None,
+                     settings: dict[str, Any] | None = None) -> Iterator[LiveController]:
+    controller = build_controller(state_dir, rules, swarm, settings)
     # as `enroll-controller serve` does, from what its Docker says
     controller.app.extensions["swarm_enroll"].cluster_id = controller.swarm.local().cluster_id
     config = dataclasses.replace(controller.config, listen="127.0.0.1", port=0)
@@ -83,9 +84,10 @@ def start_controller(tmp_path: Path) -> Iterator[Callable[..., LiveController]]:
     with ExitStack() as stack:
         count = iter(range(1000))
 
-        def start(rules: str = DEFAULT_RULES, swarm: FakeSwarm | None = None) -> LiveController:
+        def start(rules: str = DEFAULT_RULES, swarm: FakeSwarm | None = None,
+                  **settings: Any) -> LiveController:
             return stack.enter_context(serve_controller(tmp_path / f"live{next(count)}",
-                                                        rules, swarm))
+                                                        rules, swarm, settings))
 
         yield start
 
