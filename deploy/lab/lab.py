@@ -141,6 +141,11 @@ class Lab:
 
     # ---- paths -------------------------------------------------------------------------
 
+    @property
+    def ca_file(self) -> Path:
+        """The swarm's enrollment CA certificate (public), for the admin's clients."""
+        return self.state_dir / "ca.pem"
+
     def pi_dir(self, name: str) -> Path:
         return self.state_dir / name
 
@@ -326,6 +331,7 @@ class Lab:
         if not all(k in info for k in ("url", "pin", "admin_token")):
             raise LabError(f"enroll-controller init printed no JSON with url, pin, admin_token: "
                            f"{init.stdout[-300:]!r}")
+        shutil.copy(cdir / "ca.pem", self.ca_file)  # outlives the first manager's Pi
         ctl = {"name": pi.name, "url": info["url"], "pin": info["pin"],
                "admin_token": info["admin_token"], "state_dir": str(cdir)}
         state["controller"] = ctl
@@ -334,7 +340,7 @@ class Lab:
 
     def _wait_healthz(self, ctl: dict[str, Any], proc: subprocess.Popen, log: Path) -> None:
         """Until the controller answers; `proc` is the agent that starts it."""
-        ca = Path(ctl["state_dir"]) / "ca.pem"
+        ca = self.ca_file
         deadline = time.monotonic() + 60
         last: object = None
         with _session() as s:
@@ -356,7 +362,7 @@ class Lab:
                        f"log: {log})\n{dockerd.log_tail(log)}")
 
     def _bootstrap_token(self, ctl: dict[str, Any]) -> str:
-        ca = Path(ctl["state_dir"]) / "ca.pem"
+        ca = self.ca_file
         with _session() as s:
             r = s.post(ctl["url"] + "/v1/tokens", verify=str(ca), timeout=10,
                        headers={"Authorization": f"Bearer {ctl['admin_token']}"},
@@ -891,7 +897,7 @@ class Lab:
         return {
             "controller_url": ctl.get("url"), "pin": ctl.get("pin"),
             "admin_token": ctl.get("admin_token"), "controllers": controllers,
-            "ca": str(Path(ctl["state_dir"]) / "ca.pem") if ctl.get("state_dir") else None,
+            "ca": str(self.ca_file) if ctl.get("state_dir") else None,
             "state_dir": str(self.state_dir), "phase": state.get("phase"), "nodes": nodes,
         }
 
@@ -974,6 +980,7 @@ class Lab:
         cards.forget(self.prefix)
         if not errors:
             self.state_file.unlink(missing_ok=True)
+            self.ca_file.unlink(missing_ok=True)
         return errors
 
 

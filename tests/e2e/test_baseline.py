@@ -413,7 +413,7 @@ def scripted_agent(cluster: Cluster, name: str, tmp: Path) -> tuple[ControllerCl
     between its join and its report)."""
     ctl = cluster.lab.state()["controller"]
     key = load_or_create_agent_key(tmp / "agent-key.pem")
-    ca = Path(ctl["state_dir"]) / "ca.pem"
+    ca = cluster.lab.ca_file
     return ControllerClient(ctl["url"], ca, key), key
 
 

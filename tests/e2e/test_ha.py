@@ -114,7 +114,7 @@ def test_two_agents_race_for_one_name_through_two_controllers(cluster: Cluster,
     """Two strangers with the lab's token claim one new name at the same moment, each at
     another controller: one record is granted; the other is held, with no grant."""
     ctl = cluster.lab.state()["controller"]
-    ca = Path(ctl["state_dir"]) / "ca.pem"
+    ca = cluster.lab.ca_file
     urls = {c["name"]: c["url"] for c in cluster.lab.status()["controllers"]}
     answers: list[dict[str, Any]] = []
     start = threading.Barrier(2)
