@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from agent import __version__
@@ -65,7 +66,9 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
         jobs.append(Job("baseline", start=ctl.baseline.start, stop=ctl.baseline.stop))
     actor = Actor(Lease(state, local.hostname), jobs)
     demoted = threading.Event()
-    watcher = threading.Thread(target=_watch_role, args=(swarm, registry, server, demoted),
+    shared = [ctl.enrollment.rules] + ([ctl.baseline.source.version] if ctl.baseline else [])
+    watcher = threading.Thread(target=_watch_role,
+                               args=(swarm, registry, server, demoted, shared),
                                name="role-watch", daemon=True)
     log.info("swarm-enroll controller %s on %s for swarm %s, CA %s", __version__,
              local.hostname, local.cluster_id[:12], ctl.pin)
@@ -84,9 +87,10 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
         log.warning("this node is no longer a manager: the controller stops")
 
 
-def _watch_role(swarm: Swarm, registry: Registry, server: object,
-                demoted: threading.Event) -> None:
-    """Heartbeat in the registry; stop serving once this node is no longer a manager."""
+def _watch_role(swarm: Swarm, registry: Registry, server: object, demoted: threading.Event,
+                shared: list[Callable[[], object]]) -> None:
+    """Heartbeat in the registry; take an edit of this manager's rules or baseline file
+    into the shared state; stop serving once this node is no longer a manager."""
     while True:
         try:
             swarm.local()
@@ -97,4 +101,9 @@ def _watch_role(swarm: Swarm, registry: Registry, server: object,
         except Exception:  # the daemon is restarting: ask again later
             pass
         registry.heartbeat()
+        for read in shared:
+            try:
+                read()
+            except Exception:  # a bad edit is logged where it is read; nothing changes
+                log.debug("shared file", exc_info=True)
         threading.Event().wait(ROLE_CHECK)

@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from controller.state.swarm import STATE_LABEL
 from deploy.lab.lab import Lab, LabError
 
 from .benchlab import LOAD_PI, STORM_PI, cpu_seconds, loadavg, settle, settle_host, vm_kb
@@ -77,6 +78,7 @@ class StormController:
         return [sys.executable, "-m", "controller.cli"], variant_env(self.src)
 
     def init(self) -> None:
+        self._forget_earlier_runs()
         rules = self.dir.parent / "storm-rules.toml"
         rules.write_text(STORM_RULES)
         cmd, env = self._cmd()
@@ -87,6 +89,16 @@ class StormController:
         if r.returncode != 0:
             raise LabError(f"enroll-controller init for the storm failed: {r.stderr[-500:]}")
         self.info = json.loads(r.stdout.strip().splitlines()[-1])
+
+    def _forget_earlier_runs(self) -> None:
+        """The cluster state lives in the swarm: each run starts from none, as on a new
+        cluster (a run of the same N after another would find its names taken)."""
+        client = self.lab.docker(STORM_PI)
+        try:
+            for config in client.api.configs(filters={"label": [STATE_LABEL]}):
+                client.api.remove_config(config["ID"])
+        finally:
+            client.close()
 
     def start(self) -> int:
         cmd, env = self._cmd()

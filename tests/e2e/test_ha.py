@@ -63,7 +63,9 @@ def test_a_third_manager_joins_through_either_controller(cluster: Cluster) -> No
     rules = cluster.lab.pi_dir(SECOND) / "controller" / "rules.toml"  # edited on manager 2
     rules.write_text('[[rule]]\nmatch = "PiMgr-*"\nrole = "manager"\napprove = "token"\n\n'
                      + rules.read_text())
-    admin_on(cluster, SECOND).nodes()  # it reads its rules: the edit becomes the shared one
+    # controller 2 takes its file's edit into the shared state; controller 1 mirrors it
+    wait_for("the rule shared with controller 1", lambda: 'match = "PiMgr-*"' in (
+        cluster.lab.pi_dir(FIRST) / "controller" / "rules.toml").read_text(), 30)
     log = cluster.add_pi(THIRD, token="lab", manager=True)
     wait_log(log, ": joined", 90)
     wait_for(f"a controller on {THIRD}", lambda: THIRD in serving(cluster), 60)
@@ -72,7 +74,6 @@ def test_a_third_manager_joins_through_either_controller(cluster: Cluster) -> No
     # files follow the shared text the next time they read it
     (record,) = [r for r in admin_on(cluster, FIRST).nodes() if r["hostname"] == THIRD]
     assert (record["role"], record["approve"]) == ("manager", "token")
-    admin_on(cluster, FIRST).nodes()
     health = admin_on(cluster, THIRD).cluster()
     assert {c["hostname"] for c in health["controllers"]} == {FIRST, SECOND, THIRD}
     assert health["acting"] in (FIRST, SECOND, THIRD)
@@ -168,12 +169,11 @@ def test_the_pi_that_ran_init_dies_and_enrollment_goes_on(cluster: Cluster) -> N
 
 
 def test_a_baseline_change_after_the_death_is_applied(cluster: Cluster) -> None:
-    admin = admin_on(cluster, THIRD)
     text = (cluster.lab.pi_dir(THIRD) / "controller" / "baseline.yml").read_text()
     edited = text.replace("parallelism: 3", "parallelism: 2", 1)
     assert edited != text
     (cluster.lab.pi_dir(THIRD) / "controller" / "baseline.yml").write_text(edited)
-    admin.baseline()  # controller 3 reads its file: the edit becomes the shared text
+    # controller 3 takes the edit into the shared state; the acting one applies it
 
     def applied() -> bool:
         api = cluster.lab.docker(SECOND).api
