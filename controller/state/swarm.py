@@ -40,6 +40,8 @@ STATE_LABEL = "swarm-enroll.state"
 KEY_LABEL = "swarm-enroll.key"
 DOC_LABEL = "swarm-enroll.doc"
 DATA = b"swarm-enroll cluster state: the document is in the label swarm-enroll.doc"
+FLUSH_DELAY = 0.05  # seconds events are gathered before the configs they name are read
+FLUSH_BATCH = 100
 _UNAVAILABLE = ("does not have a leader", "quorum", "deadline exceeded", "unavailable",
                 "not a swarm manager", "lost leader")
 
@@ -67,6 +69,8 @@ class SwarmBackend:
         self._events: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._dirty: set[str] = set()  # configs events named, to read again
+        self._flusher: threading.Thread | None = None
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -185,12 +189,34 @@ class SwarmBackend:
             if key:
                 changed(key, None)
             return
-        try:
-            config = self._call(self.api.inspect_config, config_id)
-            stored = self._stored(config)
-        except (docker.errors.NotFound, StoreUnavailable, KeyError, ValueError):
-            return
-        changed(stored.key, stored)
+        with self._lock:
+            self._dirty.add(config_id)
+            if self._flusher is None or not self._flusher.is_alive():
+                self._flusher = threading.Thread(target=self._flush, args=(changed,),
+                                                 name="state-refresh", daemon=True)
+                self._flusher.start()
+
+    def _flush(self, changed: Changed) -> None:
+        """Read what the events named, many configs in one call: a fleet enrolling makes
+        hundreds of writes a second, and one read each would double the daemon's work."""
+        self._stop.wait(FLUSH_DELAY)
+        while True:
+            with self._lock:
+                ids, self._dirty = sorted(self._dirty)[:FLUSH_BATCH], set(
+                    sorted(self._dirty)[FLUSH_BATCH:])
+                if not ids:
+                    self._flusher = None
+                    return
+            try:
+                configs = self._call(self.api.configs, filters={"id": ids})
+            except (docker.errors.APIError, StoreUnavailable):
+                continue  # the next events (or the resync after a break) catch up
+            for config in configs:
+                try:
+                    stored = self._stored(config)
+                except (KeyError, ValueError):
+                    continue
+                changed(stored.key, stored)
 
     def _resync(self, changed: Changed) -> None:
         with self._lock:

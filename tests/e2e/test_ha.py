@@ -30,7 +30,15 @@ FIRST, SECOND, THIRD = "PiLike-01", "PiLike-02", "PiMgr-03"
 
 
 def serving(cluster: Cluster) -> set[str]:
-    return {c["name"] for c in cluster.lab.status()["controllers"]}
+    """The Pis whose controller answers (its process may run a moment before that)."""
+    answering = set()
+    for c in cluster.lab.status()["controllers"]:
+        try:
+            admin_on(cluster, c["name"]).health()
+            answering.add(c["name"])
+        except WireError:
+            pass
+    return answering
 
 
 def admin_on(cluster: Cluster, pi: str) -> AdminClient:
