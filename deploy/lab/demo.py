@@ -14,7 +14,7 @@ from controller.adminclient import AdminClient
 from controller.rules import load_rules, match_rule
 
 from .config import ClusterConfig
-from .lab import Lab, LabError
+from .lab import CONTROLLER_PORT, Lab, LabError
 
 Say = Callable[[str], None]
 
@@ -163,13 +163,18 @@ def epilogue(lab: Lab, config: ClusterConfig) -> str:
     manager = config.controller or config.pis[0].name
     node_ls = lab.exec(manager, ["/usr/bin/docker", "node", "ls"], capture_output=True,
                        timeout=30)
+    ips = {n["name"].lower(): n["ip"] for n in status["nodes"]}
+    urls = ",".join(f"https://{ips[n['hostname'].lower()]}:{CONTROLLER_PORT}"
+                    for n in swarm_nodes(lab, manager)
+                    if n["role"] == "manager" and n["hostname"].lower() in ips)
     return "\n".join([
         f"docker node ls on {manager}:",
         node_ls.stdout.rstrip() or node_ls.stderr.rstrip(),
         "",
-        f"Controller: {status['controller_url']}  (CA pin {status['pin']})",
+        f"Controllers, one on every manager: {urls.replace(',', ', ')}  (CA pin "
+        f"{status['pin']})",
         "Use enrollctl from this shell (the admin token is in `enroll-lab status --json`):",
-        f"  export ENROLLCTL_URL={status['controller_url']} ENROLLCTL_CA_FILE={status['ca']}",
+        f"  export ENROLLCTL_URL={urls} ENROLLCTL_CA_FILE={status['ca']}",
         "  export ENROLLCTL_TOKEN=$(.venv/bin/enroll-lab status --json | "
         "python3 -c 'import json,sys; print(json.load(sys.stdin)[\"admin_token\"])')",
         "  .venv/bin/enrollctl nodes",
