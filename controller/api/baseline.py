@@ -1,4 +1,5 @@
-"""Admin endpoints for the baseline services and cluster health. Bearer auth, as admin.py."""
+"""Admin endpoints for the baseline services and cluster health (with the quorum keeper).
+Bearer auth, as admin.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from controller.api import admin
 from controller.baseline.health import read_cluster
 from controller.baseline.reconcile import Reconciler
 from controller.baseline.spec import BaselineError
+from controller.keeper import STATUS_KEY, describe
 
 bp = Blueprint("baseline", __name__, url_prefix="/v1")
 # The admin blueprint's own checks, not a copy: one place decides who is an admin.
@@ -86,4 +88,8 @@ def apply() -> Response:
 def cluster() -> Response:
     admin.query()
     reconciler = _reconciler()
-    return jsonify(_docker(lambda: read_cluster(reconciler.api)))
+    health = _docker(lambda: read_cluster(reconciler.api))
+    ctl = current_app.extensions["swarm_enroll"]
+    health["keeper"] = describe(ctl.quorum(), ctl.state.doc(STATUS_KEY),
+                                health["raft"]["has_quorum"])
+    return jsonify(health)
