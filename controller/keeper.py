@@ -266,10 +266,9 @@ class QuorumKeeper:
         """The status document, written only when what it says changes."""
         def change(old: dict[str, Any] | None) -> dict[str, Any]:
             old = old or {}
-            new = {**old, **status}
-            if {k: old.get(k) for k in status} != status:
-                new["since"] = time.time()
-            return new if new != old else old
+            if all(old.get(k) == v for k, v in status.items()):
+                return old  # the same: nothing is written
+            return {**old, **status, "since": time.time()}
         try:
             self.state.update_doc(STATUS_KEY, change)
         except (WireError, StoreUnavailable) as exc:  # no quorum: nothing can be written
