@@ -22,7 +22,7 @@ from controller.config import ControllerConfig
 from controller.enrollment import EnrollmentService
 from controller.nonces import NonceStore
 from controller.pki import ca_signing_key, load_ca
-from controller.rules import Rule, RulesError, parse_rules
+from controller.rules import QuorumSettings, Rule, RulesError, parse_rules, quorum_settings
 from controller.shared import SharedFile
 from controller.sightings import Sightings
 from controller.state import State
@@ -47,6 +47,8 @@ class ControllerState:
     version: str = __version__
     # The swarm's id, set by `serve` once Docker said it; /healthz tells agents its start.
     cluster_id: str = ""
+    # The quorum keeper's settings, from the shared rules (None: it is off).
+    quorum: Callable[[], QuorumSettings | None] = lambda: None
     # Baseline services; None without a real Docker connection (unit tests' FakeSwarm).
     baseline: Reconciler | None = None
 
@@ -54,6 +56,14 @@ class ControllerState:
 def shared_rules(state: State, config: ControllerConfig) -> SharedFile[list[Rule]]:
     return SharedFile(state, "rules", config.rules_path,
                       lambda text, where: _rules_of(text, where))
+
+
+def shared_quorum(rules: SharedFile[list[Rule]]) -> Callable[[], QuorumSettings | None]:
+    """The [quorum] table of the shared rules (checked with them when they were taken)."""
+    def current() -> QuorumSettings | None:
+        rules.current()  # takes an edit of the local file first
+        return quorum_settings(rules.text())
+    return current
 
 
 def _rules_of(text: str, where: str) -> list[Rule]:
@@ -93,7 +103,7 @@ def create_app(config: ControllerConfig, swarm: Swarm | None = None,
     )
     app.extensions["swarm_enroll"] = ControllerState(
         state, NonceStore(), service, pin_of_certificate(ca_cert), config.ca_cert.read_bytes(),
-        config, Sightings(),
+        config, Sightings(), quorum=shared_quorum(rules),
     )
     errors.register(app)
     app.register_blueprint(meta.bp)

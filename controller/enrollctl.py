@@ -361,6 +361,25 @@ def cluster(obj: Context) -> None:
     raft = data["raft"]
     click.echo(f"Raft: {raft['summary']}.")
     click.echo(f"Recommendation: {raft['recommendation']}.")
+    click.echo("")
+    _show_keeper(data["keeper"])
+
+
+def _show_keeper(keeper: dict[str, Any]) -> None:
+    """The quorum keeper: its settings, its last action and why, what it waits for."""
+    if keeper["enabled"]:
+        click.echo(f"Quorum keeper: on, keeps {keeper['managers']} managers, may promote "
+                   f"{keeper['promote']}, a manager Down for "
+                   f"{keeper['down_after_seconds']:.0f} s is lost.")
+    else:
+        click.echo("Quorum keeper: off (add a [quorum] table to the rules to turn it on).")
+    last = keeper["last"]
+    if last:
+        click.echo(f"Last action: {last['action']}d {last['hostname']} "
+                   f"({_cell(last['at'])}, by {last['by']}): {last['reason']}.")
+    if keeper["enabled"]:
+        since = f" (since {_cell(keeper['since'])})" if keeper["since"] else ""
+        click.echo(f"Now: {keeper['waiting']}{since}.")
 
 
 def _register_flash() -> None:

@@ -27,6 +27,7 @@ from agent.wire.errors import WireError
 from agent.wire.jws import SignedRequest, sign_grant
 from agent.wire.messages import MAX_CONTROLLERS, EnrollmentRequest, Grant, JoinedReport
 from controller.config import Limits
+from controller.keeper import inherited
 from controller.rules import Rule, match_rule
 from controller.state import (
     APPROVED,
@@ -437,8 +438,9 @@ class EnrollmentService:
             labels: dict[str, str] = {}
             role = ""
             for attrs in stale:
-                labels.update(attrs["Spec"].get("Labels") or {})
-                role = "manager" if attrs["Spec"].get("Role") == "manager" else role or "worker"
+                node_role, node_labels = inherited(attrs)  # a lost manager the quorum
+                labels.update(node_labels)  # keeper demoted is a manager again
+                role = "manager" if node_role == "manager" else role or "worker"
                 self.swarm.remove(attrs)
         except SwarmError as exc:
             raise WireError(exc.code, exc.message, exc.status) from None

@@ -163,7 +163,9 @@ PATHS: dict[str, dict[str, Any]] = {
         errors=_BUSY)},
     "/v1/cluster": {"get": _op(
         "Cluster health: managers and workers by state and availability, the leader, tasks "
-        "per service, Raft fault tolerance in words", _answer("health", _OBJECT), admin=True,
+        "per service, Raft fault tolerance in words, and the quorum keeper (keeper: enabled, "
+        "its settings, its last action and why, what it waits for)",
+        _answer("health", _OBJECT), admin=True,
         errors=_BUSY)},
 }
 

@@ -1,4 +1,6 @@
-"""Hostname rules: which role a Pi gets and who approves it. First match wins."""
+"""Hostname rules: which role a Pi gets and who approves it (first match wins), and the
+quorum keeper's settings (`[quorum]`), which live in the same file so that every
+controller reads them alike."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ from agent.wire.messages import AVAILABILITIES, ROLES, validate_labels
 
 APPROVALS = ("manual", "token", "auto")
 _KEYS = {"match", "role", "approve", "labels", "availability"}
+_QUORUM_KEYS = {"managers", "promote", "down_after_seconds"}
+MANAGER_COUNTS = (3, 5, 7)
+MIN_DOWN_AFTER = 10  # seconds; shorter would count a rebooting manager as lost
 
 
 class RulesError(ValueError):
@@ -31,14 +36,18 @@ class Rule:
         return fnmatch.fnmatchcase(hostname.lower(), self.match.lower())
 
 
+def _known_keys(raw: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(raw) - allowed
+    if unknown:
+        raise RulesError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                         f"allowed: {', '.join(sorted(allowed))}")
+
+
 def _rule(index: int, raw: Any) -> Rule:
     where = f"rule #{index + 1}"
     if not isinstance(raw, dict):
         raise RulesError(f"{where}: must be a table")
-    unknown = set(raw) - _KEYS
-    if unknown:
-        raise RulesError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-                         f"allowed: {', '.join(sorted(_KEYS))}")
+    _known_keys(raw, _KEYS, where)
     match = raw.get("match")
     if not isinstance(match, str) or not match:
         raise RulesError(f"{where}: 'match' must be a non-empty glob such as \"mgr-*\"")
@@ -59,18 +68,69 @@ def _rule(index: int, raw: Any) -> Rule:
     return Rule(match, role, approve, labels, availability)
 
 
-def parse_rules(text: str) -> list[Rule]:
+@dataclass(frozen=True)
+class QuorumSettings:
+    """`[quorum]`: keep `managers` healthy managers, promoting only hostnames that match
+    `promote`; a manager Down for longer than `down_after` seconds counts as lost."""
+
+    managers: int
+    promote: str
+    down_after: float = 120.0
+
+    def may_promote(self, hostname: str) -> bool:
+        return fnmatch.fnmatchcase(hostname.lower(), self.promote.lower())
+
+
+def _quorum(raw: Any) -> QuorumSettings:
+    if not isinstance(raw, dict):
+        raise RulesError("[quorum] must be a table")
+    _known_keys(raw, _QUORUM_KEYS, "[quorum]")
+    managers = raw.get("managers")
+    if isinstance(managers, bool) or not isinstance(managers, int) \
+            or managers not in MANAGER_COUNTS:
+        raise RulesError(f"[quorum]: managers must be 3, 5 or 7, not {managers!r}: 1 or 2 "
+                         "managers tolerate no failure, an even count tolerates no more than "
+                         "the odd one below it, and more than 7 slow Raft down")
+    promote = raw.get("promote")
+    if not isinstance(promote, str) or not promote:
+        raise RulesError("[quorum]: promote must be a non-empty glob of the hostnames the "
+                         "keeper may make managers, such as \"pi3-*\"")
+    down_after = raw.get("down_after_seconds", 120)
+    if isinstance(down_after, bool) or not isinstance(down_after, int | float) \
+            or down_after < MIN_DOWN_AFTER:
+        raise RulesError(f"[quorum]: down_after_seconds must be a number of seconds, at least "
+                         f"{MIN_DOWN_AFTER} (a manager rebooting must not count as lost)")
+    return QuorumSettings(managers, promote, float(down_after))
+
+
+def _load(text: str) -> dict[str, Any]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"not valid TOML: {exc}") from None
-    unknown = set(data) - {"rule"}
+    unknown = set(data) - {"rule", "quorum"}
     if unknown:
-        raise RulesError(f"unknown top-level key(s) {', '.join(sorted(unknown))}; use [[rule]]")
+        raise RulesError(f"unknown top-level key(s) {', '.join(sorted(unknown))}; use [[rule]] "
+                         "and [quorum]")
+    return data
+
+
+def parse_rules(text: str) -> list[Rule]:
+    """The rules, in order; the whole file is checked, [quorum] included."""
+    data = _load(text)
     raw = data.get("rule", [])
     if not isinstance(raw, list):
         raise RulesError("rules must be written as [[rule]] tables")
-    return [_rule(i, r) for i, r in enumerate(raw)]
+    rules = [_rule(i, r) for i, r in enumerate(raw)]
+    if "quorum" in data:
+        _quorum(data["quorum"])
+    return rules
+
+
+def quorum_settings(text: str) -> QuorumSettings | None:
+    """The quorum keeper's settings, or None when the file has no [quorum] table (off)."""
+    data = _load(text)
+    return _quorum(data["quorum"]) if "quorum" in data else None
 
 
 def load_rules(path: Path) -> list[Rule]:
@@ -98,4 +158,13 @@ approve = "manual"
 match = "*"
 role = "worker"
 approve = "token"
+
+# The quorum keeper (off without this table): keeps an odd number of healthy managers
+# by promoting enrolled workers whose hostname matches `promote`, and demotes the
+# managers it promoted once they are too many. A manager Down for longer than
+# down_after_seconds counts as lost (it is demoted when a replacement can be promoted).
+# [quorum]
+# managers = 3                 # 3, 5 or 7
+# promote = "pi3-*"            # glob of the hostnames it may make managers
+# down_after_seconds = 120
 """

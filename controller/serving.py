@@ -21,6 +21,7 @@ from controller.bootstrap import config_from_docker, import_single, reseal_if_ro
 from controller.cluster import Actor, Job, Lease, Registry
 from controller.config import load_config
 from controller.discovery import ControllerDiscovery
+from controller.keeper import QuorumKeeper
 from controller.server import make_server, serve_forever
 from controller.state import State
 from controller.state.swarm import SwarmBackend
@@ -61,7 +62,8 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
     discovery = ControllerDiscovery(config, ctl.pin, local.cluster_id, ctl.sightings)
     if config.mdns:
         discovery.start()
-    jobs = [Job("ca-reseal", tick=lambda: reseal_if_rotated(config, state, swarm))]
+    jobs = [Job("ca-reseal", tick=lambda: reseal_if_rotated(config, state, swarm)),
+            Job("quorum-keeper", tick=QuorumKeeper(swarm, state, ctl.quorum).step)]
     if ctl.baseline is not None:
         jobs.append(Job("baseline", start=ctl.baseline.start, stop=ctl.baseline.stop))
     actor = Actor(Lease(state, local.hostname), jobs)

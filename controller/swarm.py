@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,24 +148,40 @@ class Swarm:
     def finish_join(self, node_id: str, role: str, labels: dict[str, str],
                     availability: str) -> None:
         """Labels, availability and (for managers) promotion, in one spec update."""
-        for _ in range(5):
-            node = self.client.nodes.get(node_id)
-            spec = dict(node.attrs["Spec"])
+        def change(attrs: dict[str, Any]) -> dict[str, Any]:
+            spec = dict(attrs["Spec"])
             spec["Labels"] = {**spec.get("Labels", {}), **labels}
-            spec["Availability"] = availability
-            spec["Role"] = role
+            return {**spec, "Availability": availability, "Role": role}
+        self.update_node(node_id, change)
+
+    def update_node(self, node_id: str,
+                    change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+        """Write `change(node)` as the node's spec under the version it was read at (a
+        compare-and-swap), reading it again on "update out of sequence". `change` returns
+        None to write nothing (the node no longer is what the caller expected): False."""
+        for _ in range(5):
+            node = self._call("reading node", self.client.nodes.get, node_id)
+            if node is None:
+                raise SwarmError("node_not_in_swarm",
+                                 f"node {node_id} is not a member of this swarm")
+            spec = change(node.attrs)
+            if spec is None:
+                return False
             try:
                 node.update(spec)
-                if role == "manager":
-                    self._forget_facts()
-                return
             except docker.errors.APIError as exc:
-                if "update out of sequence" not in str(exc):
-                    raise SwarmError("swarm_update_failed",
-                                     f"could not update node {node_id}: {exc.explanation}",
-                                     502) from None
+                if "update out of sequence" in str(exc):
+                    continue
+                if _no_leader(exc):
+                    raise quorum_lost(int(self.client.info()["Swarm"].get("Managers") or 0)
+                                      ) from None
+                raise SwarmError("swarm_update_failed",
+                                 f"could not update node {node_id}: {exc.explanation}",
+                                 502) from None
+            if spec.get("Role") != node.attrs["Spec"].get("Role"):
+                self._forget_facts()  # the manager addresses in grants
+            return True
         raise SwarmError("swarm_update_failed", f"node {node_id} kept changing; retry", 503)
-
 
     # -- removing nodes without breaking the swarm: drain, demote, remove, rotate --
 

@@ -1,4 +1,5 @@
-"""Admin endpoints for the baseline services and cluster health. Bearer auth, as admin.py."""
+"""Admin endpoints for the baseline services and cluster health (with the quorum keeper).
+Bearer auth, as admin.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from controller.baseline.health import read_cluster
 from controller.baseline.reconcile import Reconciler
 from controller.baseline.spec import BaselineError
 from controller.cluster import LEASE_KEY
+from controller.keeper import STATUS_KEY, describe
 from controller.state import State
 
 bp = Blueprint("baseline", __name__, url_prefix="/v1")
@@ -90,7 +92,10 @@ def cluster() -> Response:
     admin.query()
     reconciler = _reconciler()
     health = _docker(lambda: read_cluster(reconciler.api))
-    return jsonify({**health, **controllers(admin.state_of_app())})
+    ctl = current_app.extensions["swarm_enroll"]
+    health["keeper"] = describe(ctl.quorum(), ctl.state.doc(STATUS_KEY),
+                                health["raft"]["has_quorum"])
+    return jsonify({**health, **controllers(ctl.state)})
 
 
 def controllers(state: State) -> dict[str, Any]:

@@ -410,7 +410,7 @@ class State:
         found: list[Event] = []
         for doc in stored:
             kind = doc.key.partition("/")[0]
-            if hostname and kind != "host":
+            if hostname and kind not in ("host", "audit"):  # loose events may name a host
                 continue
             if kind == "host" and hostname and doc.key != host_key(hostname):
                 continue

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from controller.adminclient import AdminClient
-from controller.rules import load_rules, match_rule
+from controller.keeper import LABEL as KEEPER_LABEL
+from controller.keeper import PROMOTED
+from controller.rules import load_rules, match_rule, quorum_settings
 
 from .config import ClusterConfig
 from .lab import CONTROLLER_PORT, Lab, LabError
@@ -104,12 +106,19 @@ def run_demo(lab: Lab, config: ClusterConfig, say: Say = print,
             say(f"Approving {node['hostname']} (role {node['role']}) through the admin API")
             admin.approve(node["id"], reason="approved by make demo")
     wait_for("every Pi Ready in the swarm", lambda: ready_in_swarm(lab, config), timeout)
-    managers = manager_names(config)
-    wait_for("the managers promoted and reachable", lambda: all(
-        ready_in_swarm(lab, config).get(m.lower(), {}).get("reachability") == "reachable"
-        for m in managers), timeout)
+    wanted = len(manager_names(config))
+    quorum = quorum_settings(config.rules.read_text()) if config.rules else None
+    if quorum is not None:
+        say(f"The quorum keeper (managers = {quorum.managers} in the rules) promotes an "
+            f"enrolled worker matching {quorum.promote!r} for each manager missing.")
+        wanted = max(wanted, quorum.managers)
+    managers = wait_for("the managers promoted and reachable",
+                        lambda: settled_managers(lab, config, wanted), timeout)
     times["ready"] = time.monotonic() - started
-    say(f"All {len(config.pis)} Pis are Ready; managers: {', '.join(managers)}.")
+    promoted = [n["hostname"] for n in managers if n["labels"].get(KEEPER_LABEL) == PROMOTED]
+    by_keeper = f" ({', '.join(promoted)} promoted by the quorum keeper)" if promoted else ""
+    say(f"All {len(config.pis)} Pis are Ready; managers: "
+        f"{', '.join(n['hostname'] for n in managers)}{by_keeper}.")
     say("The controller reconciles the baseline services (viz, nginx) after each join; "
         "waiting until they have converged.")
     try:
@@ -147,6 +156,18 @@ def baseline_urls(lab: Lab, status: dict[str, Any]) -> dict[str, list[str]]:
                 f"http://{ips[h.lower()]}:{port['published']}/" for h in hosts
                 if h.lower() in ips)
     return urls
+
+
+def settled_managers(lab: Lab, config: ClusterConfig, wanted: int) -> list[dict[str, Any]]:
+    """The swarm's managers by hostname, once the rules' managers and `wanted` managers
+    in all are reachable (and no more: the keeper demotes one it promoted too many)."""
+    nodes = ready_in_swarm(lab, config)
+    managers = sorted((n for n in nodes.values() if n["role"] == "manager"),
+                      key=lambda n: n["hostname"].lower())
+    rules = all(nodes.get(m.lower(), {}).get("role") == "manager"
+                for m in manager_names(config))
+    reachable = all(n["reachability"] == "reachable" for n in managers)
+    return managers if rules and reachable and len(managers) == wanted else []
 
 
 def manager_names(config: ClusterConfig) -> list[str]:
@@ -203,5 +224,5 @@ def _baseline_lines(lab: Lab, config: ClusterConfig) -> list[str]:
               f"{first}",
               "  .venv/bin/enrollctl baseline   # desired vs running tasks, last reconcile",
               "  .venv/bin/enrollctl cluster    # managers, workers, leader, Raft fault "
-              "tolerance"]
+              "tolerance, the quorum keeper"]
     return lines

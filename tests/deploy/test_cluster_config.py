@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from controller.rules import QuorumSettings, quorum_settings
 from deploy.lab.cli import main
 from deploy.lab.config import ConfigError, load_cluster
 
@@ -56,6 +57,9 @@ def test_shipped_rules_file() -> None:
         ("PiLike-0[12]", "manager", "manual"), ("PiLike-*", "worker", "token")]
     assert rules[0]["labels"] == {"pi.model": "zero-w"}
     assert rules[1]["labels"] == {"pi.model": "3b"}
+    # the demo's third manager: a Pi 3 that the quorum keeper promotes
+    assert quorum_settings((LAB_DIR / "rules.toml").read_text()) == QuorumSettings(
+        3, "PiLike-0[3-8]", 120)
 
 
 def test_explicit_ip_and_token(tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """Baseline services on the simulated reference cluster: viz and nginx, kept true.
 
 The tests run in file order on one demo cluster (module-scoped) and build on each other:
-the cluster first as the demo leaves it (two managers, six workers), then hand edits,
-bad files, rolling updates and rollbacks, concurrent applies, and last the membership
-changes (a third manager joins, a worker dies).
+the cluster first as the demo leaves it (three managers, one of them promoted by the
+quorum keeper, and five workers), then hand edits, bad files, rolling updates and
+rollbacks, concurrent applies, and last the membership changes (a fourth manager joins
+and the keeper demotes its own, a worker dies).
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from .conftest import REPO, Cluster
 
 pytestmark = pytest.mark.lab
 
-MANAGERS = ["PiLike-01", "PiLike-02"]
-WORKERS = [f"PiLike-0{i}" for i in range(3, 9)]
+MANAGERS = ["PiLike-01", "PiLike-02", "PiLike-03"]  # PiLike-03: the quorum keeper's
+WORKERS = [f"PiLike-0{i}" for i in range(4, 9)]
 LAB_BASELINE = REPO / "deploy" / "lab" / "baseline.yml"
 STANDIN = "swarm-enroll lab stand-in"
 
@@ -118,16 +119,16 @@ def enrollctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_demo_ends_with_viz_and_nginx_converged(cluster: Cluster) -> None:
-    assert any(line.startswith("viz: 2/2 tasks running on PiLike-01, PiLike-02")
+    assert any(line.startswith("viz: 3/3 tasks running on PiLike-01, PiLike-02, PiLike-03")
                for line in cluster.said), cluster.said
-    assert any(line.startswith("nginx: 6/6 tasks running on") for line in cluster.said)
+    assert any(line.startswith("nginx: 5/5 tasks running on") for line in cluster.said)
     assert running_tasks(cluster, "viz") == Counter(MANAGERS)  # one per manager, no worker
     assert running_tasks(cluster, "nginx") == Counter(WORKERS)
     status = cluster.admin.baseline()
     assert status["converged"] and status["file_error"] == ""
     viz, nginx = row(status, "viz"), row(status, "nginx")
-    assert (viz["desired_tasks"], viz["running_tasks"], viz["nodes"]) == (2, 2, MANAGERS)
-    assert (nginx["desired_tasks"], nginx["running_tasks"], nginx["nodes"]) == (6, 6, WORKERS)
+    assert (viz["desired_tasks"], viz["running_tasks"], viz["nodes"]) == (3, 3, MANAGERS)
+    assert (nginx["desired_tasks"], nginx["running_tasks"], nginx["nodes"]) == (5, 5, WORKERS)
     assert viz["ports"] == [{"published": 8080, "target": 8080, "protocol": "tcp",
                              "mode": "host"}]
     for svc in (viz, nginx):
@@ -135,7 +136,7 @@ def test_demo_ends_with_viz_and_nginx_converged(cluster: Cluster) -> None:
         assert svc["last_result"]["result"] in ("created", "updated", "unchanged")
         spec = inspect(cluster, svc["name"])["Spec"]
         assert spec["Labels"][OWNER_LABEL] == "true" and spec["Labels"][HASH_LABEL]
-    # created at the controller's start; the eight joins and the promotion changed no
+    # created at the controller's start; the eight joins and the promotions changed no
     # service: one task per manager / per worker is Swarm's own job (global mode)
     events = cluster.admin.audit(action="baseline.created")
     assert {e["reason"].split(":")[0] for e in events} == {"viz", "nginx"}
@@ -147,7 +148,7 @@ def test_published_ports_answer_from_another_pi(cluster: Cluster) -> None:
     ips = {n["name"]: n["ip"] for n in cluster.status["nodes"]}
     for manager in MANAGERS:
         assert STANDIN in http_get(cluster, "PiLike-05", f"http://{ips[manager]}:8080/")
-    for worker in ("PiLike-03", "PiLike-08"):
+    for worker in ("PiLike-04", "PiLike-08"):
         assert STANDIN in http_get(cluster, "PiLike-01", f"http://{ips[worker]}:80/")
     text = epilogue(cluster.lab, cluster.config)
     assert f"http://{ips['PiLike-01']}:8080/" in text and f"http://{ips['PiLike-06']}:80/" in text
@@ -216,23 +217,25 @@ def test_the_viz_socket_answers_what_viz_draws_and_refuses_the_rest(cluster: Clu
     assert {s["Spec"]["Name"] for s in docker_api(cluster).services()} == {"viz", "nginx"}
 
 
-def test_cluster_health_says_two_managers_tolerate_nothing(cluster: Cluster) -> None:
+def test_cluster_health_says_three_managers_tolerate_one(cluster: Cluster) -> None:
     health = cluster.admin.cluster()
-    assert health["managers"]["total"] == 2 and health["managers"]["by_state"] == {"ready": 2}
-    assert health["workers"]["total"] == 6
-    assert health["workers"]["by_availability"] == {"active": 6}
+    assert health["managers"]["total"] == 3 and health["managers"]["by_state"] == {"ready": 3}
+    assert health["workers"]["total"] == 5
+    assert health["workers"]["by_availability"] == {"active": 5}
     assert health["leader"]["hostname"] == "PiLike-01"
     raft = health["raft"]
-    assert (raft["quorum"], raft["fault_tolerance"]) == (2, 0)
-    assert "tolerates zero manager failures" in raft["summary"]
-    assert "odd number of managers" in raft["recommendation"]
+    assert (raft["quorum"], raft["fault_tolerance"]) == (2, 1)
+    assert "so the swarm tolerates 1 manager failure" in raft["summary"]
+    assert raft["recommendation"] == "an odd number of managers: good"
     tasks = {s["name"]: s for s in health["services"]}
-    assert (tasks["viz"]["running"], tasks["nginx"]["running"]) == (2, 6)
+    assert (tasks["viz"]["running"], tasks["nginx"]["running"]) == (3, 5)
     assert tasks["viz"]["baseline"]
+    assert (health["keeper"]["enabled"], health["keeper"]["managers"]) == (True, 3)
     out = enrollctl(cluster, "cluster")
     assert out.returncode == 0, out.stderr
-    assert "Leader: PiLike-01" in out.stdout and "tolerates zero manager failures" in out.stdout
-    assert "Recommendation: use an odd number of managers" in out.stdout
+    assert "Leader: PiLike-01" in out.stdout and "tolerates 1 manager failure" in out.stdout
+    assert "Recommendation: an odd number of managers: good" in out.stdout
+    assert "Quorum keeper: on, keeps 3 managers" in out.stdout
 
 
 # ---- ownership and bad files ------------------------------------------------------------
@@ -467,18 +470,22 @@ def test_a_worker_promoted_mid_scale_up_changes_no_service(cluster: Cluster,
         client.close()
         docker.close()
 
-    def three() -> dict[str, Any] | None:
-        status = cluster.admin.baseline()
-        return status if status["converged"] and row(status, "viz")["running_tasks"] == 3 \
-            else None
+    # four managers, three wanted: the quorum keeper demotes the one it promoted
+    managers, workers = ["PiLike-01", "PiLike-02", "PiMgr-03"], ["PiLike-03", *WORKERS]
 
-    status = wait_for("viz on three managers, nginx on the six workers", three, 120)
-    assert row(status, "viz")["nodes"] == ["PiLike-01", "PiLike-02", "PiMgr-03"]
-    assert row(status, "nginx")["nodes"] == WORKERS
-    assert running_tasks(cluster, "viz") == Counter(["PiLike-01", "PiLike-02", "PiMgr-03"])
-    assert running_tasks(cluster, "nginx") == Counter(WORKERS)  # a manager: no nginx there
+    def settled() -> dict[str, Any] | None:
+        status = cluster.admin.baseline()
+        return status if status["converged"] and row(status, "viz")["nodes"] == managers \
+            and row(status, "nginx")["nodes"] == workers else None
+
+    wait_for("viz on the three managers left, nginx on the six workers", settled, 120)
+    assert running_tasks(cluster, "viz") == Counter(managers)
+    assert running_tasks(cluster, "nginx") == Counter(workers)  # a manager: no nginx there
+    demoted = cluster.admin.audit(action="quorum.demote", since=joined_at)
+    assert [e["hostname"] for e in demoted] == ["PiLike-03"]
+    assert "PiLike-03, promoted by the keeper, is one too many" in demoted[0]["reason"]
     assert {name: inspect(cluster, name)["Version"]["Index"] for name in ("viz", "nginx")} \
-        == versions, "a join or a promotion made the controller change a service"
+        == versions, "a join, a promotion or a demotion made the controller change a service"
     pending = [t for t in docker_api(cluster).tasks(filters={"service": "nginx"})
                if t["DesiredState"] == "running" and t["Status"]["State"] != "running"]
     assert pending == []
@@ -497,15 +504,17 @@ def test_a_worker_dies_and_the_per_worker_service_follows(cluster: Cluster) -> N
         return nginx if nginx["desired_tasks"] == 5 and nginx["running_tasks"] == 5 else None
 
     nginx = wait_for("nginx on the five workers left", five, 120)
-    assert nginx["nodes"] == WORKERS[:-1]
-    assert running_tasks(cluster, "nginx") == Counter(WORKERS[:-1])
+    left = ["PiLike-03", *WORKERS[:-1]]  # PiLike-03: a worker again since the test above
+    assert nginx["nodes"] == left
+    assert running_tasks(cluster, "nginx") == Counter(left)
     status = wait_converged(cluster, 60)
     assert row(status, "viz")["running_tasks"] == 3
 
 
 def test_a_restarted_controllers_socket_reaches_the_running_viz_tasks(cluster: Cluster) -> None:
     pids = viz_pids(cluster)
-    assert set(MANAGERS) <= set(pids)  # PiMgr-03 too, when the whole module runs
+    assert {"PiLike-01", "PiLike-02"} <= set(pids)  # PiMgr-03 too (and PiLike-03 no more),
+    # when the whole module runs
     sock = viz_socket_dir(cluster) / "docker.sock"
     ctl = cluster.lab.state()["controller"]
     os.kill(ctl["pid"], signal.SIGTERM)

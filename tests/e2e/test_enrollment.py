@@ -12,6 +12,8 @@ import pytest
 import requests
 
 from agent.wire.mdns import NODE_SERVICE
+from controller.keeper import LABEL as KEEPER_LABEL
+from controller.keeper import PROMOTED
 from controller.openapi import PATHS
 from deploy.lab.demo import swarm_nodes, wait_for
 
@@ -31,8 +33,10 @@ def test_demo_builds_the_reference_cluster(cluster: Cluster) -> None:
     assert sorted(nodes) == [f"PiLike-0{i}" for i in range(1, 9)]
     assert all(n["state"] == "ready" for n in nodes.values())
     managers = sorted(h for h, n in nodes.items() if n["role"] == "manager")
-    assert managers == ["PiLike-01", "PiLike-02"]
-    assert nodes["PiLike-02"]["reachability"] == "reachable"
+    # two Zero W managers by rule, and a Pi 3 the quorum keeper promoted (managers = 3)
+    assert managers == ["PiLike-01", "PiLike-02", "PiLike-03"]
+    assert all(nodes[m]["reachability"] == "reachable" for m in managers)
+    assert nodes["PiLike-03"]["labels"][KEEPER_LABEL] == PROMOTED
     joined = [n for n in cluster.admin.nodes() if n["state"] == "joined"]
     assert sorted(n["hostname"] for n in joined) == sorted(nodes)
     assert any("Approving PiLike-02" in line for line in cluster.said)
@@ -45,7 +49,8 @@ def test_worker_with_bootstrap_token_joins_on_its_own(cluster: Cluster) -> None:
         assert len(approvals) == 1 and approvals[0]["actor"].startswith("token:")
         assert not any(e["actor"].startswith("admin:") for e in events)
     labels = {n["hostname"]: n["labels"] for n in swarm_nodes(cluster.lab, "PiLike-01")}
-    assert labels["PiLike-03"] == {"pi.model": "3b"}
+    assert labels["PiLike-08"] == {"pi.model": "3b"}
+    assert labels["PiLike-03"] == {"pi.model": "3b", KEEPER_LABEL: PROMOTED}  # and a manager
 
 
 def test_manual_manager_waits_for_the_admin_then_is_promoted(cluster: Cluster) -> None:
@@ -207,10 +212,10 @@ def test_pis_announce_their_state_over_mdns_without_secrets(cluster: Cluster) ->
     out = cluster.lab.exec("PiLike-08", [sys.executable, "-c", _BROWSE, ip, NODE_SERVICE],
                            capture_output=True, timeout=60)
     ads = json.loads(out.stdout)
-    txt = ads[f"PiLike-03.{NODE_SERVICE}"]
-    record = records(cluster, "PiLike-03")[0]
+    txt = ads[f"PiLike-04.{NODE_SERVICE}"]
+    record = records(cluster, "PiLike-04")[0]
     assert txt["state"] == "joined" and txt["role"] == "worker"
-    assert txt["id"] == record["agent_id"] and txt["hw"] == "00000000a1b2c303"
+    assert txt["id"] == record["agent_id"] and txt["hw"] == "00000000a1b2c304"
     ctl = cluster.lab.exec("PiLike-08", [sys.executable, "-c", _BROWSE, ip,
                                          "_swarm-enroll._tcp.local."], capture_output=True,
                            timeout=60)

@@ -1,5 +1,6 @@
 """Node lifecycle on the simulated cluster: replaced, re-flashed, duplicate, revoked and
-stale Pis, a controller killed mid-way, and manager replacement with and without quorum.
+stale Pis, a controller killed mid-way, and manager replacement with and without quorum
+(with the reference's two managers: the quorum keeper is off here).
 
 The tests share one demo cluster and run in file order: the last one breaks the swarm's
 quorum on purpose.
@@ -9,17 +10,37 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import docker.errors
 import pytest
 
 from agent.wire.errors import WireError
+from controller.keeper import LABEL as KEEPER_LABEL
+from controller.keeper import OFF
 from deploy.lab.demo import swarm_nodes, wait_for
 
 from .conftest import Cluster, wait_log
 
 pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module", autouse=True)
+def two_managers(cluster: Cluster) -> None:
+    """These journeys shape the manager set themselves, starting from the reference's two
+    Zero W managers: the quorum keeper (tests/e2e/test_keeper.py) is turned off in the
+    rules, and the Pi 3 it promoted in the demo is demoted again, by hand."""
+    rules = Path(cluster.lab.state()["controller"]["state_dir"]) / "rules.toml"
+    rules.write_text(rules.read_text().split("[quorum]")[0])
+    wait_for("the keeper off", lambda: cluster.admin.cluster()["keeper"]["waiting"] == OFF, 30)
+    client = cluster.lab.docker("PiLike-01")
+    node = client.nodes.get(named(cluster, "PiLike-03")[0]["id"])
+    labels = {k: v for k, v in node.attrs["Spec"]["Labels"].items() if k != KEEPER_LABEL}
+    node.update({**node.attrs["Spec"], "Role": "worker", "Labels": labels})
+    wait_for("two managers", lambda: sorted(
+        n["hostname"] for n in swarm_nodes(cluster.lab, "PiLike-01") if n["reachability"])
+        == ["PiLike-01", "PiLike-02"], 60)
 
 
 def named(cluster: Cluster, hostname: str) -> list[dict[str, Any]]:

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from controller.rules import DEFAULT_RULES, Rule, RulesError, load_rules, match_rule, parse_rules
+from controller.rules import (
+    DEFAULT_RULES,
+    QuorumSettings,
+    Rule,
+    RulesError,
+    load_rules,
+    match_rule,
+    parse_rules,
+    quorum_settings,
+)
 
 RULES = """
 [[rule]]
@@ -125,3 +134,49 @@ def test_load_rules_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(RulesError) as err:
         load_rules(path)
     assert str(path) in str(err.value) and "rule #1" in str(err.value)
+
+
+QUORUM = GOOD + '[quorum]\nmanagers = 3\npromote = "pi3-*"\ndown_after_seconds = 60\n'
+
+
+def test_quorum_settings() -> None:
+    assert [r.match for r in parse_rules(QUORUM)] == ["ok-*"]  # the rules, as before
+    settings = quorum_settings(QUORUM)
+    assert settings == QuorumSettings(3, "pi3-*", 60.0)
+    assert settings.may_promote("PI3-07") and not settings.may_promote("pi4-1")
+    assert quorum_settings(GOOD) is None and quorum_settings("") is None
+    default = quorum_settings('[quorum]\nmanagers = 5\npromote = "*"\n')
+    assert default is not None and default.down_after == 120
+
+
+@pytest.mark.parametrize(("table", "names"), [
+    ("managers = 2\npromote = \"x\"", ["managers", "3, 5 or 7", "2", "tolerate no failure"]),
+    ("managers = 4\npromote = \"x\"", ["managers", "4", "even"]),
+    ("managers = 1\npromote = \"x\"", ["managers", "1"]),
+    ("managers = 9\npromote = \"x\"", ["managers", "9", "slow Raft"]),
+    ("managers = true\npromote = \"x\"", ["managers", "True"]),
+    ("managers = 3.0\npromote = \"x\"", ["managers", "3.0"]),
+    ("promote = \"x\"", ["managers", "None"]),
+    ("managers = 3", ["promote", "glob"]),
+    ("managers = 3\npromote = \"\"", ["promote"]),
+    ("managers = 3\npromote = \"x\"\ndown_after_seconds = 5", ["down_after_seconds", "10"]),
+    ("managers = 3\npromote = \"x\"\ndown_after_seconds = \"2m\"", ["down_after_seconds"]),
+    ("managers = 3\npromote = \"x\"\nmanager = 3", ["unknown key", "manager"]),
+])
+def test_bad_quorum_table_is_refused_with_the_key(table: str, names: list[str]) -> None:
+    text = GOOD + "[quorum]\n" + table + "\n"
+    msg = _error(text)  # parse_rules checks the whole file: a bad table is never taken
+    assert msg.startswith("[quorum]") and all(n in msg for n in names), msg
+    with pytest.raises(RulesError):
+        quorum_settings(text)
+
+
+def test_quorum_must_be_a_table() -> None:
+    assert "[quorum] must be a table" in _error(GOOD.replace("[[rule]]", "quorum = 3\n[[rule]]"))
+
+
+def test_the_default_rules_show_a_valid_quorum_table() -> None:
+    example = DEFAULT_RULES.split("# [quorum]\n")[1]
+    table = "".join(line.removeprefix("# ") + "\n" for line in example.splitlines())
+    assert quorum_settings(DEFAULT_RULES + "[quorum]\n" + table) == QuorumSettings(
+        3, "pi3-*", 120)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.wire.jws import verify_grant
+from controller.keeper import DEMOTED, LABEL
 
 from ...helpers import Controller, FakeAgent, swarm_node_id
 
@@ -40,6 +41,20 @@ def test_replacement_removes_the_stale_node_and_carries_role_and_labels(
     assert claims.role == "manager" and claims.labels["by-hand"] == "yes"
     shown = controller.admin_get(f"/v1/nodes/{request['id']}").get_json()
     assert [p["state"] for p in shown["previous_records"]] == ["replaced"]
+
+
+def test_replacement_of_a_manager_the_quorum_keeper_demoted_is_a_manager_again(
+        controller: Controller) -> None:
+    old = controller.agent("man-4")  # a worker by rule, made a manager by hand
+    old_node = _join(controller, old)
+    spec = controller.swarm.members[old_node]["Spec"]
+    controller.swarm.members[old_node]["Status"]["State"] = "down"
+    spec["Labels"] = {**spec["Labels"], LABEL: DEMOTED}  # lost, demoted by the keeper
+    new = controller.agent("man-4")
+    request = new.enroll().get_json()
+    approved = controller.admin_post(f"/v1/nodes/{request['id']}/approve").get_json()
+    assert approved["role"] == "manager" and LABEL not in approved["labels"]
+    assert controller.swarm.removed == [old_node]
 
 
 def test_replacement_of_a_live_node_is_held_and_cannot_be_approved(

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from controller import enrollctl
 from controller.app import create_app
 from controller.baseline.reconcile import Reconciler
+from controller.keeper import STATUS_KEY
 
 from ...helpers import Controller
 from .fakedocker import FakeDockerAPI, node
@@ -119,6 +120,31 @@ def test_cluster(ctl: Controller) -> None:
     assert body["leader"]["hostname"] == "mgr-1"
     assert "tolerates zero manager failures" in body["raft"]["summary"]
     assert "odd number" in body["raft"]["recommendation"]
+    assert body["keeper"]["enabled"] is False and body["keeper"]["last"] is None
+
+
+QUORUM = '\n[quorum]\nmanagers = 3\npromote = "pi-*"\ndown_after_seconds = 60\n'
+
+
+def test_cluster_shows_the_quorum_keeper(ctl: Controller, api: FakeDockerAPI) -> None:
+    path = ctl.config.rules_path
+    path.write_text(path.read_text() + QUORUM)  # any controller's edit is shared
+    keeper = ctl.admin_get("/v1/cluster").get_json()["keeper"]
+    assert (keeper["enabled"], keeper["managers"], keeper["promote"],
+            keeper["down_after_seconds"]) == (True, 3, "pi-*", 60)
+    assert keeper["waiting"] == "its next step" and keeper["last"] is None
+    last = {"action": "promote", "hostname": "pi-1", "reason": "2 managers of 3 wanted",
+            "at": 1_750_000_000.0, "by": "mgr-1"}
+    ctl.state.update_doc(STATUS_KEY, lambda _old: {
+        "enabled": True, "managers": 3, "waiting": "the change to settle", "last": last,
+        "since": 1_750_000_001.0})
+    keeper = ctl.admin_get("/v1/cluster").get_json()["keeper"]
+    assert keeper["last"] == last and keeper["waiting"] == "the change to settle"
+    for n in api.node_list:  # the leader alone is left of two managers
+        if n["Description"]["Hostname"] == "mgr-2":
+            n["ManagerStatus"]["Reachability"] = "unreachable"
+    keeper = ctl.admin_get("/v1/cluster").get_json()["keeper"]
+    assert keeper["waiting"].startswith("no quorum")
 
 
 def test_docker_unreachable_is_503_json(ctl: Controller, api: FakeDockerAPI) -> None:
@@ -182,8 +208,22 @@ def test_enrollctl_baseline_and_cluster(ctl: Controller, monkeypatch: pytest.Mon
     assert cluster.exit_code == 0
     assert "tolerates zero manager failures" in cluster.output
     assert "Leader: mgr-1" in cluster.output
+    assert "Quorum keeper: off (add a [quorum] table" in cluster.output
     as_json = runner.invoke(enrollctl.main, [*args, "--json", "cluster"])
     assert '"fault_tolerance": 0' in as_json.output
+    rules = ctl.config.rules_path
+    rules.write_text(rules.read_text() + QUORUM)
+    ctl.state.update_doc(STATUS_KEY, lambda _old: {
+        "enabled": True, "managers": 3, "waiting": "nothing to do: 3 healthy managers, 3 "
+        "wanted", "since": 1_750_000_001.0, "last": {
+            "action": "demote", "hostname": "pi-2", "at": 1_750_000_000.0, "by": "mgr-1",
+            "reason": "4 healthy managers, 3 wanted: pi-2, promoted by the keeper, is one "
+                      "too many"}})
+    shown = runner.invoke(enrollctl.main, [*args, "cluster"]).output
+    assert "Quorum keeper: on, keeps 3 managers, may promote pi-*, a manager Down for 60 s " \
+        "is lost." in shown
+    assert "Last action: demoted pi-2 (" in shown and ", by mgr-1): 4 healthy managers" in shown
+    assert "Now: nothing to do: 3 healthy managers, 3 wanted (since " in shown
 
 
 def test_enrollctl_baseline_says_what_the_watchdog_did(
