@@ -277,6 +277,12 @@ class Agent:
         ca_key = ca_public_key(self._ca_file.read_bytes())
         grant = verify_grant(token, ca_key, self.thumbprint, self.hostname)
         node_id = swarm.node_id if swarm.state == "active" else ""
+        if not node_id and swarm.state not in ("inactive", ""):
+            # an earlier join still trying (Docker goes on in the background after its
+            # timeout), maybe through a manager that has died since: start over
+            log.warning("an earlier join did not finish (%s); leaving it to join again",
+                        swarm.state)
+            leave(self.docker)
         if not node_id:
             log.info("joining swarm %s via %s as worker", grant.cluster[:12],
                      ", ".join(grant.managers))

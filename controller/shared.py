@@ -35,6 +35,9 @@ class SharedFile(Generic[T]):
         self.parse = parse  # (text, where it comes from) -> parsed; raises on errors
         self._mtime = self._local_mtime()
         self._cache: tuple[int, T] | None = None
+        # An edit of the local file that was not taken (invalid): what was wrong with it,
+        # until the file is fixed or the shared text replaces it.
+        self.local_error: Exception | None = None
         if self.state.doc(self.key) is None and local.exists():
             self.replace(local.read_text(), f"seeded from {local}")
         elif self.state.doc(self.key) is not None:
@@ -66,8 +69,10 @@ class SharedFile(Generic[T]):
             self._mtime = mtime
             try:
                 self.replace(self.local.read_text(), f"{self.local} changed")
+                self.local_error = None
             except Exception as exc:  # a bad edit: the shared text stays as it is
                 log.error("%s: not taken: %s", self.local, exc)
+                self.local_error = exc
         version = self.state.doc_version(self.key)
         if self._cache is None or self._cache[0] != version:
             text = self.text()
@@ -84,6 +89,7 @@ class SharedFile(Generic[T]):
             tmp.write_text(text)
             tmp.replace(self.local)
             self._mtime = self._local_mtime()
+            self.local_error = None
         except OSError as exc:
             log.warning("cannot update %s from the shared %s: %s", self.local, self.name, exc)
 

@@ -76,8 +76,9 @@ class Swarm:
             if self._facts and time.monotonic() - self._facts[0] < self.facts_ttl:
                 return self._facts[1]
             local = self.local()
+            own = f"{local.addr}:{SWARM_PORT}"
             facts = JoinFacts(local.cluster_id, self.worker_token(),
-                              self.manager_addresses() or [f"{local.addr}:{SWARM_PORT}"])
+                              self.manager_addresses(first=own) or [own])
             self._facts = (time.monotonic(), facts)
             return facts
 
@@ -110,13 +111,17 @@ class Swarm:
             return False
         return True
 
-    def manager_addresses(self) -> list[str]:
+    def manager_addresses(self, first: str = "") -> list[str]:
+        """Where a Pi can join: managers reachable and not Down, `first` (this manager's
+        own address, certainly alive) in front. A manager that just died still shows as
+        reachable for a few seconds; one that is Down is never named."""
         addrs = []
         for node in self.client.nodes.list(filters={"role": "manager"}):
             status = node.attrs.get("ManagerStatus") or {}
-            if status.get("Reachability") == "reachable" and status.get("Addr"):
+            if (status.get("Reachability") == "reachable" and status.get("Addr")
+                    and (node.attrs.get("Status") or {}).get("State") != "down"):
                 addrs.append(status["Addr"])
-        return sorted(addrs)
+        return sorted(addrs, key=lambda a: (a != first, a))
 
     def node(self, node_id: str) -> dict[str, Any] | None:
         try:

@@ -206,7 +206,13 @@ class Reconciler:
     # ---- reconcile ---------------------------------------------------------------------
 
     def load(self) -> Baseline:
-        return self.source.current()
+        """The baseline; a bad edit of this manager's file is an error here too (as a bad
+        file always was): nothing is applied until it is fixed."""
+        baseline = self.source.current()
+        pending = getattr(self.source, "local_error", None)
+        if isinstance(pending, BaselineError):
+            raise pending
+        return baseline
 
     def replace_file(self, text: str) -> Baseline:
         """Validate new file contents, then (only then) make them the baseline."""

@@ -75,3 +75,24 @@ def test_rules_are_shared(tmp_path: Path, states: list[State]) -> None:
     with pytest.raises(RulesError, match="rule #1"):
         rules.replace('[[rule]]\nmatch = "x"\nrole = "boss"\n')
     assert [r.match for r in rules.current()] == ["pi-*"]
+
+
+def test_a_bad_local_baseline_edit_is_the_reconcilers_error_until_fixed(
+        tmp_path: Path, states: list[State]) -> None:
+    from controller.baseline.reconcile import Reconciler
+    from controller.baseline.spec import parse_baseline
+
+    from .baseline.fakedocker import FakeDockerAPI
+
+    path = tmp_path / "baseline.yml"
+    touch(path, "services:\n  web:\n    image: w:1\n", 1_000_000)
+    source = SharedFile(states[0], "baseline", path,
+                        lambda text, where: parse_baseline(text, source=where))
+    rec = Reconciler(FakeDockerAPI(), source)
+    assert rec.reconcile("start").ok
+    touch(path, "services:\n  web:\n    image: w:2\n    restart: always\n", 2_000_000)
+    report = rec.reconcile("apply")
+    assert report.error_code == "baseline_invalid" and "key 'restart'" in report.error
+    assert "key 'restart'" in rec.status()["file_error"]
+    touch(path, "services:\n  web:\n    image: w:2\n", 3_000_000)
+    assert rec.reconcile("apply").ok and source.text().endswith("w:2\n")

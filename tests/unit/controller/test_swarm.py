@@ -83,3 +83,28 @@ def test_errors_in_plain_words() -> None:
     with pytest.raises(SwarmError) as err:
         Swarm(client).update_node("n1", promote)  # type: ignore[arg-type]
     assert err.value.code == "swarm_update_failed" and "kept changing" in err.value.message
+
+
+class ManagerList:
+    """client.nodes.list(filters={"role": "manager"}) of a swarm whose PiLike-01 just died."""
+
+    def __init__(self, nodes: list[dict[str, Any]]) -> None:
+        self.nodes = nodes
+
+    def list(self, filters: Any = None) -> list[Any]:
+        return [type("Node", (), {"attrs": n}) for n in self.nodes]
+
+
+def manager(addr: str, state: str = "ready", reachability: str = "reachable") -> dict[str, Any]:
+    return {"Status": {"State": state},
+            "ManagerStatus": {"Addr": addr, "Reachability": reachability}}
+
+
+def test_grants_name_this_manager_first_and_never_a_down_one() -> None:
+    swarm = Swarm.__new__(Swarm)
+    swarm.client = type("Client", (), {"nodes": ManagerList([
+        manager("198.18.0.11:2377", state="down"),  # still "reachable" for a moment
+        manager("198.18.0.19:2377"), manager("198.18.0.12:2377"),
+        manager("198.18.0.13:2377", reachability="unreachable")])})()
+    assert swarm.manager_addresses(first="198.18.0.19:2377") == [
+        "198.18.0.19:2377", "198.18.0.12:2377"]
