@@ -41,6 +41,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ATTEMPTS = 20
+NO_QUORUM = (
+    "the swarm has no Raft quorum now (or this manager cannot reach it), and the cluster "
+    "state lives in it: nothing can be written until it has one again; what was written "
+    "before can still be read. Bring the dead manager back if you can. If it is gone for "
+    "good, run 'docker swarm init --force-new-cluster --advertise-addr <its LAN IP>' on a "
+    "surviving manager. Two managers tolerate no failure: run one, three or five (the "
+    "quorum keeper keeps an odd number).")
 LOOSE_EVENTS_KEPT = 1000  # audit documents of their own (baseline, admins, pruning)
 SEEN_WRITE_AFTER = 900.0  # a record's last_seen is written back at most this often
 
@@ -179,8 +186,8 @@ class State:
             self.refresh(key)
             raise
         except StoreUnavailable as exc:
-            raise WireError("state_unavailable", f"the cluster state cannot be written now: "
-                            f"{exc}", 503) from None
+            log.warning("cannot write %s: %s", key, exc)
+            raise WireError("quorum_lost", NO_QUORUM, 503) from None
         with self._lock:
             self._put(key, new)
 

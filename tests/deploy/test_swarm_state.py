@@ -182,8 +182,8 @@ def test_without_quorum_writes_fail_whole_and_say_why(lab: Lab) -> None:
 
         err = wait_for("a write refused for want of quorum", refused, 120, interval=1)
         print(f"writes refused {time.monotonic() - started:.1f}s after losing quorum")
-        assert (err.code, err.status) == ("state_unavailable", 503)
-        assert "swarm's store refused" in err.message
+        assert (err.code, err.status) == ("quorum_lost", 503)
+        assert "force-new-cluster" in err.message
         assert state.record(record.id) is not None  # from memory
         with pytest.raises(StoreUnavailable):  # the store itself answers nothing now
             state.backend.get("host/piquorum-1")
