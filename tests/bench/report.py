@@ -14,7 +14,8 @@ from .stats import summary
 STORM_KEYS = ("grants_per_s", "makespan_s", "latency_p50_s", "latency_p95_s", "latency_p99_s",
               "since_t0_p99_s", "error_count", "not_granted", "controller_peak_rss_mb",
               "controller_rss_after_idle_mb", "controller_cpu_ms_per_grant",
-              "controller_cpu_share", "client_cpu_share", "other_cpu_cores")
+              "controller_cpu_share", "client_cpu_share", "other_cpu_cores",
+              "store_write_p50_ms", "store_write_p95_ms")
 JOIN_KEYS = ("total_s", "start_to_first_log_s", "start_to_found_s", "first_log_to_found_s",
              "found_to_joining_s", "joining_to_ready_s")
 
@@ -60,7 +61,7 @@ def summarize_storm(runs: list[dict[str, Any]]) -> dict[str, Any]:
     by_n: dict[str, Any] = {}
     for n in sorted({r["n"] for r in runs}):
         rs = [r for r in runs if r["n"] == n]
-        entry = {k: summary([r[k] for r in rs]) for k in STORM_KEYS}
+        entry = {k: summary([r.get(k) for r in rs]) for k in STORM_KEYS}
         entry["concurrency"] = rs[0]["concurrency"]
         entry["errors_by_kind"] = [r["errors"] for r in rs]
         entry["grants_bad"] = sum(r["grants_bad"] for r in rs)
@@ -171,6 +172,9 @@ def markdown(res: dict[str, Any]) -> str:
         row(b, "errors / not granted", s["error_count"], "", 0)
         row(b, "controller CPU per grant", s["controller_cpu_ms_per_grant"], " ms", 1)
         row(b, "controller peak RSS (VmHWM)", s["controller_peak_rss_mb"], " MB", 1)
+        row(b, "controller RSS idle after it", s["controller_rss_after_idle_mb"], " MB", 1)
+        row(b, "state store write (CAS) p50", s["store_write_p50_ms"], " ms", 1)
+        row(b, "state store write (CAS) p95", s["store_write_p95_ms"], " ms", 1)
         row(b, "controller core busy", s["controller_cpu_share"], "", 2)
         row(b, "load generator core busy", s["client_cpu_share"], "", 2)
         row(b, "other processes during it (cores; noise)", s["other_cpu_cores"], "", 2)

@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from controller.state.swarm import STATE_LABEL
+from controller.state.swarm import STATE_LABEL, SwarmBackend
 from deploy.lab.lab import Lab, LabError
 
 from .benchlab import LOAD_PI, STORM_PI, cpu_seconds, loadavg, settle, settle_host, vm_kb
@@ -219,11 +219,30 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
         }
         if profile is not None:
             result["profile"] = profile
+        result.update(store_write_latency(lab))
         if records_footprint:
             result["restart_with_records"] = _restart_footprint(ctl, n)
         return result
     finally:
         ctl.stop()
+
+
+def store_write_latency(lab: Lab, writes: int = 50) -> dict[str, float]:
+    """One document written `writes` times under compare-and-swap, as the controller writes
+    (each write one Raft proposal of the storm Pi's swarm, then the re-read of its version)."""
+    client = lab.docker(STORM_PI)
+    backend = SwarmBackend(client.api)
+    took = []
+    try:
+        doc = backend.create("bench/latency", {"i": 0})
+        for i in range(1, writes + 1):
+            t = time.perf_counter()
+            doc = backend.update(doc, {"i": i, "pad": "x" * 2000})
+            took.append(1000 * (time.perf_counter() - t))
+        backend.delete(doc)
+    finally:
+        client.close()
+    return {"store_write_p50_ms": percentile(took, 50), "store_write_p95_ms": percentile(took, 95)}
 
 
 def _threads(pid: int) -> int:
