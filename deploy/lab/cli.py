@@ -79,7 +79,8 @@ def main(state_dir: Path | None, verbose: bool) -> None:
 @main.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               default=DEFAULT_CONFIG, show_default=True, help="Cluster file (TOML).")
-@click.option("--no-agents", is_flag=True, help="Do not start enroll-agent on the Pis.")
+@click.option("--no-agents", is_flag=True, help="Start no enroll-agent but the "
+              "controller Pi's (which runs the controller).")
 @click.option("--no-controller", is_flag=True, help="Do not start enroll-controller "
               "(implies --no-agents).")
 @click.pass_context

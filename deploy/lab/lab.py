@@ -200,7 +200,9 @@ class Lab:
     ) -> dict[str, Any]:
         """Build the lab from scratch (any stale lab is removed first); return status().
 
-        On failure everything is torn down again (logs stay) and LabError is raised.
+        Without `agents`, the controller Pi's agent still starts: it is what runs the
+        controller, as on a Pi. On failure everything is torn down again (logs stay) and
+        LabError is raised.
         """
         _require_root_and_tools()
         for pi in config.pis:
@@ -291,6 +293,10 @@ class Lab:
         self._save(state)
         if with_agents:
             self._start_agents(config, state)
+        elif state.get("controller"):  # the controller's own agent runs it, as on a Pi
+            _require_program(self.agent_cmd[0])
+            first = config.pi(state["controller"]["name"])
+            self._check_agents_started([(first.name, self._start_first_agent(state, first))])
         for entry in state["pis"]:
             if entry.get("card"):
                 self._boot_card(state, entry, fresh=True)
@@ -386,18 +392,23 @@ class Lab:
         started: list[tuple[str, subprocess.Popen]] = []
         first = next((pi for pi in pis if pi.name == ctl["name"]), None)
         if first is not None:
-            conf = self.write_agent_config(first, ctl["pin"], None)
-            proc = self._spawn_agent(state, first.name, conf)
-            self._wait_healthz(ctl, proc, self.pi_dir(first.name) / LOG_NAMES["controller"])
-            ctl["token"] = self._bootstrap_token(ctl)
-            self._save(state)
-            started.append((first.name, proc))
+            started.append((first.name, self._start_first_agent(state, first)))
         for pi in pis:
             if first is not None and pi.name == first.name:
                 continue
             conf = self.write_agent_config(pi, ctl["pin"], ctl.get("token") if pi.token else None)
             started.append((pi.name, self._spawn_agent(state, pi.name, conf)))
         self._check_agents_started(started)
+
+    def _start_first_agent(self, state: dict[str, Any], first: PiSpec) -> subprocess.Popen:
+        """The first manager's agent, which starts the controller; then the lab's token."""
+        ctl = state["controller"]
+        conf = self.write_agent_config(first, ctl["pin"], None)
+        proc = self._spawn_agent(state, first.name, conf)
+        self._wait_healthz(ctl, proc, self.pi_dir(first.name) / LOG_NAMES["controller"])
+        ctl["token"] = self._bootstrap_token(ctl)
+        self._save(state)
+        return proc
 
     def _spawn_agent(self, state: dict[str, Any], name: str, conf: Path) -> subprocess.Popen:
         """`enroll-agent run --config <conf>` inside the Pi, logging to its agent.log."""

@@ -202,6 +202,13 @@ def test_add_pi_replaces_a_killed_pi(lab2: Lab) -> None:
     assert ping(lab2, "PiNew-02", "198.18.0.14")
 
 
+def controller_keys(lab: Lab, name: str) -> dict[str, str | list[str]]:
+    """What every lab agent is told about running a controller should its Pi be a manager."""
+    return {"controller_dir": str(lab.pi_dir(name) / "controller"), "controller_unit": "",
+            "controller_command": lab.controller_command(name),
+            "controller_log": str(lab.pi_dir(name) / "controller.log")}
+
+
 def test_agent_gets_a_new_key_dir_and_restarts_with_the_same_one(lab2: Lab) -> None:
     node = lab2.add_pi("PiNew-03", token="seb_test-token", hardware_id="00000000c0ffee03",
                        agent_settings={"ca_pin": PIN, "poll_max_seconds": 2.0, "mdns": False,
@@ -221,6 +228,7 @@ def test_agent_gets_a_new_key_dir_and_restarts_with_the_same_one(lab2: Lab) -> N
         "poll_max_seconds": 2.0,
         "mdns": False,
         "controller_url": "https://198.18.0.11:8443",
+        **controller_keys(lab2, "PiNew-03"),
     }
     first = node["agent_pid"]
     assert node["agent_running"] and state_entry(lab2, "PiNew-03")["procs"]["agent"] == first
@@ -277,6 +285,7 @@ def test_write_agent_config_extras(tmp_path: Path) -> None:
         "advertise_addr": "198.18.0.77",
         "model": "Raspberry Pi Zero W Rev 1.1",
         "arch": "armv6l",
+        **controller_keys(the_lab, "PiX"),
     }
     path = the_lab.write_agent_config(pi, PIN, None)
     assert tomllib.loads(path.read_text()) == {**base, "ca_pin": PIN}
