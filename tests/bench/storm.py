@@ -95,6 +95,8 @@ class StormController:
         cluster (a run of the same N after another would find its names taken)."""
         client = self.lab.docker(STORM_PI)
         try:
+            if client.info()["Swarm"]["LocalNodeState"] != "active":
+                return  # the first run: its init makes the swarm
             for config in client.api.configs(filters={"label": [STATE_LABEL]}):
                 client.api.remove_config(config["ID"])
         finally:
