@@ -516,14 +516,20 @@ def test_a_restarted_controllers_socket_reaches_the_running_viz_tasks(cluster: C
     assert {"PiLike-01", "PiLike-02"} <= set(pids)  # PiMgr-03 too (and PiLike-03 no more),
     # when the whole module runs
     sock = viz_socket_dir(cluster) / "docker.sock"
-    ctl = cluster.lab.state()["controller"]
-    os.kill(ctl["pid"], signal.SIGTERM)
-    wait_for("the controller to stop", lambda: not procs.alive(ctl["pid"]), 30)
-    assert not sock.exists()  # it removes its socket on the way out
-    log = cluster.lab.log_path(ctl["name"], "controller")
-    cluster.lab.popen(ctl["name"], [*cluster.lab.controller_cmd, "serve", "--state-dir",
-                                    ctl["state_dir"]], log=log)
+    name = cluster.lab.state()["controller"]["name"]
+    pid = cluster.lab.controller_pid(name)
+    assert pid is not None
+    agent = cluster.lab.node(name)["agent_pid"]
+    os.kill(agent, signal.SIGSTOP)  # its agent would start the controller again at once
+    try:
+        os.kill(pid, signal.SIGTERM)
+        wait_for("the controller to stop", lambda: not procs.alive(pid), 30)
+        assert not sock.exists()  # it removes its socket on the way out
+    finally:
+        os.kill(agent, signal.SIGCONT)
+    # the agent brings its manager's controller back
     wait_for("the viz socket back", lambda: sock.exists(), 60)
+    assert cluster.lab.controller_pid(name) not in (None, pid)
     assert viz_pids(cluster) == pids  # the same containers, never restarted
     names = {n["Description"]["Hostname"] for n in docker_api(cluster).nodes()}
     for pi, pid in pids.items():
