@@ -22,7 +22,9 @@ from .conftest import Cluster, wait_log
 
 pytestmark = pytest.mark.lab
 
-LAB_KEYS = {"state_dir", "docker_host", "hardware_id", "advertise_addr", "model", "arch"}
+LAB_KEYS = {"state_dir", "docker_host", "hardware_id", "advertise_addr", "model", "arch",
+            # how the lab's agent would run a controller, were its Pi a manager
+            "controller_dir", "controller_unit", "controller_command", "controller_log"}
 
 
 def test_flashed_agent_config_enrolls_and_joins(cluster: Cluster, tmp_path: Path) -> None:
