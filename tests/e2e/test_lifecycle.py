@@ -211,9 +211,12 @@ def test_manager_replacement_in_a_three_manager_cluster(cluster: Cluster) -> Non
     rules = cluster.lab.state()["controller"]["state_dir"] + "/rules.toml"
     with open(rules) as fh:
         text = fh.read()
-    with open(rules, "w") as fh:  # the controller re-reads its rules when they change
+    with open(rules, "w") as fh:  # the controller takes its file's edit into the shared rules
         fh.write('[[rule]]\nmatch = "PiLike-1[0-9]"\nrole = "manager"\napprove = "token"\n\n'
                  + text)
+    # shared once the other manager's controller mirrors it: either may answer PiLike-10
+    wait_for("the rule shared", lambda: 'match = "PiLike-1[0-9]"' in (
+        cluster.lab.pi_dir("PiLike-02") / "controller" / "rules.toml").read_text(), 30)
     cluster.add_pi("PiLike-10", token="lab")
     wait_for("PiLike-10 a reachable manager", lambda: [
         n for n in named(cluster, "PiLike-10") if n["reachability"] == "reachable"], 90)
