@@ -14,6 +14,7 @@ from typing import Any
 
 from controller.state.model import (
     EVENTS_KEPT,
+    LOOSE_EVENTS_KEPT,
     Event,
     HostDoc,
     Record,
@@ -23,9 +24,6 @@ from controller.state.model import (
     host_key,
     token_key,
 )
-
-# Events that belong to no hostname or token: the newest kept on import.
-LOOSE_EVENTS_KEPT = 1000
 
 
 def documents_from_v1(db: sqlite3.Connection) -> list[tuple[str, dict[str, Any]]]:

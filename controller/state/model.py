@@ -30,6 +30,7 @@ ARCHIVED = frozenset({REPLACED, FORGOTTEN, PRUNED})
 OPEN = frozenset({PENDING, APPROVED, JOINED})
 
 EVENTS_KEPT = 100  # per document, newest kept
+LOOSE_EVENTS_KEPT = 1000  # audit documents of their own (baseline, admins, pruning)
 ARCHIVED_KEPT = 10  # archived records per hostname, newest kept
 
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from agent.wire.errors import WireError
 from controller.state.backend import Backend, Conflict, Stored, StoreUnavailable
 from controller.state.model import (
+    LOOSE_EVENTS_KEPT,
     PENDING,
     REVOKED,
     Event,
@@ -48,7 +49,6 @@ NO_QUORUM = (
     "good, run 'docker swarm init --force-new-cluster --advertise-addr <its LAN IP>' on a "
     "surviving manager. Two managers tolerate no failure: run one, three or five (the "
     "quorum keeper keeps an odd number).")
-LOOSE_EVENTS_KEPT = 1000  # audit documents of their own (baseline, admins, pruning)
 SEEN_WRITE_AFTER = 900.0  # a record's last_seen is written back at most this often
 
 
