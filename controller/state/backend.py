@@ -29,9 +29,14 @@ class TooLarge(Exception):
 
 @dataclass(frozen=True)
 class Stored:
+    """A document as written. `exact=False`: a write whose new version the store did not
+    say (asking would cost a read per write); `version` is then the one it replaced, and
+    the document must be read again before it is written on (State does)."""
+
     key: str
     version: int
     body: dict[str, Any]
+    exact: bool = True
 
 
 Changed = Callable[[str, "Stored | None"], None]  # key, the new document or None if gone

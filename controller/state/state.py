@@ -87,6 +87,8 @@ class State:
         self._token_hash: dict[str, str] = {}  # hash -> token key
         self._admin_hash: dict[str, str] = {}  # hash -> admin name
         self._seen: dict[str, float] = {}  # record id -> last seen (this controller)
+        self._generation = 0  # counts changes of memory's copies; never goes back
+        self._changed_at: dict[str, int] = {}  # key -> the generation of its last change
         self._spending: dict[str, _Spending] = {}
         self.reload()
         backend.watch(self._changed)
@@ -102,7 +104,9 @@ class State:
                 self._put(stored.key, stored)
 
     def _changed(self, key: str, stored: Stored | None) -> None:
-        """A write elsewhere: keep it unless memory already holds a newer version."""
+        """A write elsewhere: keep it unless memory already holds a newer version (or, for
+        a write of ours whose version is not known, a read no newer than what it replaced:
+        such a read began before our write)."""
         with self._lock:
             current = self._docs.get(key)
             if stored is not None and current is not None and current.version >= stored.version:
@@ -116,11 +120,14 @@ class State:
         return stored
 
     def _put(self, key: str, stored: Stored | None) -> None:
+        self._generation += 1
         old = self._docs.pop(key, None)
+        self._changed_at.pop(key, None)
         if old is not None:
             self._unindex(old)
         if stored is not None:
             self._docs[key] = stored
+            self._changed_at[key] = self._generation
             self._index(stored)
 
     def _index(self, stored: Stored) -> None:
@@ -197,6 +204,8 @@ class State:
         is written on top of the version it saw. `change` may run more than once."""
         for _ in range(ATTEMPTS):
             old = self._stored(key)
+            if old is not None and not old.exact:
+                old = self.refresh(key)
             try:
                 body, result = change(old)
             except Unchanged as same:
@@ -216,8 +225,10 @@ class State:
         return dict(stored.body) if stored else None
 
     def doc_version(self, key: str) -> int:
-        stored = self._stored(key)
-        return stored.version if stored else 0
+        """Changes whenever this controller's copy of the document does (the store's own
+        version is not known after every write)."""
+        with self._lock:
+            return self._changed_at.get(key, 0)
 
     def docs(self, kind: str) -> dict[str, dict[str, Any]]:
         """Every document of a kind (`controller`, say), by key."""

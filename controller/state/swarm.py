@@ -16,7 +16,10 @@ over about 1.5 MB), and documents are bounded far below that (model.trim). Write
 Raft quorum: without one they fail with StoreUnavailable and nothing is half-written.
 
 Other controllers' writes arrive as Docker's config events; after the event stream
-breaks, every document is read again, so nothing is missed.
+breaks, every document is read again, so nothing is missed. A write of our own is not
+read back (its event is skipped, and its new version is learnt only when the document is
+next written): with a fleet enrolling, those reads would cost the controller as much as
+the writes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 import docker.errors
@@ -42,6 +46,7 @@ DOC_LABEL = "swarm-enroll.doc"
 DATA = b"swarm-enroll cluster state: the document is in the label swarm-enroll.doc"
 FLUSH_DELAY = 0.05  # seconds events are gathered before the configs they name are read
 FLUSH_BATCH = 100
+OWN_EVENT_WAIT = 30.0  # seconds after which our write's event is no longer expected
 _UNAVAILABLE = ("does not have a leader", "quorum", "deadline exceeded", "unavailable",
                 "not a swarm manager", "lost leader")
 
@@ -65,6 +70,8 @@ class SwarmBackend:
     def __init__(self, api: Any) -> None:
         self.api = api  # docker.APIClient of the local manager
         self._ids: dict[str, str] = {}  # config id -> key
+        self._id_of: dict[str, str] = {}  # key -> config id
+        self._own: dict[str, list[float]] = {}  # config id -> when we wrote it, event due
         self._lock = threading.Lock()
         self._events: Any = None
         self._stop = threading.Event()
@@ -80,6 +87,7 @@ class SwarmBackend:
                         json.loads(labels[DOC_LABEL]))
         with self._lock:
             self._ids[config["ID"]] = stored.key
+            self._id_of[stored.key] = config["ID"]
         return stored
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -123,7 +131,8 @@ class SwarmBackend:
             if exc.status_code == 409 or "already exists" in str(exc):
                 raise Conflict(key) from None
             raise
-        return self._stored(self._call(self.api.inspect_config, created["ID"]))
+        self._wrote(created["ID"], key)
+        return Stored(key, 0, body, exact=False)
 
     def update(self, old: Stored, body: dict[str, Any]) -> Stored:
         name = config_name(old.key)
@@ -141,7 +150,20 @@ class SwarmBackend:
             if "out of sequence" in str(exc):
                 raise Conflict(old.key) from None
             raise
-        return self._stored(self._call(self.api.inspect_config, name))
+        with self._lock:
+            config_id = self._id_of.get(old.key, "")
+        if config_id:
+            self._wrote(config_id, old.key)
+        return Stored(old.key, old.version, body, exact=False)
+
+    def _wrote(self, config_id: str, key: str) -> None:
+        """Our write will come back as an event: that one needs no read (memory has it)."""
+        now = time.monotonic()
+        with self._lock:
+            self._ids[config_id] = key
+            self._id_of[key] = config_id
+            own = [t for t in self._own.get(config_id, []) if now - t < OWN_EVENT_WAIT]
+            self._own[config_id] = [*own, now]
 
     def delete(self, old: Stored) -> None:
         """Docker removes a config without a version check: this one checks, then removes
@@ -186,10 +208,19 @@ class SwarmBackend:
         if event.get("Action") == "remove":
             with self._lock:
                 key = self._ids.pop(config_id, "")
+                self._own.pop(config_id, None)
+                if self._id_of.get(key) == config_id:
+                    del self._id_of[key]
             if key:
                 changed(key, None)
             return
+        now = time.monotonic()
         with self._lock:
+            own = [t for t in self._own.pop(config_id, []) if now - t < OWN_EVENT_WAIT]
+            if own:  # the event of one of our writes (each write makes exactly one)
+                if own[1:]:
+                    self._own[config_id] = own[1:]
+                return
             self._dirty.add(config_id)
             if self._flusher is None or not self._flusher.is_alive():
                 self._flusher = threading.Thread(target=self._flush, args=(changed,),
@@ -221,6 +252,7 @@ class SwarmBackend:
     def _resync(self, changed: Changed) -> None:
         with self._lock:
             known = set(self._ids.values())
+            self._own.clear()  # their events may be lost with the stream: all is read now
         fresh = self.load_all()
         for stored in fresh:
             changed(stored.key, stored)

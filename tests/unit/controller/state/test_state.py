@@ -251,3 +251,62 @@ def test_writes_elsewhere_reach_memory_through_watch(state: State, other: State)
     assert state.record(record.id) is not None
     state._changed("host/pi-1", None)
     assert state.record(record.id) is None
+
+
+class Unsaid(SQLiteBackend):
+    """A backend that, like the swarm's, does not say a write's new version."""
+
+    def create(self, key: str, body: dict[str, Any]) -> Stored:
+        super().create(key, body)
+        return Stored(key, 0, body, exact=False)
+
+    def update(self, old: Stored, body: dict[str, Any]) -> Stored:
+        super().update(old, body)
+        return Stored(old.key, old.version, body, exact=False)
+
+
+def test_a_write_whose_version_is_unsaid_is_read_again_before_the_next(path: Path) -> None:
+    state = State(Unsaid(path))
+    try:
+        record = state.update_host("pi-1", claim(make_record("pi-1")))
+        assert not state._stored("host/pi-1").exact
+        state.update_host("pi-1", lambda doc: doc.change(doc.get(record.id), "admin:a",
+                                                         "node.approve", state="approved"))
+        state.update_host("pi-1", lambda doc: doc.change(doc.get(record.id), "admin:a",
+                                                         "node.revoke", state="revoked"))
+        assert state.record(record.id).state == "revoked"
+        assert State(SQLiteBackend(path)).record(record.id).state == "revoked"
+    finally:
+        state.close()
+
+
+def test_a_read_no_newer_than_what_our_write_replaced_is_not_kept(path: Path) -> None:
+    """Such a read began before our write; the next one (newer) is kept."""
+    state = State(Unsaid(path))
+    try:
+        record = state.update_host("pi-1", claim(make_record("pi-1")))
+        before = state.backend.get("host/pi-1")
+        state.update_host("pi-1", lambda doc: doc.change(doc.get(record.id), "admin:a",
+                                                         "node.approve", state="approved"))
+        state._changed("host/pi-1", before)
+        assert state.record(record.id).state == "approved"
+        after = state.backend.get("host/pi-1")
+        state._changed("host/pi-1", after)
+        assert state._stored("host/pi-1") == after
+    finally:
+        state.close()
+
+
+def test_doc_version_changes_with_every_write_even_when_the_store_does_not_say(
+        path: Path) -> None:
+    state = State(Unsaid(path))
+    try:
+        seen = {state.doc_version("rules")}
+        for text in ("a", "b", "c"):
+            state.update_doc("rules", lambda _body, t=text: {"text": t})
+            seen.add(state.doc_version("rules"))
+        assert len(seen) == 4 and state.doc("rules") == {"text": "c"}
+        state.update_doc("rules", lambda _body: None)
+        assert state.doc_version("rules") == 0
+    finally:
+        state.close()
