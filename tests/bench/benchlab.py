@@ -25,7 +25,8 @@ from deploy.lab.config import load_cluster
 from deploy.lab.lab import DEFAULT_PREFIX, DEFAULT_STATE_DIR, Lab, LabError
 
 CONTROLLER_PI = "ctl"  # runs the lab's controller (swarm A): join benchmarks
-STORM_PI = "storm"  # runs the storm's controllers (swarm B, single node)
+STORM_PI = "storm"  # runs the storm's controllers (swarm B)
+FOLLOWER_PIS = ("storm2", "storm3")  # swarm B's other managers, a controller each
 LOAD_PI = "load"  # runs the storm's load generator
 
 
@@ -60,7 +61,8 @@ approve = "token"
 def cluster_text(spec: BenchLabSpec) -> str:
     pis = [(CONTROLLER_PI, "Raspberry Pi Zero W Rev 1.1", "armv6l"),
            (STORM_PI, "Raspberry Pi Zero W Rev 1.1", "armv6l"),
-           (LOAD_PI, "Raspberry Pi 3 Model B Rev 1.2", "armv7l")]
+           (LOAD_PI, "Raspberry Pi 3 Model B Rev 1.2", "armv7l"),
+           *((name, "Raspberry Pi 3 Model B Rev 1.2", "armv7l") for name in FOLLOWER_PIS)]
     lines = ["[lab]", f'subnet = "{spec.subnet}"', 'rules = "rules.toml"',
              f'controller = "{CONTROLLER_PI}"', ""]
     for i, (name, model, arch) in enumerate(pis, start=1):

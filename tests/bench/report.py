@@ -15,7 +15,8 @@ STORM_KEYS = ("grants_per_s", "makespan_s", "latency_p50_s", "latency_p95_s", "l
               "since_t0_p99_s", "error_count", "not_granted", "controller_peak_rss_mb",
               "controller_rss_after_idle_mb", "controller_cpu_ms_per_grant",
               "controller_cpu_share", "client_cpu_share", "other_cpu_cores",
-              "store_write_p50_ms", "store_write_p95_ms")
+              "store_write_p50_ms", "store_write_p95_ms", "follower_peak_rss_mb",
+              "follower_rss_after_idle_mb", "follower_cpu_ms_per_grant")
 JOIN_KEYS = ("total_s", "start_to_first_log_s", "start_to_found_s", "first_log_to_found_s",
              "found_to_joining_s", "joining_to_ready_s")
 
@@ -173,6 +174,13 @@ def markdown(res: dict[str, Any]) -> str:
         row(b, "controller CPU per grant", s["controller_cpu_ms_per_grant"], " ms", 1)
         row(b, "controller peak RSS (VmHWM)", s["controller_peak_rss_mb"], " MB", 1)
         row(b, "controller RSS idle after it", s["controller_rss_after_idle_mb"], " MB", 1)
+        if s.get("follower_peak_rss_mb", {}).get("median") is not None:
+            row(b, "other managers' controllers: peak RSS (worst)",
+                s["follower_peak_rss_mb"], " MB", 1)
+            row(b, "other managers' controllers: RSS idle after it (worst)",
+                s["follower_rss_after_idle_mb"], " MB", 1)
+            row(b, "other managers' controllers: CPU per grant (each)",
+                s["follower_cpu_ms_per_grant"], " ms", 1)
         row(b, "state store write (CAS) p50", s["store_write_p50_ms"], " ms", 1)
         row(b, "state store write (CAS) p95", s["store_write_p95_ms"], " ms", 1)
         row(b, "controller core busy", s["controller_cpu_share"], "", 2)

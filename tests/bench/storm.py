@@ -1,10 +1,13 @@
 """Enrollment storm: one real controller process on one core against N simulated agents.
 
 Per run: a fresh `enroll-controller init` state dir on the `storm` Pi (whose dockerd is a
-real single-node swarm, initialised by the first init), `enroll-controller serve` started
-inside that Pi under `taskset -c 0`, a bootstrap token with N uses, then the load
-generator (storm_client.py) inside the `load` Pi under `taskset -c 1`. The controller's
-CPU time and VmHWM come from /proc.
+real swarm, initialised by the first init), `enroll-controller serve` started inside that
+Pi under `taskset -c 0`, a bootstrap token with N uses, then the load generator
+(storm_client.py) inside the `load` Pi under `taskset -c 1`. The swarm has three
+managers, as an HA cluster has: `storm2` and `storm3` join it as managers and run a
+controller each (on core 1), which follows the state as every manager's does; so each
+write is a Raft proposal that two of three managers must take. Every controller's CPU
+time and VmHWM come from /proc.
 """
 
 from __future__ import annotations
@@ -23,7 +26,16 @@ import requests
 from controller.state.swarm import STATE_LABEL, SwarmBackend
 from deploy.lab.lab import Lab, LabError
 
-from .benchlab import LOAD_PI, STORM_PI, cpu_seconds, loadavg, settle, settle_host, vm_kb
+from .benchlab import (
+    FOLLOWER_PIS,
+    LOAD_PI,
+    STORM_PI,
+    cpu_seconds,
+    loadavg,
+    settle,
+    settle_host,
+    vm_kb,
+)
 from .stats import percentile
 
 CLIENT = Path(__file__).resolve().parent / "storm_client.py"
@@ -162,6 +174,73 @@ class StormController:
         self.proc = None
 
 
+class Followers:
+    """The storm swarm's other managers, each with a controller that follows the state."""
+
+    def __init__(self, lab: Lab, label: str, ca: str) -> None:
+        self.lab = lab
+        self.label = label
+        self.ca = ca
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def _join(self) -> None:
+        """Make them managers of the storm Pi's swarm (once: they stay across runs)."""
+        lead = self.lab.docker(STORM_PI)
+        try:
+            token = lead.swarm.attrs["JoinTokens"]["Manager"]
+        finally:
+            lead.close()
+        for name in FOLLOWER_PIS:
+            client = self.lab.docker(name)
+            try:
+                if client.info()["Swarm"]["LocalNodeState"] != "active":
+                    client.swarm.join(remote_addrs=[f"{self.lab.node(STORM_PI)['ip']}:2377"],
+                                      join_token=token, listen_addr="0.0.0.0:2377",
+                                      advertise_addr=self.lab.node(name)["ip"])
+            finally:
+                client.close()
+
+    def start(self) -> None:
+        self._join()
+        for name in FOLLOWER_PIS:
+            run = self.lab.pi_dir(name) / f"ctl-{self.label}"
+            cmd = [*self.lab.controller_cmd, "serve", "--state-dir", str(run),
+                   "--docker-host", self.lab.docker_host(name),
+                   "--viz-socket-dir", str(run / "viz"), "--log-level", "warning"]
+            self.procs[name] = self.lab.popen(name, ["taskset", "-c", LOAD_CORE, *cmd],
+                                              log=run.parent / f"{run.name}.log")
+        deadline = time.monotonic() + 90
+        with _session() as s:
+            for name, proc in self.procs.items():
+                url = f"https://{self.lab.node(name)['ip']}:8443/healthz"
+                while True:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise LabError(f"the follower controller on {name} did not serve; "
+                                       f"see {self.lab.pi_dir(name)}/ctl-{self.label}.log")
+                    try:
+                        if s.get(url, verify=self.ca, timeout=3).status_code == 200:
+                            break
+                    except requests.RequestException:
+                        pass
+                    time.sleep(0.3)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values()]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self.procs = {}
+
+
 def run_load(lab: Lab, ctl: StormController, n: int, token: str, concurrency: int,
              deadline: float) -> dict[str, Any]:
     argv = ["taskset", "-c", LOAD_CORE, sys.executable, str(CLIENT), "--url", ctl.url,
@@ -182,23 +261,33 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
     and return a stop() callable."""
     ctl = StormController(lab, label, src)
     ctl.init()
+    followers = Followers(lab, label, ctl.ca)
     try:
         ctl.start()
+        followers.start()
         token = ctl.token(n)
         settled = settle(ctl.pid, below=0.03, timeout=30)
+        for pid in followers.pids:
+            settle(pid, below=0.03, timeout=30)
         host_before = settle_host()
         vm0, cpu0, load0 = vm_kb(ctl.pid), cpu_seconds(ctl.pid), loadavg()
+        fcpu0 = [cpu_seconds(pid) for pid in followers.pids]
         stop_profiler = during(ctl.pid) if during else None
         try:
             out = run_load(lab, ctl, n, token, concurrency, deadline)
         finally:
             profile = stop_profiler() if stop_profiler else None
         cpu1, vm1 = cpu_seconds(ctl.pid), vm_kb(ctl.pid)
+        fcpu = sum(cpu_seconds(pid) for pid in followers.pids) - sum(fcpu0)
         # what else the host ran during the storm (dockerd, the profiler, other people's
         # labs on a shared machine), in cores: a noisy run shows here
-        other = (out["host_busy_s"] - (cpu1 - cpu0) - out["client_cpu_s"]) / out["elapsed"]
+        other = (out["host_busy_s"] - (cpu1 - cpu0) - fcpu - out["client_cpu_s"]) / \
+            out["elapsed"]
+        for pid in followers.pids:  # until they have read what the storm wrote
+            settle(pid, below=0.03, timeout=60)
         time.sleep(3)
         vm_idle = vm_kb(ctl.pid)
+        fvm = [vm_kb(pid) for pid in followers.pids]
         starts, grants = out.pop("start"), out.pop("grant")
         latency = [g - s for s, g in zip(starts, grants, strict=True)]
         elapsed_grants = max(grants) if grants else out["elapsed"]
@@ -215,6 +304,9 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
             "controller_rss_before_mb": vm0["VmRSS"] / 1024,
             "controller_peak_rss_mb": vm1["VmHWM"] / 1024,
             "controller_rss_after_idle_mb": vm_idle["VmRSS"] / 1024,
+            "follower_peak_rss_mb": max(vm["VmHWM"] for vm in fvm) / 1024,
+            "follower_rss_after_idle_mb": max(vm["VmRSS"] for vm in fvm) / 1024,
+            "follower_cpu_ms_per_grant": 1000 * fcpu / len(fvm) / max(out["granted"], 1),
             "controller_threads": _threads(ctl.pid), "settled_s": settled,
             "loadavg_before": load0, "other_cpu_cores": other,
             "host_cores_busy_before": host_before,
@@ -226,22 +318,25 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
             result["restart_with_records"] = _restart_footprint(ctl, n)
         return result
     finally:
+        followers.stop()
         ctl.stop()
 
 
 def store_write_latency(lab: Lab, writes: int = 50) -> dict[str, float]:
     """One document written `writes` times under compare-and-swap, as the controller writes
-    (each write one Raft proposal of the storm Pi's swarm, then the re-read of its version)."""
+    (each write one Raft proposal of the storm Pi's three-manager swarm)."""
     client = lab.docker(STORM_PI)
     backend = SwarmBackend(client.api)
     took = []
     try:
-        doc = backend.create("bench/latency", {"i": 0})
+        backend.create("bench/latency", {"i": 0})
         for i in range(1, writes + 1):
+            doc = backend.get("bench/latency")  # a write does not say its new version
+            assert doc is not None
             t = time.perf_counter()
-            doc = backend.update(doc, {"i": i, "pad": "x" * 2000})
+            backend.update(doc, {"i": i, "pad": "x" * 2000})
             took.append(1000 * (time.perf_counter() - t))
-        backend.delete(doc)
+        backend.delete(backend.get("bench/latency"))
     finally:
         client.close()
     return {"store_write_p50_ms": percentile(took, 50), "store_write_p95_ms": percentile(took, 95)}
