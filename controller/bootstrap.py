@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -112,6 +113,16 @@ def share_ca(config: ControllerConfig, state: State, swarm: Swarm) -> None:
         cert, key = load_ca(config.ca_cert, config.ca_key)
         issue_tls_cert(cert, key, config.tls_cert, config.tls_key, config.hostname,
                        [config.advertise_addr])
+
+
+def forget_keys(config: ControllerConfig) -> None:
+    """This node is no longer a manager: the CA key and this controller's TLS key leave
+    it (a worker must not hold them; a lost card must not give them away). The sealed CA
+    key stays in the managers' shared state, and a promotion opens it again."""
+    for path in (config.ca_key, config.tls_key, config.tls_cert):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    log.warning("removed the CA key and this controller's TLS key from %s", config.state_dir)
 
 
 def reseal_if_rotated(config: ControllerConfig, state: State, swarm: Swarm) -> None:

@@ -17,7 +17,13 @@ from pathlib import Path
 from agent import __version__
 from agent.logs import setup_logging
 from controller.app import create_app
-from controller.bootstrap import config_from_docker, import_single, reseal_if_rotated, share_ca
+from controller.bootstrap import (
+    config_from_docker,
+    forget_keys,
+    import_single,
+    reseal_if_rotated,
+    share_ca,
+)
 from controller.cluster import Actor, Job, Lease, Registry
 from controller.config import load_config
 from controller.discovery import ControllerDiscovery
@@ -85,8 +91,16 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
             viz.stop()
         registry.leave()
         state.close()
-    if demoted.is_set():
+    if demoted.is_set() or _demoted_meanwhile(swarm):  # told to stop as it was demoted
         log.warning("this node is no longer a manager: the controller stops")
+        forget_keys(config)
+
+
+def _demoted_meanwhile(swarm: Swarm) -> bool:
+    try:
+        return not swarm.is_manager()
+    except Exception:  # Docker does not answer: unknown, so the keys stay
+        return False
 
 
 def _watch_role(swarm: Swarm, registry: Registry, server: object, demoted: threading.Event,

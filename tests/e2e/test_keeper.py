@@ -139,3 +139,8 @@ def test_the_dead_managers_hostname_back_and_the_extra_manager_demoted(
                                    "keeper, is one too many")
     out = settled(cluster)
     assert "Last action: demoted PiLike-04" in out
+    ctl_dir = cluster.lab.pi_dir("PiLike-04") / "controller"  # a worker holds no CA key
+    wait_for("PiLike-04's controller stopped, its keys gone", lambda: (
+        cluster.lab.controller_pid("PiLike-04") is None
+        and not (ctl_dir / "ca-key.pem").exists()), 60)
+    assert not (ctl_dir / "tls-key.pem").exists() and (ctl_dir / "ca.pem").exists()

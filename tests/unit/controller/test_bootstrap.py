@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from controller import cakey
-from controller.bootstrap import config_from_docker, import_single, reseal_if_rotated, share_ca
+from controller.bootstrap import (
+    config_from_docker,
+    forget_keys,
+    import_single,
+    reseal_if_rotated,
+    share_ca,
+)
 from controller.config import ConfigError, parse_config
 from controller.pki import create_ca
 from controller.state import State
@@ -58,6 +64,19 @@ def test_the_ca_key_goes_sealed_to_the_next_manager(tmp_path: Path, shared: Stat
     share_ca(second, shared, swarm)
     assert second.ca_key.read_bytes() == first.ca_key.read_bytes()
     assert second.ca_key.stat().st_mode & 0o077 == 0 and second.tls_key.exists()
+
+
+def test_a_demoted_manager_gives_up_the_keys_and_a_promotion_brings_them_back(
+        tmp_path: Path, shared: State) -> None:
+    swarm = FakeSwarm()
+    first = first_controller(tmp_path)
+    share_ca(first, shared, swarm)
+    key = first.ca_key.read_bytes()
+    forget_keys(first)
+    assert not first.ca_key.exists() and not first.tls_key.exists()
+    assert first.ca_cert.exists()  # the CA certificate is public
+    share_ca(first, shared, swarm)  # promoted again
+    assert first.ca_key.read_bytes() == key and first.tls_key.exists()
 
 
 def test_no_ca_in_the_swarm_yet_says_what_to_do(tmp_path: Path, shared: State) -> None:
