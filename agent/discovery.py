@@ -11,12 +11,18 @@ from agent.wire.mdns import ControllerAd
 log = logging.getLogger(__name__)
 
 
-class ControllerFinder:
-    """Keeps the controllers to try, in order: those announced over mDNS with our pin,
-    then those our last grant named (every manager runs one), then none.
+MAX_ADS = 32  # announcements kept; anyone on the LAN can announce, and with our (public) pin
 
-    After a failure, `rotate()` moves on to the next. `pin=None` means trust on first use:
-    every controller is a candidate. `static_url` (networks without multicast) comes first.
+
+class ControllerFinder:
+    """Keeps the controllers to try, in order: those an answer over our pinned TLS named
+    (every manager runs one), then those announced over mDNS with our pin.
+
+    An announcement is anyone's, so the controllers we know from a pinned answer come
+    first, and a failure of any kind moves on to the next (`rotate()`): a silent address
+    announced with our pin cannot hold an agent. `pin=None` means trust on first use: every
+    controller is a candidate. `static_url` (networks without multicast) replaces mDNS
+    and comes first.
     """
 
     def __init__(self, pin: str | None, static_url: str = "",
@@ -39,12 +45,16 @@ class ControllerFinder:
             return
         if self.pin is not None and ad.pin != self.pin:
             if instance not in self._ignored:
+                if len(self._ignored) >= MAX_ADS:  # only there to log each one once
+                    self._ignored.clear()
                 self._ignored.add(instance)
                 log.warning("ignoring controller %r: it holds CA %s, not our pin %s",
                             instance, ad.pin[:19] + "…", self.pin[:19] + "…")
             return
         with self._lock:
             if instance not in self._ads:
+                if len(self._order) >= MAX_ADS:  # the oldest goes: a real one announces again
+                    del self._ads[self._order.pop(0)]
                 self._order.append(instance)
                 log.info("found controller %r at %s", instance, ", ".join(ad.urls()))
             self._ads[instance] = ad
@@ -73,9 +83,10 @@ class ControllerFinder:
 
     def urls(self) -> list[str]:
         with self._lock:
-            first = [self.static_url] if self.static_url else [  # it replaces mDNS
+            announced = [] if self.static_url else [
                 url for name in self._order for url in self._ads[name].urls()]
-            ordered = list(dict.fromkeys([*first, *self._known]))
+            first = [self.static_url] if self.static_url else []
+            ordered = list(dict.fromkeys([*first, *self._known, *announced]))
             if not ordered:
                 return []
             start = self._offset % len(ordered)

@@ -147,8 +147,8 @@ class Agent:
                 log.error("%s: %s", exc.code, exc.message)
                 if exc.code == "not_found":  # the controller lost our record: ask again
                     self._save(enrollment="", status="new")
-                if exc.code in ("pin_mismatch", "tls_failed"):
-                    self.finder.rotate()
+                if exc.code in ("pin_mismatch", "tls_failed", "unreachable"):
+                    self.finder.rotate()  # anyone can announce our pin: try the next one
                 wait = max(self._backoff(), float(exc.retry_after))
             if self.progress.status == "revoked":
                 log.error("this Pi was revoked (%s): not asking again. An admin can run "

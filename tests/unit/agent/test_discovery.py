@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.discovery import ControllerFinder
+from agent.discovery import MAX_ADS, ControllerFinder
 
 PIN = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32
@@ -96,14 +96,28 @@ def test_tofu_accepts_any_pin() -> None:
     assert finder.urls() == ["https://10.0.0.3:8443"]
 
 
-def test_controllers_an_answer_named_are_tried_after_the_announced_ones() -> None:
+def test_controllers_an_answer_named_are_tried_before_the_announced_ones() -> None:
+    """An announcement is anyone's (the pin is public); a pinned answer is not."""
     finder = ControllerFinder(PIN)
     assert finder.learn(["https://10.0.0.2:8443", "https://10.0.0.3:8443"])
     assert not finder.learn(["https://10.0.0.2:8443", "https://10.0.0.3:8443"])  # no news
     finder.found("ctl-3", _txt(), ["10.0.0.3"], 8443)
-    assert finder.urls() == ["https://10.0.0.3:8443", "https://10.0.0.2:8443"]
-    finder.rotate()  # 10.0.0.3 stopped answering
-    assert finder.urls()[0] == "https://10.0.0.2:8443"
+    finder.found("ctl-x", _txt(), ["10.0.0.66"], 8443)  # a stranger, with our pin
+    assert finder.urls() == ["https://10.0.0.2:8443", "https://10.0.0.3:8443",
+                             "https://10.0.0.66:8443"]
+    finder.rotate()  # 10.0.0.2 stopped answering
+    assert finder.urls()[0] == "https://10.0.0.3:8443"
+
+
+def test_announcements_kept_are_bounded_and_the_newest_stay() -> None:
+    finder = ControllerFinder(PIN)
+    for i in range(MAX_ADS + 10):
+        finder.found(f"fake-{i}", _txt(), [f"10.1.{i // 250}.{i % 250 + 1}"], 8443)
+        finder.found(f"other-{i}", _txt(OTHER), ["10.2.0.1"], 8443)
+    urls = finder.urls()
+    assert len(urls) == MAX_ADS and urls[-1] == f"https://10.1.0.{MAX_ADS + 10}:8443"
+    assert len(finder._ads) == len(finder._order) == MAX_ADS
+    assert len(finder._ignored) <= MAX_ADS
 
 
 def test_with_mdns_silent_the_learned_controllers_are_enough() -> None:

@@ -43,3 +43,28 @@ def test_a_list_that_is_no_list_of_controllers_is_ignored(tmp_path: Path,
     agent._learn_controllers(URLS)
     agent._learn_controllers(bad)
     assert agent.finder.urls() == URLS
+
+
+def test_an_announced_address_that_never_answers_does_not_hold_a_new_pi(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """First contact (no CA yet): anyone can announce our public pin with an address that
+    does not answer; the agent moves on to the next controller."""
+    agent = make(tmp_path, monkeypatch)
+    txt = {"v": "1", "ca": PIN, "cluster": "x"}
+    agent.finder.found("rogue", txt, ["127.0.0.1"], 9)  # nothing listens there
+    agent.finder.found("real", txt, ["198.18.0.11"], 8443)
+    tried: list[str] = []
+
+    def step(url: str) -> float:
+        tried.append(url)
+        if len(tried) == 3:
+            agent.stop.set()
+        if url != "https://127.0.0.1:9":
+            return 0.0  # the real one answered (the exchange itself is tested elsewhere)
+        return real_step(url)
+
+    real_step = agent._step
+    monkeypatch.setattr(agent, "_step", step)
+    monkeypatch.setattr(agent, "_backoff", lambda: 0.0)
+    agent.run()
+    assert tried[:2] == ["https://127.0.0.1:9", "https://198.18.0.11:8443"]
