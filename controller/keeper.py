@@ -241,7 +241,9 @@ class QuorumKeeper:
         return change
 
     def _enrolled(self, node: Node) -> bool:
-        return any(r.state == JOINED and r.swarm_node_id == node.id
+        """Joined through swarm-enroll, let in by an admin or a token: never by an `auto`
+        rule, which lets in whoever takes the name (a manager holds the CA key)."""
+        return any(r.state == JOINED and r.swarm_node_id == node.id and r.approve != "auto"
                    for r in self.state.host(node.hostname).records)
 
     def _arriving_managers(self, settings: QuorumSettings) -> list[str]:

@@ -97,10 +97,10 @@ def state(tmp_path: Path) -> Iterator[State]:
 
 
 def enroll(state: State, hostname: str, node_id: str | None = None, role: str = "worker",
-           record_state: str = JOINED) -> None:
+           record_state: str = JOINED, approve: str = "token") -> None:
     """A record of the Pi, joined as swarm node `node_id` (default: its node in Swarm)."""
     record = Record(f"enr_{hostname}", hostname, f"hw-{hostname}", f"tp-{hostname}", "{}",
-                    record_state, role,
+                    record_state, role, approve=approve,
                     swarm_node_id=node_id if node_id is not None else f"id-{hostname}")
     state.update_host(hostname, lambda doc: doc.add(record, "test", "node.request"))
 
@@ -145,10 +145,12 @@ def test_never_an_unenrolled_or_unfit_node(state: State) -> None:
                   node("pi-0"),  # no record: it joined without enrolling
                   node("pi-1"),  # a record of another swarm node of that name
                   node("pi-2", availability="drain"), node("pi-3", state="down"),
-                  node("other-1"))  # enrolled, but not a hostname it may promote
+                  node("other-1"),  # enrolled, but not a hostname it may promote
+                  node("pi-4"))  # let in by an `auto` rule: anyone on the LAN could be it
     enroll(state, "pi-1", node_id="id-gone")
     for name in ("pi-2", "pi-3", "other-1"):
         enroll(state, name)
+    enroll(state, "pi-4", approve="auto")
     keeper(swarm, state).step()
     assert swarm.updates == [] and actions(state) == []
     waiting = status(state)["waiting"]
