@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from controller.enrollctl import main as enrollctl
-from deploy.lab.demo import swarm_nodes
+from deploy.lab.demo import swarm_nodes, wait_for
 
 from .conftest import Cluster, wait_log
 
@@ -59,6 +59,7 @@ def test_flashed_agent_config_enrolls_and_joins(cluster: Cluster, tmp_path: Path
     node = next(n for n in swarm_nodes(cluster.lab, "PiLike-01")
                 if n["hostname"] == "PiLike-31")
     assert (node["state"], node["role"]) == ("ready", "worker")
-    approvals = [e for e in cluster.admin.audit(hostname="PiLike-31")
-                 if e["action"] == "node.approve"]
+    approvals = wait_for("the approval, seen by the admin's controller", lambda: [
+        e for e in cluster.admin.audit(hostname="PiLike-31") if e["action"] == "node.approve"],
+        30)
     assert len(approvals) == 1 and approvals[0]["actor"] == f"token:{created['id']}"
