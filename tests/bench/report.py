@@ -64,6 +64,7 @@ def summarize_storm(runs: list[dict[str, Any]]) -> dict[str, Any]:
         rs = [r for r in runs if r["n"] == n]
         entry = {k: summary([r.get(k) for r in rs]) for k in STORM_KEYS}
         entry["concurrency"] = rs[0]["concurrency"]
+        entry["managers"] = rs[0].get("managers", 1)
         entry["errors_by_kind"] = [r["errors"] for r in rs]
         entry["grants_bad"] = sum(r["grants_bad"] for r in rs)
         restarts = [r["restart_with_records"] for r in rs if "restart_with_records" in r]
@@ -163,7 +164,9 @@ def markdown(res: dict[str, Any]) -> str:
         row("join", "join starts -> Ready", a["joining_to_ready_s"])
         row("join", "approval (manual rule) -> Ready", join["approval_to_ready_s"])
     for n, s in res.get("storm", {}).items():
-        b = f"storm N={int(n):,} (C={s['concurrency']})"
+        managers = s.get("managers", 1)
+        b = f"storm N={int(n):,} (C={s['concurrency']}, {managers} manager" + \
+            ("s)" if managers > 1 else ")")
         row(b, "grants/s", s["grants_per_s"], "", 1)
         row(b, "all granted after", s["makespan_s"])
         row(b, "request->grant p50", s["latency_p50_s"])

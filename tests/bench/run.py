@@ -60,6 +60,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=256,
                    help="simulated agents in flight at once (all start at t0)")
     p.add_argument("--storm-deadline", type=float, default=300.0)
+    p.add_argument("--storm-managers", type=int, choices=(1, 3), default=3,
+                   help="managers of the storm's swarm, each with a controller (1: the "
+                        "serving controller alone, without Raft replication)")
     p.add_argument("--records-n", type=int, default=1000,
                    help="storm N whose controller is also measured restarted over its records")
     p.add_argument("--idle-seconds", type=float, default=60.0, help="agent idle window")
@@ -187,7 +190,7 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                 # warm-up, not counted: the first controller initialises swarm B and creates
                 # its baseline services there; their containers start meanwhile
                 storm_once(lab, min(50, max(ns)), "warmup", args.concurrency,
-                           args.storm_deadline)
+                           args.storm_deadline, managers=args.storm_managers)
                 for n in ns:
                     for rep in range(1, args.storm_reps + 1):
                         # the patched copy's run right after the tree's: same conditions
@@ -197,7 +200,8 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                             label = f"{'after-' if src else ''}n{n}-r{rep}"
                             r = storm_once(lab, n, label, args.concurrency, args.storm_deadline,
                                            src=src, records_footprint=(n == args.records_n
-                                                                       and src is None))
+                                                                       and src is None),
+                                           managers=args.storm_managers)
                             into.append(r)
                             say(f"storm N={n} run {rep}{' (proposals)' if src else ''}: "
                                 f"{r['grants_per_s']:.1f} grants/s, all after "

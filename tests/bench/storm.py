@@ -3,11 +3,11 @@
 Per run: a fresh `enroll-controller init` state dir on the `storm` Pi (whose dockerd is a
 real swarm, initialised by the first init), `enroll-controller serve` started inside that
 Pi under `taskset -c 0`, a bootstrap token with N uses, then the load generator
-(storm_client.py) inside the `load` Pi under `taskset -c 1`. The swarm has three
-managers, as an HA cluster has: `storm2` and `storm3` join it as managers and run a
-controller each (on core 1), which follows the state as every manager's does; so each
-write is a Raft proposal that two of three managers must take. Every controller's CPU
-time and VmHWM come from /proc.
+(storm_client.py) inside the `load` Pi under `taskset -c 1`. Unless `--storm-managers 1`,
+the swarm has three managers, as an HA cluster has: `storm2` and `storm3` join it as
+managers and run a controller each (on core 1), which follows the state as every
+manager's does; so each write is a Raft proposal that two of three managers must take.
+Every controller's CPU time and VmHWM come from /proc.
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ def run_load(lab: Lab, ctl: StormController, n: int, token: str, concurrency: in
 
 def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
                src: Path | None = None, during: Any = None,
-               records_footprint: bool = False) -> dict[str, Any]:
+               records_footprint: bool = False, managers: int = 3) -> dict[str, Any]:
     """One storm of N agents against a fresh controller; `during(pid)` may start a profiler
     and return a stop() callable."""
     ctl = StormController(lab, label, src)
@@ -264,7 +264,8 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
     followers = Followers(lab, label, ctl.ca)
     try:
         ctl.start()
-        followers.start()
+        if managers > 1:
+            followers.start()
         token = ctl.token(n)
         settled = settle(ctl.pid, below=0.03, timeout=30)
         for pid in followers.pids:
@@ -304,9 +305,12 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
             "controller_rss_before_mb": vm0["VmRSS"] / 1024,
             "controller_peak_rss_mb": vm1["VmHWM"] / 1024,
             "controller_rss_after_idle_mb": vm_idle["VmRSS"] / 1024,
-            "follower_peak_rss_mb": max(vm["VmHWM"] for vm in fvm) / 1024,
-            "follower_rss_after_idle_mb": max(vm["VmRSS"] for vm in fvm) / 1024,
-            "follower_cpu_ms_per_grant": 1000 * fcpu / len(fvm) / max(out["granted"], 1),
+            "managers": managers,
+            "follower_peak_rss_mb": max((vm["VmHWM"] for vm in fvm), default=0) / 1024 or None,
+            "follower_rss_after_idle_mb": max((vm["VmRSS"] for vm in fvm), default=0) / 1024
+            or None,
+            "follower_cpu_ms_per_grant": 1000 * fcpu / len(fvm) / max(out["granted"], 1)
+            if fvm else None,
             "controller_threads": _threads(ctl.pid), "settled_s": settled,
             "loadavg_before": load0, "other_cpu_cores": other,
             "host_cores_busy_before": host_before,
