@@ -10,6 +10,8 @@ The state is a set of small documents, each changed as a whole under its version
 - one per event that belongs to no hostname or token (`audit/<event id>`).
 
 Events and archived records are kept to a bounded number per document (see `trim`).
+`from_json` ignores fields it does not know: during a rolling upgrade, a newer controller
+may write some.
 """
 
 from __future__ import annotations
@@ -247,9 +249,11 @@ class Token:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Token:
-        data = dict(data)
-        events = [Event.from_json(e) for e in data.pop("events", [])]
-        return cls(**data, events=events)
+        events = [Event.from_json(e) for e in data.get("events", [])]
+        return cls(**{k: v for k, v in data.items() if k in _TOKEN_FIELDS}, events=events)
+
+
+_TOKEN_FIELDS = {f.name for f in fields(Token)} - {"events"}
 
 
 def host_key(hostname: str) -> str:
