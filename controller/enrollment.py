@@ -7,6 +7,11 @@ written under its version: two requests (or two controllers) racing for one name
 exactly one outcome, since the second one's write is refused and it decides again on
 what the first one wrote. Work on the swarm (removing a stale node, promoting) happens
 before that write, never inside it, since a change may run more than once.
+
+Memory may be behind another controller's decision (an admin rejected or revoked the
+record there a moment ago). So a grant is signed, and a Pi promoted, only on the store's
+copy of its document, read then; except for the record this very request has just
+written under its version (the enrollment storm's hot path costs no extra read).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from controller.state import (
     Unchanged,
     new_id,
 )
+from controller.state.model import host_key
 from controller.swarm import Swarm, SwarmError, down_for
 from controller.tokens import usable_token
 
@@ -148,7 +154,7 @@ class EnrollmentService:
         if claim.created and record.state == PENDING and rule.approve == "token" \
                 and req.bootstrap_token:
             record = self._try_token(record, req, signed.thumbprint)
-        return self._answer(record)
+        return self._answer(record, written=claim.created)
 
     def poll(self, signed: SignedRequest, node_id: str) -> Answer:
         record = self._own(signed, node_id)
@@ -160,6 +166,7 @@ class EnrollmentService:
         record = self._own(signed, node_id)
         if record.state == JOINED and record.swarm_node_id == report.node_id:
             return self._answer(record)
+        record = self._stored(record)  # finish_join may promote it to manager
         if record.state not in (APPROVED, JOINED):
             raise WireError("not_approved", f"enrollment {record.id} is {record.state}, not "
                             "approved", 409)
@@ -476,6 +483,11 @@ class EnrollmentService:
             raise WireError("not_found", f"no enrollment {node_id!r} for this agent key", 404)
         return record
 
+    def _stored(self, record: Record) -> Record:
+        """The record as the store has it now, not as memory last heard of it."""
+        self.state.refresh(host_key(record.hostname))
+        return self._get(record.id)
+
     def _write_seen(self, record: Record) -> Record:
         def change(doc: HostDoc) -> Record:
             current = self._in(doc, record.id)
@@ -559,7 +571,11 @@ class EnrollmentService:
         return (req.swarm.node_id == local.node_id
                 and req.hostname.lower() == local.hostname.lower())
 
-    def _answer(self, record: Record) -> Answer:
+    def _answer(self, record: Record, written: bool = False) -> Answer:
+        """A grant for an approved record: read from the store first, unless this request
+        has just written it (`written`)."""
+        if record.state == APPROVED and not written:
+            record = self._stored(record)
         if record.state != APPROVED:
             return Answer(record)
         return Answer(record, self._grant(record))
