@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 60.0
 REFUSAL_QUIET = 60.0  # a repeated token refusal is counted at most this often
+FACTS_QUIET = 60.0  # new facts of a record no admin approved are written at most this often
 RETRY_AFTER = 60  # seconds, when a limit is reached
 
 
@@ -497,12 +498,16 @@ class EnrollmentService:
 
     def _again(self, record: Record, req: EnrollmentRequest, thumbprint: str) -> Record:
         """The same Pi (hardware id and key) asking again: restart, re-join, or waiting.
-        Written only when something changed, so that a fleet asking again costs no writes."""
+        Written only when something changed, so that a fleet asking again costs no writes;
+        and for a record still pending (or rejected), at most once a minute, so that a
+        stranger who says something new on each request cannot make a write of each."""
         rejoin = record.state == JOINED and req.swarm.state != "active"
         facts = {"addresses": req.addresses, "agent_version": req.agent_version,
                  "docker_version": req.docker_version}
         moved = any(getattr(record, k) != v for k, v in facts.items())
-        if rejoin or moved or self.state.seen(record):
+        if moved and record.state in (PENDING, REJECTED):
+            moved = time.time() - record.last_seen >= FACTS_QUIET
+        if self.state.seen(record) or rejoin or moved:
             def change(doc: HostDoc) -> Record:
                 current = self._in(doc, record.id)
                 for key, value in facts.items():
@@ -536,18 +541,22 @@ class EnrollmentService:
         return approved or self._get(record.id)
 
     def _refused(self, record: Record, thumbprint: str) -> Record:
-        """The token was no good: one audit row, counted on repeats (at most once a
-        minute), not one row per request."""
+        """The token was no good: one audit row per record, counted on repeats (at most
+        once a minute), not one row per request, even when several keys take turns."""
         reason = ("bootstrap token unknown, expired, spent, revoked or not for this "
                   "hostname")
 
         def change(doc: HostDoc) -> Record:
             current = self._in(doc, record.id)
-            last = doc.events[-1] if doc.events else None
-            if last is not None and last.action == "token.refused" and \
-                    last.node_id == record.id and time.time() - last.last_at < REFUSAL_QUIET:
+            now = time.time()
+            last = next((e for e in reversed(doc.events)
+                         if e.action == "token.refused" and e.node_id == record.id), None)
+            if last is None:
+                doc.log(f"agent:{thumbprint}", "token.refused", current, reason, at=now)
+            elif now - last.last_at < REFUSAL_QUIET:
                 raise Unchanged(current)
-            doc.log(f"agent:{thumbprint}", "token.refused", current, reason)
+            else:
+                last.count, last.last_at = last.count + 1, now
             return current
 
         return self.state.update_host(record.hostname, change)

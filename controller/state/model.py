@@ -31,7 +31,9 @@ ARCHIVED = frozenset({REPLACED, FORGOTTEN, PRUNED})
 # A claim of a hostname that is still open: what an admin decision by name must single out.
 OPEN = frozenset({PENDING, APPROVED, JOINED})
 
-EVENTS_KEPT = 100  # per document, newest kept
+EVENTS_KEPT = 100  # per document, newest kept (decisions before requests and refusals)
+# What a stranger can make many of; trimmed before the decisions about a hostname.
+REPEATED = frozenset({"node.request", "token.refused"})
 LOOSE_EVENTS_KEPT = 1000  # audit documents of their own (baseline, admins, pruning)
 ARCHIVED_KEPT = 10  # archived records per hostname, newest kept
 
@@ -198,8 +200,14 @@ class HostDoc:
                                        dict(detail or {})))
 
     def trim(self) -> None:
-        """Bound the document: the newest events, and the newest archived records."""
-        del self.events[:-EVENTS_KEPT]
+        """Bound the document: the newest events, and the newest archived records. The
+        oldest requests and refusals go first, so that strangers asking cannot push the
+        decisions about the hostname (approve, reject, revoke, replace...) out."""
+        extra = len(self.events) - EVENTS_KEPT
+        if extra > 0:
+            repeated = [i for i, e in enumerate(self.events) if e.action in REPEATED]
+            gone = set(repeated[:extra])
+            self.events = [e for i, e in enumerate(self.events) if i not in gone][-EVENTS_KEPT:]
         archived = [r for r in self.records if r.state in ARCHIVED]
         drop = {r.id for r in archived[:-ARCHIVED_KEPT]} if len(archived) > ARCHIVED_KEPT \
             else set()

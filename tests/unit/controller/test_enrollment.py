@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import controller.enrollment as enrollment_module
 from controller.state import REJECTED, REVOKED, HostDoc, State, StoreUnavailable
 from controller.state.sqlite import SQLiteBackend
 
@@ -88,3 +89,66 @@ def test_no_grant_while_the_store_cannot_be_read(controller: Controller) -> None
     controller.state.backend.get = leaderless  # type: ignore[assignment]
     response = pi.poll(record_id)
     assert response.status_code == 503 and response.get_json()["error"] == "quorum_lost"
+
+
+def writes(state: State) -> list[str]:
+    """The keys this controller writes from now on."""
+    written: list[str] = []
+    backend = state.backend
+    create, update = backend.create, backend.update
+
+    def creating(key: str, body: Any) -> Any:
+        written.append(key)
+        return create(key, body)
+
+    def updating(old: Any, body: Any) -> Any:
+        written.append(old.key)
+        return update(old, body)
+    backend.create, backend.update = creating, updating  # type: ignore[method-assign]
+    return written
+
+
+def test_a_pending_stranger_saying_new_things_writes_once_a_minute(
+        controller: Controller, monkeypatch: pytest.MonkeyPatch) -> None:
+    pi = controller.agent("mgr-1")
+    record_id = pi.enroll().get_json()["id"]
+    written = writes(controller.state)
+    for i in range(50):
+        assert pi.enroll(agent_version=f"0.1.{i % 2 + 1}").status_code == 202
+    assert written == []
+    monkeypatch.setattr(enrollment_module, "FACTS_QUIET", 0.0)  # a minute later
+    pi.enroll(agent_version="0.2.0")
+    assert written == ["host/mgr-1"]
+    assert controller.state.record(record_id).agent_version == "0.2.0"
+
+
+def test_keys_taking_turns_with_bad_tokens_cost_a_write_a_minute_each(
+        controller: Controller) -> None:
+    """And the refusals are counted in one event per record, not one event each."""
+    secret = controller.create_token()["token"]
+    pi = controller.agent("tok-7")
+    assert pi.enroll(bootstrap_token=secret).status_code == 200
+    strangers = [controller.agent("tok-7"), controller.agent("tok-7", source="10.0.0.22")]
+    bad = "sebt_" + "x" * 43
+    for stranger in strangers:
+        stranger.enroll(bootstrap_token=bad)
+    written = writes(controller.state)
+    for _ in range(60):
+        for stranger in strangers:
+            assert stranger.enroll(bootstrap_token=bad).status_code == 202
+    assert written == []
+    refused = controller.state.events(hostname="tok-7", action="token.refused")
+    assert len(refused) == 2
+
+
+def test_refusals_after_a_quiet_minute_count_in_each_record_s_one_event(
+        controller: Controller, monkeypatch: pytest.MonkeyPatch) -> None:
+    strangers = [controller.agent("tok-7"), controller.agent("tok-7", source="10.0.0.22")]
+    bad = "sebt_" + "x" * 43
+    monkeypatch.setattr(enrollment_module, "REFUSAL_QUIET", 0.0)  # a minute later each time
+    for _ in range(4):
+        for stranger in strangers:
+            stranger.enroll(bootstrap_token=bad)
+    refused = controller.state.events(hostname="tok-7", action="token.refused")
+    assert [e.count for e in refused] == [4, 4]
+    assert {e.actor for e in refused} == {f"agent:{s.thumbprint}" for s in strangers}

@@ -150,6 +150,28 @@ def test_documents_are_bounded(state: State) -> None:
     assert doc.records[-1].state == "joined"  # never an open claim
 
 
+def test_decisions_outlast_requests_and_refusals_when_trimmed(state: State) -> None:
+    """Strangers asking for the name cannot push the real Pi's history out."""
+    pi = make_record("tok-1")
+
+    def history(doc: HostDoc) -> None:
+        doc.add(pi, "agent:pi", "node.request")
+        doc.change(pi, "token:t", "node.approve", state="approved")
+        doc.change(pi, "agent:pi", "node.joined", state="joined")
+        for i in range(EVENTS_KEPT * 2):
+            stranger = make_record("tok-1", thumbprint=f"t{i}")
+            doc.add(stranger, f"agent:t{i}", "node.request")
+            doc.log(f"agent:t{i}", "token.refused", stranger, "bad token")
+        doc.change(pi, "admin:a", "node.revoke", state="revoked")
+
+    state.update_host("tok-1", history)
+    events = state.host("tok-1").events
+    assert len(events) == EVENTS_KEPT
+    assert [e.action for e in events if e.node_id == pi.id] == [
+        "node.approve", "node.joined", "node.revoke"]
+    assert events[-2].action == "token.refused"  # the newest of the rest are kept
+
+
 def test_revoked_and_pending_indexes(state: State) -> None:
     a = make_record("pi-1", state="revoked", hardware_id="hw-a")
     b = make_record("pi-2", source="10.0.0.7")
