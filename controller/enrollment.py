@@ -7,6 +7,11 @@ written under its version: two requests (or two controllers) racing for one name
 exactly one outcome, since the second one's write is refused and it decides again on
 what the first one wrote. Work on the swarm (removing a stale node, promoting) happens
 before that write, never inside it, since a change may run more than once.
+
+Memory may be behind another controller's decision (an admin rejected or revoked the
+record there a moment ago). So a grant is signed, and a Pi promoted, only on the store's
+copy of its document, read then; except for the record this very request has just
+written under its version (the enrollment storm's hot path costs no extra read).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from controller.state import (
     Unchanged,
     new_id,
 )
+from controller.state.model import host_key
 from controller.swarm import Swarm, SwarmError, down_for
 from controller.tokens import usable_token
 
@@ -53,6 +59,7 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT = 60.0
 REFUSAL_QUIET = 60.0  # a repeated token refusal is counted at most this often
+FACTS_QUIET = 60.0  # new facts of a record no admin approved are written at most this often
 RETRY_AFTER = 60  # seconds, when a limit is reached
 
 
@@ -148,7 +155,7 @@ class EnrollmentService:
         if claim.created and record.state == PENDING and rule.approve == "token" \
                 and req.bootstrap_token:
             record = self._try_token(record, req, signed.thumbprint)
-        return self._answer(record)
+        return self._answer(record, written=claim.created)
 
     def poll(self, signed: SignedRequest, node_id: str) -> Answer:
         record = self._own(signed, node_id)
@@ -160,6 +167,7 @@ class EnrollmentService:
         record = self._own(signed, node_id)
         if record.state == JOINED and record.swarm_node_id == report.node_id:
             return self._answer(record)
+        record = self._stored(record)  # finish_join may promote it to manager
         if record.state not in (APPROVED, JOINED):
             raise WireError("not_approved", f"enrollment {record.id} is {record.state}, not "
                             "approved", 409)
@@ -476,6 +484,11 @@ class EnrollmentService:
             raise WireError("not_found", f"no enrollment {node_id!r} for this agent key", 404)
         return record
 
+    def _stored(self, record: Record) -> Record:
+        """The record as the store has it now, not as memory last heard of it."""
+        self.state.refresh(host_key(record.hostname))
+        return self._get(record.id)
+
     def _write_seen(self, record: Record) -> Record:
         def change(doc: HostDoc) -> Record:
             current = self._in(doc, record.id)
@@ -485,12 +498,16 @@ class EnrollmentService:
 
     def _again(self, record: Record, req: EnrollmentRequest, thumbprint: str) -> Record:
         """The same Pi (hardware id and key) asking again: restart, re-join, or waiting.
-        Written only when something changed, so that a fleet asking again costs no writes."""
+        Written only when something changed, so that a fleet asking again costs no writes;
+        and for a record still pending (or rejected), at most once a minute, so that a
+        stranger who says something new on each request cannot make a write of each."""
         rejoin = record.state == JOINED and req.swarm.state != "active"
         facts = {"addresses": req.addresses, "agent_version": req.agent_version,
                  "docker_version": req.docker_version}
         moved = any(getattr(record, k) != v for k, v in facts.items())
-        if rejoin or moved or self.state.seen(record):
+        if moved and record.state in (PENDING, REJECTED):
+            moved = time.time() - record.last_seen >= FACTS_QUIET
+        if self.state.seen(record) or rejoin or moved:
             def change(doc: HostDoc) -> Record:
                 current = self._in(doc, record.id)
                 for key, value in facts.items():
@@ -524,18 +541,22 @@ class EnrollmentService:
         return approved or self._get(record.id)
 
     def _refused(self, record: Record, thumbprint: str) -> Record:
-        """The token was no good: one audit row, counted on repeats (at most once a
-        minute), not one row per request."""
+        """The token was no good: one audit row per record, counted on repeats (at most
+        once a minute), not one row per request, even when several keys take turns."""
         reason = ("bootstrap token unknown, expired, spent, revoked or not for this "
                   "hostname")
 
         def change(doc: HostDoc) -> Record:
             current = self._in(doc, record.id)
-            last = doc.events[-1] if doc.events else None
-            if last is not None and last.action == "token.refused" and \
-                    last.node_id == record.id and time.time() - last.last_at < REFUSAL_QUIET:
+            now = time.time()
+            last = next((e for e in reversed(doc.events)
+                         if e.action == "token.refused" and e.node_id == record.id), None)
+            if last is None:
+                doc.log(f"agent:{thumbprint}", "token.refused", current, reason, at=now)
+            elif now - last.last_at < REFUSAL_QUIET:
                 raise Unchanged(current)
-            doc.log(f"agent:{thumbprint}", "token.refused", current, reason)
+            else:
+                last.count, last.last_at = last.count + 1, now
             return current
 
         return self.state.update_host(record.hostname, change)
@@ -559,7 +580,11 @@ class EnrollmentService:
         return (req.swarm.node_id == local.node_id
                 and req.hostname.lower() == local.hostname.lower())
 
-    def _answer(self, record: Record) -> Answer:
+    def _answer(self, record: Record, written: bool = False) -> Answer:
+        """A grant for an approved record: read from the store first, unless this request
+        has just written it (`written`)."""
+        if record.state == APPROVED and not written:
+            record = self._stored(record)
         if record.state != APPROVED:
             return Answer(record)
         return Answer(record, self._grant(record))

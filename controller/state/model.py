@@ -10,6 +10,8 @@ The state is a set of small documents, each changed as a whole under its version
 - one per event that belongs to no hostname or token (`audit/<event id>`).
 
 Events and archived records are kept to a bounded number per document (see `trim`).
+`from_json` ignores fields it does not know: during a rolling upgrade, a newer controller
+may write some.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ ARCHIVED = frozenset({REPLACED, FORGOTTEN, PRUNED})
 # A claim of a hostname that is still open: what an admin decision by name must single out.
 OPEN = frozenset({PENDING, APPROVED, JOINED})
 
-EVENTS_KEPT = 100  # per document, newest kept
+EVENTS_KEPT = 100  # per document, newest kept (decisions before requests and refusals)
+# What a stranger can make many of; trimmed before the decisions about a hostname.
+REPEATED = frozenset({"node.request", "token.refused"})
 LOOSE_EVENTS_KEPT = 1000  # audit documents of their own (baseline, admins, pruning)
 ARCHIVED_KEPT = 10  # archived records per hostname, newest kept
 
@@ -196,8 +200,14 @@ class HostDoc:
                                        dict(detail or {})))
 
     def trim(self) -> None:
-        """Bound the document: the newest events, and the newest archived records."""
-        del self.events[:-EVENTS_KEPT]
+        """Bound the document: the newest events, and the newest archived records. The
+        oldest requests and refusals go first, so that strangers asking cannot push the
+        decisions about the hostname (approve, reject, revoke, replace...) out."""
+        extra = len(self.events) - EVENTS_KEPT
+        if extra > 0:
+            repeated = [i for i, e in enumerate(self.events) if e.action in REPEATED]
+            gone = set(repeated[:extra])
+            self.events = [e for i, e in enumerate(self.events) if i not in gone][-EVENTS_KEPT:]
         archived = [r for r in self.records if r.state in ARCHIVED]
         drop = {r.id for r in archived[:-ARCHIVED_KEPT]} if len(archived) > ARCHIVED_KEPT \
             else set()
@@ -247,9 +257,11 @@ class Token:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Token:
-        data = dict(data)
-        events = [Event.from_json(e) for e in data.pop("events", [])]
-        return cls(**data, events=events)
+        events = [Event.from_json(e) for e in data.get("events", [])]
+        return cls(**{k: v for k, v in data.items() if k in _TOKEN_FIELDS}, events=events)
+
+
+_TOKEN_FIELDS = {f.name for f in fields(Token)} - {"events"}
 
 
 def host_key(hostname: str) -> str:

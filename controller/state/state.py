@@ -101,7 +101,7 @@ class State:
             for key in list(self._docs):
                 self._put(key, None)
             for stored in docs:
-                self._put(stored.key, stored)
+                self._take(stored.key, stored)
 
     def _changed(self, key: str, stored: Stored | None) -> None:
         """A write elsewhere: keep it unless memory already holds a newer version (or, for
@@ -111,13 +111,35 @@ class State:
             current = self._docs.get(key)
             if stored is not None and current is not None and current.version >= stored.version:
                 return
-            self._put(key, stored)
+            self._take(key, stored)
 
     def refresh(self, key: str) -> Stored | None:
-        stored = self.backend.get(key)
+        """Read the document from the store (memory may be behind another controller's
+        write); what memory holds if the stored one is malformed."""
+        try:
+            stored = self.backend.get(key)
+        except StoreUnavailable as exc:
+            log.warning("cannot read %s: %s", key, exc)
+            raise WireError("quorum_lost", NO_QUORUM, 503) from None
+        except ValueError as exc:
+            log.warning("ignoring the stored document %s: %s", key, type(exc).__name__)
+            return self._stored(key)
         with self._lock:
-            self._put(key, stored)
-        return stored
+            return stored if self._take(key, stored) else self._docs.get(key)
+
+    def _take(self, key: str, stored: Stored | None) -> bool:
+        """Put a document read from the store into memory, unless it is malformed (written
+        by hand, or by a newer controller in a way this one cannot read): that one is
+        logged and skipped, and memory keeps what it had."""
+        try:
+            if stored is not None:
+                _check(stored)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("ignoring the stored document %s: malformed (%s)", key,
+                        type(exc).__name__)
+            return False
+        self._put(key, stored)
+        return True
 
     def _put(self, key: str, stored: Stored | None) -> None:
         self._generation += 1
@@ -439,3 +461,24 @@ class State:
 
     def close(self) -> None:
         self.backend.close()
+
+
+def _check(stored: Stored) -> None:
+    """Raise if the document is not one this controller can index and read (KeyError,
+    TypeError or ValueError): checked before memory changes, so a bad one changes nothing."""
+    kind, body = stored.key.partition("/")[0], stored.body
+    if kind == "host":
+        doc = HostDoc.from_json(body)
+        texts = [e.id for e in doc.events]
+        for r in doc.records:
+            texts += [r.id, r.state, r.thumbprint, r.hardware_id, r.source]
+    elif kind == "token":
+        texts = [Token.from_json(body).hash]
+    elif kind == "admin":
+        texts = [body["hash"], body["name"]]
+    elif kind == "audit":
+        texts = [Event.from_json(body["event"]).id]
+    else:
+        return
+    if not all(isinstance(text, str) for text in texts):
+        raise ValueError("a field that must be text is not")

@@ -16,10 +16,15 @@ over about 1.5 MB), and documents are bounded far below that (model.trim). Write
 Raft quorum: without one they fail with StoreUnavailable and nothing is half-written.
 
 Other controllers' writes arrive as Docker's config events; after the event stream
-breaks, every document is read again, so nothing is missed. A write of our own is not
-read back (its event is skipped, and its new version is learnt only when the document is
-next written): with a fleet enrolling, those reads would cost the controller as much as
-the writes.
+breaks, every document is read again. A write of our own is not read back (its event is
+skipped, and its new version is learnt at the next read): with a fleet enrolling, those
+reads would cost the controller as much as the writes. Docker drops events for a slow
+subscriber without breaking the stream, and a lost event of ours would let the next
+event of that config (another controller's write) pass for ours: so every REREAD_EVERY
+seconds the whole store is listed again, and what changed since it was last read is
+handed on (the newer version wins). Only documents whose version moved are parsed, so a
+re-read of 5,000 unchanged documents costs about one listing (see README: Every manager
+runs the controller).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any
 
 import docker.errors
 
+from agent.wire import safejson
 from controller.state.backend import Changed, Conflict, Stored, StoreUnavailable, TooLarge
 
 log = logging.getLogger(__name__)
@@ -47,6 +53,8 @@ DATA = b"swarm-enroll cluster state: the document is in the label swarm-enroll.d
 FLUSH_DELAY = 0.05  # seconds events are gathered before the configs they name are read
 FLUSH_BATCH = 100
 OWN_EVENT_WAIT = 30.0  # seconds after which our write's event is no longer expected
+REREAD_EVERY = 60.0  # seconds between two listings of the whole store
+RETRY_FIRST, RETRY_MOST = 0.5, 10.0  # seconds before a failed read is tried again (doubling)
 _UNAVAILABLE = ("does not have a leader", "quorum", "deadline exceeded", "unavailable",
                 "not a swarm manager", "lost leader")
 
@@ -78,17 +86,38 @@ class SwarmBackend:
         self._thread: threading.Thread | None = None
         self._dirty: set[str] = set()  # configs events named, to read again
         self._flusher: threading.Thread | None = None
+        self._versions: dict[str, int] = {}  # config id -> the version last read
 
     # ---- reading ------------------------------------------------------------------------
 
     def _stored(self, config: dict[str, Any]) -> Stored:
-        labels = config["Spec"].get("Labels") or {}
-        stored = Stored(labels[KEY_LABEL], int(config["Version"]["Index"]),
-                        json.loads(labels[DOC_LABEL]))
+        """The document in a config; ValueError if it is none (or malformed)."""
+        try:
+            labels = config["Spec"].get("Labels") or {}
+            body = safejson.loads(labels[DOC_LABEL])  # nesting bounded: no RecursionError
+            stored = Stored(str(labels[KEY_LABEL]), int(config["Version"]["Index"]), body)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a swarm-enroll document ({type(exc).__name__})") from None
+        if not isinstance(body, dict):
+            raise ValueError("not a swarm-enroll document (not a JSON object)")
         with self._lock:
             self._ids[config["ID"]] = stored.key
             self._id_of[stored.key] = config["ID"]
+            self._versions[config["ID"]] = stored.version
         return stored
+
+    def _documents(self, configs: list[dict[str, Any]]) -> list[Stored]:
+        """The documents in `configs`, each one's version noted; a malformed one is logged
+        and skipped, never the rest with it."""
+        found = []
+        for config in configs:
+            try:
+                found.append(self._stored(config))
+            except ValueError as exc:
+                log.warning("ignoring config %s: %s", config.get("ID", "?"), exc)
+                with self._lock:  # not parsed again until it changes
+                    self._versions[config.get("ID", "")] = _version(config)
+        return found
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -105,15 +134,7 @@ class SwarmBackend:
             raise _unavailable(exc) from None
 
     def load_all(self) -> list[Stored]:
-        configs = self._call(self.api.configs, filters={"label": [STATE_LABEL]})
-        found = []
-        for config in configs:
-            try:
-                found.append(self._stored(config))
-            except (KeyError, ValueError):
-                log.warning("ignoring config %s: not a swarm-enroll document",
-                            config.get("ID", "?"))
-        return found
+        return self._documents(self._call(self.api.configs, filters={"label": [STATE_LABEL]}))
 
     def get(self, key: str) -> Stored | None:
         try:
@@ -180,6 +201,15 @@ class SwarmBackend:
         self._thread = threading.Thread(target=self._follow, args=(changed,),
                                         name="state-events", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._reread, args=(changed,), name="state-reread",
+                         daemon=True).start()
+
+    def _reread(self, changed: Changed) -> None:
+        while not self._stop.wait(REREAD_EVERY):
+            try:
+                self._resync(changed, moved_only=True)
+            except Exception as exc:  # no quorum now: the next round reads it all
+                log.info("cannot read the state again now (%s)", type(exc).__name__)
 
     def _follow(self, changed: Changed) -> None:
         first = True
@@ -209,10 +239,12 @@ class SwarmBackend:
             with self._lock:
                 key = self._ids.pop(config_id, "")
                 self._own.pop(config_id, None)
-                if self._id_of.get(key) == config_id:
+                self._versions.pop(config_id, None)
+                current = self._id_of.get(key) == config_id
+                if current:
                     del self._id_of[key]
-            if key:
-                changed(key, None)
+            if current:  # not a late event of a config the key has since been made again as
+                _tell(changed, key, None)
             return
         now = time.monotonic()
         with self._lock:
@@ -231,6 +263,7 @@ class SwarmBackend:
         """Read what the events named, many configs in one call: a fleet enrolling makes
         hundreds of writes a second, and one read each would double the daemon's work."""
         self._stop.wait(FLUSH_DELAY)
+        retry = RETRY_FIRST
         while True:
             with self._lock:
                 ids, self._dirty = sorted(self._dirty)[:FLUSH_BATCH], set(
@@ -240,24 +273,46 @@ class SwarmBackend:
                     return
             try:
                 configs = self._call(self.api.configs, filters={"id": ids})
-            except (docker.errors.APIError, StoreUnavailable):
-                continue  # the next events (or the resync after a break) catch up
-            for config in configs:
-                try:
-                    stored = self._stored(config)
-                except (KeyError, ValueError):
-                    continue
-                changed(stored.key, stored)
+            except (docker.errors.APIError, StoreUnavailable) as exc:
+                # No leader (a failover): the configs are read again once there is one.
+                with self._lock:
+                    self._dirty.update(ids)
+                log.info("cannot read %d changed configs now (%s); trying again in %.1fs",
+                         len(ids), type(exc).__name__, retry)
+                if self._stop.wait(retry):
+                    with self._lock:
+                        self._flusher = None
+                    return
+                retry = min(retry * 2, RETRY_MOST)
+                continue
+            retry = RETRY_FIRST
+            for stored in self._documents(configs):
+                _tell(changed, stored.key, stored)
 
-    def _resync(self, changed: Changed) -> None:
+    def _resync(self, changed: Changed, moved_only: bool = False) -> None:
+        """Read every document again and hand on what changed; `moved_only` parses only
+        the configs whose version moved since they were last read."""
         with self._lock:
-            known = set(self._ids.values())
-            self._own.clear()  # their events may be lost with the stream: all is read now
-        fresh = self.load_all()
+            known = dict(self._id_of)
+            versions = dict(self._versions) if moved_only else {}
+            if not moved_only:  # their events may be lost with the stream: all is read now
+                self._own.clear()
+        configs = self._call(self.api.configs, filters={"label": [STATE_LABEL]})
+        listed = {config.get("ID", "") for config in configs}
+        with self._lock:
+            self._versions = {i: v for i, v in self._versions.items() if i in listed}
+        fresh = self._documents([c for c in configs
+                                 if versions.get(c.get("ID", "")) != _version(c)])
         for stored in fresh:
-            changed(stored.key, stored)
-        for key in known - {s.key for s in fresh}:
-            changed(key, None)
+            _tell(changed, stored.key, stored)
+        for key in known.keys() - {s.key for s in fresh}:
+            with self._lock:
+                gone = known[key] not in listed and self._id_of.get(key) == known[key]
+                if gone:  # (and not made again meanwhile)
+                    del self._id_of[key]
+                    self._ids.pop(known[key], None)
+            if gone:
+                _tell(changed, key, None)
 
     def close(self) -> None:
         self._stop.set()
@@ -265,3 +320,16 @@ class SwarmBackend:
         if events is not None:
             with contextlib.suppress(Exception):
                 events.close()
+
+
+def _version(config: dict[str, Any]) -> Any:
+    return (config.get("Version") or {}).get("Index")
+
+
+def _tell(changed: Changed, key: str, stored: Stored | None) -> None:
+    """Hand one document on; whatever goes wrong with it must not stop the thread that
+    follows the store, nor lose the documents after it."""
+    try:
+        changed(key, stored)
+    except Exception:
+        log.exception("could not take in %s", key)

@@ -3,6 +3,7 @@ token uses spent in groups, the audit log across documents."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,6 +148,28 @@ def test_documents_are_bounded(state: State) -> None:
     assert len(doc.events) == EVENTS_KEPT and doc.events[-1].reason == str(EVENTS_KEPT + 29)
     assert [r.state for r in doc.records].count("replaced") == ARCHIVED_KEPT
     assert doc.records[-1].state == "joined"  # never an open claim
+
+
+def test_decisions_outlast_requests_and_refusals_when_trimmed(state: State) -> None:
+    """Strangers asking for the name cannot push the real Pi's history out."""
+    pi = make_record("tok-1")
+
+    def history(doc: HostDoc) -> None:
+        doc.add(pi, "agent:pi", "node.request")
+        doc.change(pi, "token:t", "node.approve", state="approved")
+        doc.change(pi, "agent:pi", "node.joined", state="joined")
+        for i in range(EVENTS_KEPT * 2):
+            stranger = make_record("tok-1", thumbprint=f"t{i}")
+            doc.add(stranger, f"agent:t{i}", "node.request")
+            doc.log(f"agent:t{i}", "token.refused", stranger, "bad token")
+        doc.change(pi, "admin:a", "node.revoke", state="revoked")
+
+    state.update_host("tok-1", history)
+    events = state.host("tok-1").events
+    assert len(events) == EVENTS_KEPT
+    assert [e.action for e in events if e.node_id == pi.id] == [
+        "node.approve", "node.joined", "node.revoke"]
+    assert events[-2].action == "token.refused"  # the newest of the rest are kept
 
 
 def test_revoked_and_pending_indexes(state: State) -> None:
@@ -310,3 +333,59 @@ def test_doc_version_changes_with_every_write_even_when_the_store_does_not_say(
         assert state.doc_version("rules") == 0
     finally:
         state.close()
+
+
+MALFORMED = {
+    "host/no-records-list": {"hostname": "x", "records": 7},
+    "host/record-without-fields": {"hostname": "x", "records": [{"id": "enr_1"}]},
+    "host/thumbprint-not-text": {"hostname": "x", "records": [
+        {**make_record("x").to_json(), "thumbprint": ["a"]}]},
+    "host/event-not-an-object": {"hostname": "x", "events": ["node.request"]},
+    "token/without-hash": {"id": "t"},
+    "admin/hash-not-text": {"name": "a", "hash": {}},
+    "audit/without-event": {},
+}
+
+
+def test_malformed_documents_are_skipped_at_start_and_the_rest_loaded(
+        path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    backend = SQLiteBackend(path)
+    for key, body in MALFORMED.items():
+        backend.create(key, body)
+    good = make_record("pi-1", state="revoked")
+    backend.create("host/pi-1", {"hostname": "pi-1", "records": [good.to_json()]})
+    with caplog.at_level(logging.WARNING, logger="controller.state.state"):
+        state = State(backend)
+    try:
+        assert [d.hostname for d in state.hosts()] == ["pi-1"]
+        assert state.revoked_matching(good.thumbprint, "") is not None
+        logged = " ".join(r.getMessage() for r in caplog.records)
+        assert all(key in logged for key in MALFORMED)
+    finally:
+        state.close()
+
+
+def test_a_malformed_change_elsewhere_leaves_memory_as_it_was(state: State) -> None:
+    record = state.update_host("pi-1", claim(make_record("pi-1")))
+    stored = state.backend.get("host/pi-1")
+    for body in MALFORMED.values():
+        state._changed("host/pi-1", Stored("host/pi-1", stored.version + 1, body))
+    assert state.record(record.id) is not None and state.pending_counts("")[0] == 1
+    state._changed("host/pi-2", Stored("host/pi-2", 1, {"hostname": "pi-2"}))
+    assert state.doc("host/pi-2") == {"hostname": "pi-2"}
+
+
+def test_documents_of_a_newer_controller_are_read_without_their_new_fields(
+        state: State) -> None:
+    """A rolling upgrade: the newer controller writes fields this one does not know."""
+    record = make_record("pi-1")
+    token = Token("t1", "h" * 64, "d", "*", 3, 3, 1.0, 2e9, None, "admin:a")
+    newer_event = {"at": 1.0, "actor": "a", "action": "node.request", "since": "v2"}
+    state._changed("host/pi-1", Stored("host/pi-1", 1, {
+        "hostname": "pi-1", "shard": 3, "records": [{**record.to_json(), "tpm": "yes"}],
+        "events": [newer_event]}))
+    state._changed("token/t1", Stored("token/t1", 1, {
+        **token.to_json(), "scope": "lab", "events": [newer_event]}))
+    assert state.record(record.id).hostname == "pi-1"
+    assert state.token_by_hash("h" * 64).uses_left == 3
+    assert state.token("t1").events[0].action == "node.request"
