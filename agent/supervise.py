@@ -22,9 +22,7 @@ import subprocess
 import threading
 from typing import Any
 
-from docker.errors import DockerException
-
-from agent.swarm import local_state
+from agent.swarm import DockerError, local_state
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +64,7 @@ class ControllerSupervisor:
             try:
                 swarm = local_state(self.docker)
                 self.ensure(swarm.state == "active" and swarm.manager)
-            except (DockerException, OSError) as exc:
+            except (DockerError, OSError) as exc:
                 log.debug("cannot ask Docker whether this is a manager: %s", exc)
             except Exception:  # never let the supervisor die with the agent still running
                 log.exception("controller supervisor")
