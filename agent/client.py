@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from agent.wire import safejson
 from agent.wire.errors import WireError
 from agent.wire.messages import MAX_BODY_BYTES
+from agent.wire.signing import sign_request
 
 USER_AGENT = "swarm-enroll-agent"
 _CLUSTER = re.compile(r"^[a-z0-9]{1,64}\Z")
@@ -132,8 +133,6 @@ class ControllerClient:
 
     def signed(self, path: str, payload: Any) -> tuple[int, dict[str, Any]]:
         """POST a signed request; one retry when the nonce was stale (controller restart)."""
-        from agent.wire.jws import sign_request
-
         for attempt in range(2):
             body = sign_request(self.key, payload, self._fresh_nonce(), path)
             answer = self._send("POST", path, body.encode(), "application/jose")

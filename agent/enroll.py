@@ -24,16 +24,8 @@ from agent.identity import architecture, board_model, hardware_id
 from agent.swarm import DockerError, JoinError, connect, docker_version, join, leave, local_state
 from agent.wire.adoption import SECRET_FILE, local_proof
 from agent.wire.errors import WireError
-from agent.wire.jws import verify_grant
-from agent.wire.keys import (
-    ca_public_key,
-    fingerprint,
-    load_or_create_agent_key,
-    thumbprint,
-    write_private,
-)
+from agent.wire.keys import fingerprint, load_or_create_agent_key, thumbprint, write_private
 from agent.wire.messages import EnrollmentRequest, SwarmState, validate_controller_urls
-from agent.wire.pinning import connect_pinned
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +162,8 @@ class Agent:
         pin = self.config.ca_pin or None
         if pin is None:
             log.warning("insecure_tofu: trusting the CA of the first controller, %s", url)
+        from agent.wire.pinning import connect_pinned  # cryptography: not for a joined agent
+
         tls, pem, learned = connect_pinned(url, pin)
         try:
             write_private(self._ca_file, pem)
@@ -296,6 +290,9 @@ class Agent:
         raise WireError("bad_answer", f"unexpected answer status {status!r}", 502)
 
     def _join(self, client: ControllerClient, token: str, swarm: SwarmState) -> float:
+        from agent.wire.jws import verify_grant  # joserfc: not for a joined agent
+        from agent.wire.keys import ca_public_key
+
         ca_key = ca_public_key(self._ca_file.read_bytes())
         grant = verify_grant(token, ca_key, self.thumbprint, self.hostname)
         node_id = swarm.node_id if swarm.state == "active" else ""

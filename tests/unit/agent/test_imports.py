@@ -25,3 +25,17 @@ def test_flask_check_can_fail() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode != 0 and "AssertionError" in result.stderr
+
+
+def test_a_joined_agent_needs_neither_cryptography_nor_joserfc(tmp_path: Path) -> None:
+    # what the resident agent runs once joined: key, signed request, controller client
+    code = ("import sys; import agent.cli, agent.enroll, agent.mdns, agent.supervise; "
+            "from agent.wire.keys import load_or_create_agent_key; "
+            "from agent.wire.signing import sign_request; "
+            f"key = load_or_create_agent_key(__import__('pathlib').Path({str(tmp_path)!r}) "
+            "/ 'k.pem'); sign_request(key, {}, 'n', '/v1/x'); "
+            "bad = sorted({m.split('.')[0] for m in sys.modules} & {'cryptography', 'joserfc', "
+            "'requests', 'docker'}); assert not bad, bad")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
