@@ -71,6 +71,10 @@ class Agent:
         self.progress = self._load()
         self.finder.learn(self.progress.controllers)
         self.stop = threading.Event()
+        # Once joined, may the agent end run() so that its process starts afresh, without
+        # what enrollment loaded (the caller decides; see agent.cli). `restart` says it did.
+        self.may_restart: Any = lambda: False
+        self.restart = False
         self._delay = 1.0
         self._said_hello = False  # each run starts with a full request, not a poll
         self._last_answer: tuple[str, str] = ("", "")  # each run logs its first answer
@@ -145,6 +149,9 @@ class Agent:
                           "'enrollctl nodes forget %s'; then restart this agent.",
                           self.progress.reason or "no reason given", self.hostname)
                 self.stop.wait()
+                return
+            if self.progress.status == "joined" and self.may_restart():
+                self.restart = True
                 return
             self.stop.wait(wait)
 
