@@ -218,7 +218,7 @@ class Agent:
         """This Pi's swarm state, read from Docker: never guessed, so the request waits
         for it. Docker may still be starting (at boot the agent starts beside it, see
         enroll-agent.service): meanwhile the nonce is fetched, and Docker is asked every
-        0.1 s, up to DOCKER_START_WAIT."""
+        0.05 s, up to DOCKER_START_WAIT."""
         try:
             return local_state(self.docker)
         except DockerError:
@@ -228,7 +228,7 @@ class Agent:
             try:
                 return local_state(self.docker)
             except DockerError:
-                if time.monotonic() > deadline or self.stop.wait(0.1):
+                if time.monotonic() > deadline or self.stop.wait(0.05):
                     raise
 
     def _check_foreign_swarm(self, swarm: SwarmState, client: ControllerClient) -> None:
