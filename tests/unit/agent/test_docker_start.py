@@ -81,3 +81,36 @@ def test_a_docker_that_never_answers_gets_no_request_sent(
     with pytest.raises(DockerError):
         agent._step("https://10.0.0.1:8443")
     assert [c[0] for c in controller.calls] == ["nonce"]
+
+
+class JoinedController(Recorder):
+    """A controller for which this Pi has joined already (its swarm: c...)."""
+
+    def cluster(self) -> str:
+        return "c" * 12
+
+    def enroll(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("enroll", request))
+        return {"status": "joined", "id": "enr_1", "role": "worker"}
+
+
+@pytest.mark.parametrize("may", [True, False])
+def test_a_joined_agent_ends_its_run_to_restart_lean_only_when_allowed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, may: bool) -> None:
+    active = {"Swarm": {"NodeID": "n" * 25, "LocalNodeState": "active",
+                        "ControlAvailable": False, "Cluster": {"ID": "c" * 25}}}
+
+    def docker(method: str, path: str, headers: dict, body: bytes) -> Any:
+        answer = active if path == "/info" else {"Version": "24.0.7"}
+        return 200, {"Content-Type": "application/json"}, json.dumps(answer).encode()
+
+    controller = JoinedController()
+    with unix_http(tmp_path / "d.sock", docker):
+        agent = _agent(tmp_path, tmp_path / "d.sock", controller, monkeypatch)
+        agent.finder.static_url = "https://10.0.0.1:8443"
+        agent.may_restart = lambda: may
+        # an agent that carries on is stopped at its first idle wait
+        monkeypatch.setattr(agent.stop, "wait", lambda timeout=None: agent.stop.set())
+        agent.run()
+    assert agent.progress.status == "joined"
+    assert agent.restart is may
