@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import click
@@ -15,6 +17,10 @@ from agent.config import DEFAULT_CONFIG, AgentConfig, ConfigError, load_config, 
 from agent.logs import setup_logging
 
 log = logging.getLogger("agent")
+
+# Enrollment needs these (the pin check, the grant's signature); a joined agent does not.
+ENROLLMENT_ONLY = ("cryptography", "joserfc")
+RESTARTED = "ENROLL_AGENT_RESTARTED"  # set for the process that restarted lean: once only
 
 
 def _config(path: Path) -> AgentConfig:
@@ -81,12 +87,28 @@ def run(config_path: Path) -> None:
                                       list(config.controller_command), config.controller_unit,
                                       config.controller_log)
     supervisor.start()
+    # Modules cannot be unloaded: once joined, the agent execs itself, keeping its pid
+    # (systemd's main process), and the new image loads only what a joined agent uses.
+    # Not while it runs the controller as its child, which would die with it.
+    agent.may_restart = lambda: (not os.environ.get(RESTARTED) and not supervisor.running
+                                 and any(m in sys.modules for m in ENROLLMENT_ONLY))
     try:
         agent.run()
     finally:
-        supervisor.close()
-        if mdns is not None:
-            mdns.close()
+        if not agent.restart:
+            supervisor.close()
+            if mdns is not None:
+                mdns.close()
+    if agent.restart:
+        _restart_lean()
+
+
+def _restart_lean() -> None:
+    """exec this very command again (its mDNS announcement is taken up by the new image)."""
+    log.info("joined: restarting without what enrollment needed, to keep less resident")
+    logging.shutdown()
+    os.environ[RESTARTED] = "1"
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 @main.command("id")

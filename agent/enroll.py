@@ -11,35 +11,26 @@ import json
 import logging
 import random
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import requests
-from docker.errors import DockerException
 
 from agent import __version__
 from agent.client import ControllerClient, Unreachable
 from agent.config import AgentConfig, local_hostname
 from agent.discovery import ControllerFinder
 from agent.identity import architecture, board_model, hardware_id
-from agent.swarm import JoinError, connect, docker_version, join, leave, local_state
+from agent.swarm import DockerError, JoinError, connect, docker_version, join, leave, local_state
 from agent.wire.adoption import SECRET_FILE, local_proof
 from agent.wire.errors import WireError
-from agent.wire.jws import verify_grant
-from agent.wire.keys import (
-    ca_public_key,
-    fingerprint,
-    load_or_create_agent_key,
-    thumbprint,
-    write_private,
-)
+from agent.wire.keys import fingerprint, load_or_create_agent_key, thumbprint, write_private
 from agent.wire.messages import EnrollmentRequest, SwarmState, validate_controller_urls
-from agent.wire.pinning import fetch_pinned_ca
 
 log = logging.getLogger(__name__)
 
 REJECTED_POLL = 300.0
+DOCKER_START_WAIT = 60.0  # at boot the agent starts beside Docker, not after it
 
 
 class ForeignSwarm(Exception):
@@ -80,6 +71,10 @@ class Agent:
         self.progress = self._load()
         self.finder.learn(self.progress.controllers)
         self.stop = threading.Event()
+        # Once joined, may the agent end run() so that its process starts afresh, without
+        # what enrollment loaded (the caller decides; see agent.cli). `restart` says it did.
+        self.may_restart: Any = lambda: False
+        self.restart = False
         self._delay = 1.0
         self._said_hello = False  # each run starts with a full request, not a poll
         self._last_answer: tuple[str, str] = ("", "")  # each run logs its first answer
@@ -134,9 +129,8 @@ class Agent:
                 log.warning("controller unreachable (%s); trying the next one", exc)
                 self.finder.rotate()
                 wait = self._backoff()
-            except (DockerException, requests.ConnectionError) as exc:  # the Pi's own daemon
-                log.error("cannot use Docker at %s: %s", self.config.docker_host,
-                          type(exc).__name__)
+            except DockerError as exc:  # the Pi's own daemon
+                log.error("cannot use Docker: %s", exc)
                 wait = self._backoff()
             except ForeignSwarm as exc:
                 if str(exc) != self._last_foreign:
@@ -156,6 +150,9 @@ class Agent:
                           self.progress.reason or "no reason given", self.hostname)
                 self.stop.wait()
                 return
+            if self.progress.status == "joined" and self.may_restart():
+                self.restart = True
+                return
             self.stop.wait(wait)
 
     def _backoff(self) -> float:
@@ -165,16 +162,25 @@ class Agent:
         return delay * random.uniform(0.8, 1.2)
 
     def _client(self, url: str) -> ControllerClient:
-        if not self._ca_file.exists():
-            pin = self.config.ca_pin or None
-            if pin is None:
-                log.warning("insecure_tofu: trusting the CA of the first controller, %s", url)
-            pem, learned = fetch_pinned_ca(url, pin)
+        """The first time, the connection that passed the pin check carries the first
+        request; from then on, verified TLS against the saved CA."""
+        if self._ca_file.exists():
+            return ControllerClient(url, self._ca_file, self.key)
+        pin = self.config.ca_pin or None
+        if pin is None:
+            log.warning("insecure_tofu: trusting the CA of the first controller, %s", url)
+        from agent.wire.pinning import connect_pinned  # cryptography: not for a joined agent
+
+        tls, pem, learned = connect_pinned(url, pin)
+        try:
             write_private(self._ca_file, pem)
-            if pin is None:
-                log.warning("insecure_tofu: pinned CA %s from now on", learned)
-                self.finder.pin = learned
-        return ControllerClient(url, self._ca_file, self.key)
+        except BaseException:
+            tls.close()
+            raise
+        if pin is None:
+            log.warning("insecure_tofu: pinned CA %s from now on", learned)
+            self.finder.pin = learned
+        return ControllerClient(url, self._ca_file, self.key, sock=tls)
 
     def _request(self, swarm: SwarmState) -> dict[str, Any]:
         return EnrollmentRequest(
@@ -190,7 +196,7 @@ class Agent:
         """One exchange with the controller; returns how long to wait before the next."""
         client = self._client(url)
         try:
-            swarm = local_state(self.docker)
+            swarm = self._docker_state(client)
             self._check_foreign_swarm(swarm, client)
             self._last_foreign = ""
             left = self.progress.status == "joined" and swarm.state != "active"
@@ -207,6 +213,23 @@ class Agent:
             return self._handle(client, answer, swarm)
         finally:
             client.close()
+
+    def _docker_state(self, client: ControllerClient) -> SwarmState:
+        """This Pi's swarm state, read from Docker: never guessed, so the request waits
+        for it. Docker may still be starting (at boot the agent starts beside it, see
+        enroll-agent.service): meanwhile the nonce is fetched, and Docker is asked every
+        0.05 s, up to DOCKER_START_WAIT."""
+        try:
+            return local_state(self.docker)
+        except DockerError:
+            client.prefetch_nonce()
+        deadline = time.monotonic() + DOCKER_START_WAIT
+        while True:
+            try:
+                return local_state(self.docker)
+            except DockerError:
+                if time.monotonic() > deadline or self.stop.wait(0.05):
+                    raise
 
     def _check_foreign_swarm(self, swarm: SwarmState, client: ControllerClient) -> None:
         """Refuse to act for a swarm other than the controller's, as the controller says."""
@@ -274,6 +297,9 @@ class Agent:
         raise WireError("bad_answer", f"unexpected answer status {status!r}", 502)
 
     def _join(self, client: ControllerClient, token: str, swarm: SwarmState) -> float:
+        from agent.wire.jws import verify_grant  # joserfc: not for a joined agent
+        from agent.wire.keys import ca_public_key
+
         ca_key = ca_public_key(self._ca_file.read_bytes())
         grant = verify_grant(token, ca_key, self.thumbprint, self.hostname)
         node_id = swarm.node_id if swarm.state == "active" else ""

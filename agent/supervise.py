@@ -22,9 +22,7 @@ import subprocess
 import threading
 from typing import Any
 
-from docker.errors import DockerException
-
-from agent.swarm import local_state
+from agent.swarm import DockerError, local_state
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +49,11 @@ class ControllerSupervisor:
         self._thread: threading.Thread | None = None
 
     @property
+    def running(self) -> bool:
+        """Whether the controller runs as this process's child."""
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
     def enabled(self) -> bool:
         return bool(self.command or self.unit)
 
@@ -63,14 +66,16 @@ class ControllerSupervisor:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            wait = self.interval
             try:
                 swarm = local_state(self.docker)
                 self.ensure(swarm.state == "active" and swarm.manager)
-            except (DockerException, OSError) as exc:
+            except (DockerError, OSError) as exc:
                 log.debug("cannot ask Docker whether this is a manager: %s", exc)
+                wait = min(wait, 1.0)  # Docker still starting: the agent starts beside it
             except Exception:  # never let the supervisor die with the agent still running
                 log.exception("controller supervisor")
-            self._stop.wait(self.interval)
+            self._stop.wait(wait)
 
     def ensure(self, manager: bool) -> None:
         """Start the controller on a manager, stop it on a worker."""
@@ -85,7 +90,7 @@ class ControllerSupervisor:
             self._systemd(manager)  # systemd restarts a unit that fails by itself
 
     def _process(self, manager: bool) -> None:
-        running = self.proc is not None and self.proc.poll() is None
+        running = self.running
         if manager and not running:
             if self.proc is not None:
                 log.warning("the controller exited (status %s); starting it again",

@@ -83,7 +83,7 @@ class AdminClient:
                                 503) from None
             self.url = url
             break
-        data = answer_json(response, path)
+        data = answer_json(response.status_code, response.content, path)
         if response.status_code >= 400:
             detail = {k: v for k, v in data.items() if k not in ("error", "message")}
             raise WireError(str(data.get("error", "error")), str(data.get("message", "")),

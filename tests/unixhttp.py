@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from pathlib import Path
 from typing import Any
 
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(str(self.path))
+from agent.swarm import UnixConnection
 
 
 def request(path: Path, target: str, method: str = "GET",
             timeout: float = 10) -> tuple[int, Any]:
     """(status, parsed JSON body or the raw text) of one request, sent as given."""
-    conn = _UnixConnection(path, timeout)
+    conn = UnixConnection(str(path), timeout)
     try:
         conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", "docker")

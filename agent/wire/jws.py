@@ -4,7 +4,8 @@ Agent requests follow ACME (RFC 8555): the protected header carries the agent's
 public JWK, a server-issued single-use nonce and the request path, so a captured
 request can neither be replayed nor pointed at another endpoint. The agent's
 signatures use the fully-specified JOSE name `Ed25519` (RFC 9864), which replaces
-the ambiguous `EdDSA` label for the very same algorithm.
+the ambiguous `EdDSA` label for the very same algorithm. The agent signs them with
+agent/wire/signing.py (no joserfc there: it stays out of the resident agent).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from joserfc.registry import HeaderParameter
 
 from agent.wire import safejson
 from agent.wire.errors import WireError
-from agent.wire.keys import is_small_order, public_jwk, thumbprint
+from agent.wire.keys import is_small_order, thumbprint
 from agent.wire.messages import MAX_BODY_BYTES, Grant
+from agent.wire.signing import AGENT_ALG
+from agent.wire.signing import sign_request as sign_request  # its home is signing.py
 
-AGENT_ALG = "Ed25519"
 CA_ALG = "ES256"
 GRANT_TYP = "swarm-enroll-grant+jwt"
 
@@ -48,17 +50,6 @@ class SignedRequest:
     thumbprint: str
     jwk: dict[str, str]
     nonce: str
-
-
-def sign_request(key: OKPKey, payload: Any, nonce: str, url: str) -> str:
-    header = {
-        "alg": AGENT_ALG,
-        "jwk": public_jwk(key),
-        "nonce": nonce,
-        "url": url,
-    }
-    body = json.dumps(payload, separators=(",", ":"), sort_keys=True)
-    return jws.serialize_compact(header, body, key, registry=_AGENT_REGISTRY)
 
 
 def verify_request(token: str | bytes, url: str) -> SignedRequest:

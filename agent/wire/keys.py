@@ -1,4 +1,8 @@
-"""Keys and their public names: the agent's Ed25519 key, the CA pin, thumbprints."""
+"""Keys and their public names: the agent's Ed25519 key, the CA pin, thumbprints.
+
+cryptography and joserfc are imported where they are used: the resident agent needs
+neither (agent/wire/signing.py), and they cost it ~15 MB.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,14 @@ import binascii
 import hashlib
 import os
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-from joserfc.jwk import ECKey, OKPKey
+from typing import TYPE_CHECKING, Any
 
 from agent.wire.errors import WireError
+from agent.wire.signing import AgentKey
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from joserfc.jwk import ECKey
 
 PIN_PREFIX = "sha256:"
 
@@ -38,21 +43,16 @@ def write_private(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def load_or_create_agent_key(path: Path) -> OKPKey:
-    """The agent's identity: created once, kept 0600, never leaves the Pi."""
+def load_or_create_agent_key(path: Path) -> AgentKey:
+    """The agent's identity: created once, kept 0600 (PKCS#8 PEM), never leaves the Pi."""
     if path.exists():
-        pem = path.read_bytes()
+        key = AgentKey.from_pem(path.read_bytes())
         if path.stat().st_mode & 0o077:
             os.chmod(path, 0o600)
-    else:
-        private = ed25519.Ed25519PrivateKey.generate()
-        pem = private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        write_private(path, pem)
-    return OKPKey.import_key(pem)
+        return key
+    key = AgentKey.generate()
+    write_private(path, key.pem())
+    return key
 
 
 def is_small_order(x: str) -> bool:
@@ -69,10 +69,13 @@ def is_small_order(x: str) -> bool:
     return len(raw) == 32 and y % _P in _SMALL_ORDER_Y
 
 
-def thumbprint(jwk: OKPKey | ECKey | dict) -> str:
-    """RFC 7638 JWK thumbprint (SHA-256, base64url): the agent's id."""
-    key = jwk if isinstance(jwk, OKPKey | ECKey) else OKPKey.import_key(jwk)
-    return key.thumbprint()
+def thumbprint(jwk: Any) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) of a key or a JWK dict: the agent's id."""
+    if isinstance(jwk, dict):
+        from joserfc.jwk import OKPKey
+
+        jwk = OKPKey.import_key(jwk)
+    return str(jwk.thumbprint())
 
 
 def fingerprint(agent_thumbprint: str) -> str:
@@ -91,12 +94,15 @@ def normalize_fingerprint(text: str) -> str:
     return value if value and all(c in "0123456789abcdef" for c in value) else ""
 
 
-def public_jwk(key: OKPKey) -> dict[str, str]:
-    return dict(key.as_dict(private=False))
+def public_jwk(key: Any) -> dict[str, str]:
+    """The public JWK of an AgentKey or a joserfc key."""
+    return key.public_jwk() if isinstance(key, AgentKey) else dict(key.as_dict(private=False))
 
 
 def pin_of_certificate(cert: x509.Certificate) -> str:
     """`sha256:<hex>` of the SubjectPublicKeyInfo, as kubeadm's CA cert hash."""
+    from cryptography.hazmat.primitives import serialization
+
     spki = cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -105,6 +111,10 @@ def pin_of_certificate(cert: x509.Certificate) -> str:
 
 def ca_public_key(cert_pem: bytes) -> ECKey:
     """The CA's public key, as the JOSE library wants it, from its certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from joserfc.jwk import ECKey
+
     public = x509.load_pem_x509_certificate(cert_pem).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -130,6 +130,22 @@ def vm_kb(pid: int) -> dict[str, int]:
     return out
 
 
+def tree_vm_kb(pid: int) -> dict[str, int]:
+    """vm_kb summed over `pid` and its descendants (an agent's processes, together)."""
+    total: dict[str, int] = {}
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for key, value in vm_kb(p).items():
+                total[key] = total.get(key, 0) + value
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue  # it ended meanwhile
+    return total
+
+
 def settle(pid: int, below: float = 0.05, window: float = 1.0, timeout: float = 30.0) -> float:
     """Wait until the process uses less than `below` of a core over `window`; return waited."""
     start = time.monotonic()

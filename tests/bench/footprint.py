@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .benchlab import cpu_seconds, vm_kb
+from .benchlab import cpu_seconds, tree_vm_kb
 
 # what `enroll-agent run` imports before it logs its first line
 RUN_IMPORTS = ("import agent.cli, agent.discovery, agent.enroll, agent.mdns, "
@@ -33,7 +33,8 @@ def wait_joined(log: Path, timeout: float = 60.0) -> bool:
 
 
 def agent_idle(pids: dict[str, int], seconds: float, interval: float = 1.0) -> dict[str, Any]:
-    """Sample every agent over the same window: RSS each `interval`, CPU over the window."""
+    """Sample every agent over the same window: RSS (summed over the agent's processes)
+    each `interval`, CPU over the window."""
     cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
     rss: dict[str, list[int]] = {n: [] for n in pids}
     hwm: dict[str, int] = {}
@@ -41,7 +42,7 @@ def agent_idle(pids: dict[str, int], seconds: float, interval: float = 1.0) -> d
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         for n, p in pids.items():
-            vm = vm_kb(p)
+            vm = tree_vm_kb(p)
             rss[n].append(vm["VmRSS"])
             hwm[n] = vm["VmHWM"]
             split[n] = (vm.get("RssAnon", 0), vm.get("RssFile", 0))
@@ -74,12 +75,13 @@ for m in MODULES:
     out.append({"module": m, **rss()})
 print(json.dumps(out))
 """
-LADDER_MODULES = ["click", "cryptography.x509", "ssl", "requests", "docker", "zeroconf",
-                  "joserfc.jws", "agent.cli", "agent.enroll", "agent.mdns", "agent.discovery"]
+LADDER_MODULES = ["ssl", "click", "zeroconf", "agent.cli", "agent.enroll", "agent.mdns",
+                  "agent.supervise", "agent.discovery", "cryptography.x509", "joserfc.jws"]
 
 
 def import_rss() -> list[dict[str, Any]]:
-    """RSS after each library the agent imports, in one interpreter, in this order."""
+    """RSS after each library the agent imports, in one interpreter, in this order: first
+    what the joined agent runs, then what only enrollment adds (the pin check, the grant)."""
     code = _LADDER.replace("MODULES", repr(LADDER_MODULES))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     rows = json.loads(r.stdout)

@@ -17,8 +17,10 @@ STORM_KEYS = ("grants_per_s", "makespan_s", "latency_p50_s", "latency_p95_s", "l
               "controller_cpu_share", "client_cpu_share", "other_cpu_cores",
               "store_write_p50_ms", "store_write_p95_ms", "follower_peak_rss_mb",
               "follower_rss_after_idle_mb", "follower_cpu_ms_per_grant")
-JOIN_KEYS = ("total_s", "start_to_first_log_s", "start_to_found_s", "first_log_to_found_s",
-             "found_to_joining_s", "joining_to_ready_s")
+JOIN_KEYS = ("total_s", "start_to_first_log_s", "start_to_found_s", "start_to_docker_s",
+             "start_to_approved_s", "start_to_joining_s", "first_log_to_found_s",
+             "found_to_joining_s", "approved_to_joining_s", "joining_to_ready_s")
+BARE_KEYS = ("total_s", "start_to_docker_s", "cli_s", "cli_to_ready_s")
 
 
 def machine() -> dict[str, Any]:
@@ -50,6 +52,7 @@ def summarize_join(raw: dict[str, Any], variant: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {
         "agent": {k: summary([p["agent"][k] for p in pairs]) for k in JOIN_KEYS},
         "bare_total_s": summary([p["bare"]["total_s"] for p in pairs]),
+        "bare": {k: summary([p["bare"][k] for p in pairs]) for k in BARE_KEYS},
         "ratio": summary([p["ratio"] for p in pairs]),
     }
     if not variant:
@@ -93,7 +96,8 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     join = res.get("join")
     if join:
         r = _med(join["ratio"])
-        add("join overhead ratio (agent / bare join) <= 1.3", r, r is not None and r <= 1.3,
+        add("join: dockerd + agent started together -> Ready <= 1.3 x dockerd start -> bare "
+            "join -> Ready (median ratio)", r, r is not None and r <= 1.3,
             f"{r:.2f}" if r is not None else "-")
         f = _med(join["agent"]["start_to_found_s"])
         add("controller found over mDNS <= 1.5 s (median, from agent start)", f,
@@ -116,12 +120,13 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     fp = res.get("footprint", {})
     if "agent_rss_mb" in fp:
         v = fp["agent_rss_mb"]["max"]
-        add("agent idle RSS <= 45 MB (worst agent)", v, v <= 45, f"{v:.1f} MB")
+        add("agent idle RSS without avahi <= 32 MB (worst agent, its processes summed)", v,
+            v <= 32, f"{v:.1f} MB")
         c = fp["agent_cpu_percent"]["max"]
         add("agent idle CPU < 0.5 % of a core (worst agent)", c, c < 0.5, f"{c:.2f} %")
     if "controller_rss_1000_mb" in fp and fp.get("records_n") == 1000:
         v = fp["controller_rss_1000_mb"]["max"]
-        add("controller RSS <= 120 MB with 1,000 records (worst case)", v, v <= 120,
+        add("controller RSS <= 64 MB idle with 1,000 records (worst case)", v, v <= 64,
             f"{v:.1f} MB")
     return out
 
@@ -152,16 +157,23 @@ def markdown(res: dict[str, Any]) -> str:
     join = res.get("join")
     if join:
         a = join["agent"]
-        row("join", "agent start -> node Ready", a["total_s"])
-        row("join", "bare `docker swarm join` -> Ready", join["bare_total_s"])
+        b = join.get("bare", {})
+        row("join", "dockerd + agent started together -> node Ready", a["total_s"])
+        row("join", "dockerd started -> bare `docker swarm join` -> Ready",
+            join["bare_total_s"])
         row("join", "ratio agent / bare (pairwise)", join["ratio"], "")
-        row("join", "agent start -> controller found (mDNS)", a["start_to_found_s"])
-        row("join", "  of which: start -> first log line (Python start-up)",
+        row("join", "agent side, from t0: first log line (Python start-up)",
             a["start_to_first_log_s"])
-        row("join", "  of which: first log line -> found", a["first_log_to_found_s"])
-        row("join", "found -> `docker swarm join` starts (pin, nonce, grant)",
-            a["found_to_joining_s"])
-        row("join", "join starts -> Ready", a["joining_to_ready_s"])
+        row("join", "agent side, from t0: controller found (mDNS)", a["start_to_found_s"])
+        row("join", "agent side, from t0: Docker answers", a["start_to_docker_s"])
+        row("join", "agent side, from t0: grant in hand (pin, nonce, request)",
+            a["start_to_approved_s"])
+        row("join", "agent side, from t0: `docker swarm join` starts (grant checked)",
+            a["start_to_joining_s"])
+        row("join", "agent side: join starts -> Ready", a["joining_to_ready_s"])
+        row("join", "bare side, from t0: Docker answers", b.get("start_to_docker_s"))
+        row("join", "bare side: `docker swarm join` CLI", b.get("cli_s"))
+        row("join", "bare side: CLI done -> Ready", b.get("cli_to_ready_s"))
         row("join", "approval (manual rule) -> Ready", join["approval_to_ready_s"])
     for n, s in res.get("storm", {}).items():
         managers = s.get("managers", 1)
@@ -267,14 +279,19 @@ def findings(res: dict[str, Any]) -> list[str]:
     join = res.get("join")
     if join and join["agent"]["total_s"]["median"]:
         a = {k: (join["agent"][k]["median"] or 0.0) for k in JOIN_KEYS}
+        b = {k: ((join.get("bare", {}).get(k) or {}).get("median") or 0.0) for k in BARE_KEYS}
+        after = a["total_s"] - a["start_to_docker_s"]
         out.append(
-            f"Join: the agent's {a['total_s']:.2f} s split into Python start-up and imports "
-            f"{a['start_to_first_log_s']:.2f} s, mDNS discovery {a['first_log_to_found_s']:.2f} s, "
-            f"pin check + nonce + signed request + grant (including the agent's blocking mDNS "
-            f"announcements) {a['found_to_joining_s']:.2f} s, and the join itself "
-            f"{a['joining_to_ready_s']:.2f} s, against {join['bare_total_s']['median']:.2f} s for "
-            "the bare join (docker CLI start-up included). The lab's join is a local, "
-            "unloaded one; on a real Pi both sides are slower, the Python start-up most.")
+            f"Join: both sides start Docker at t0 (a Pi's boot). Docker answered after "
+            f"{a['start_to_docker_s']:.2f} s on the agent's side, "
+            f"{b['start_to_docker_s']:.2f} s on the bare one. Meanwhile the agent started "
+            f"Python ({a['start_to_first_log_s']:.2f} s) and found the controller "
+            f"({a['start_to_found_s']:.2f} s); its request waits for Docker's swarm state, so "
+            f"its grant came at {a['start_to_approved_s']:.2f} s, the join started at "
+            f"{a['start_to_joining_s']:.2f} s and took {a['joining_to_ready_s']:.2f} s to "
+            f"Ready: {after:.2f} s after Docker answered, against "
+            f"{b['total_s'] - b['start_to_docker_s']:.2f} s for the bare join (its CLI "
+            f"{b['cli_s']:.2f} s). Total {a['total_s']:.2f} s against {b['total_s']:.2f} s.")
     cj = res.get("compare", {}).get("join")
     if join and cj:
         out.append(f"Join with the proposals: found -> join starts "
@@ -306,6 +323,7 @@ def findings(res: dict[str, Any]) -> list[str]:
     if "agent_rss_anon_mb" in fp:
         out.append(f"Agent RSS: {fp['agent_rss_anon_mb']['median']:.1f} MB anonymous + "
                    f"{fp['agent_rss_file_mb']['median']:.1f} MB file-backed (shared libraries: "
-                   "OpenSSL twice, via cryptography and via the ssl module, zeroconf's "
-                   "compiled modules); most of it is the imported libraries (see import_rss).")
+                   "OpenSSL via the ssl module, zeroconf's compiled modules). Once joined the "
+                   "agent execs itself afresh, so cryptography and joserfc (the pin check, "
+                   "the grant) are not resident; see import_rss for each library's share.")
     return out

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from agent.client import ControllerClient
-from agent.swarm import join
+from agent.swarm import connect, join
 from agent.wire.errors import WireError
 from agent.wire.jws import verify_grant
 from agent.wire.keys import ca_public_key, load_or_create_agent_key, thumbprint
@@ -450,7 +450,7 @@ def test_a_worker_promoted_mid_scale_up_changes_no_service(cluster: Cluster,
         assert (answer["status"], answer["role"]) == ("approved", "manager")
         ca = (controller_dir(cluster) / "ca.pem").read_bytes()
         grant = verify_grant(answer["grant"], ca_public_key(ca), thumbprint(key), "PiMgr-03")
-        node_id = join(docker, grant, pi["ip"])
+        node_id = join(connect(cluster.lab.docker_host("PiMgr-03")), grant, pi["ip"])
         joined_at = time.time()
         # a worker for now: nginx (one per worker) runs a task on it, as Swarm sees fit
         try:

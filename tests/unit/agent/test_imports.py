@@ -1,4 +1,5 @@
-"""The agent must not need Flask (design: the wire format is shared, the agent stays small)."""
+"""What the agent imports: never Flask (the wire format is shared, the agent stays small),
+and, on the path a joined agent runs, none of the heavy libraries enrollment needs."""
 
 from __future__ import annotations
 
@@ -9,19 +10,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def test_agent_does_not_import_flask() -> None:
-    code = ("import sys; import agent.cli, agent.enroll, agent.wire.jws, agent.wire.mdns; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('flask', 'werkzeug', 'controller')); "
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _loaded_of(setup: str, packages: tuple[str, ...]) -> str:
+    """Python that runs `setup`, then fails if any of `packages` was imported."""
+    return (f"import sys; {setup}; "
+            f"bad = sorted({{m.split('.')[0] for m in sys.modules}} & {set(packages)!r}); "
             "assert not bad, bad")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+
+
+def test_agent_does_not_import_flask() -> None:
+    result = _run(_loaded_of("import agent.cli, agent.enroll, agent.wire.jws, agent.wire.mdns",
+                             ("flask", "werkzeug", "controller")))
     assert result.returncode == 0, result.stderr
 
 
 def test_flask_check_can_fail() -> None:
     # The same check notices Flask when it is imported, so the test above can fail.
-    code = "import sys, controller.app; assert 'flask' not in sys.modules"
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    result = _run(_loaded_of("import controller.app", ("flask",)))
     assert result.returncode != 0 and "AssertionError" in result.stderr
+
+
+def test_a_joined_agent_needs_neither_cryptography_nor_joserfc(tmp_path: Path) -> None:
+    # what the resident agent runs once joined: key, signed request, controller client
+    setup = ("import pathlib, agent.cli, agent.enroll, agent.mdns, agent.supervise; "
+             "from agent.wire.keys import load_or_create_agent_key; "
+             "from agent.wire.signing import sign_request; "
+             f"key = load_or_create_agent_key(pathlib.Path({str(tmp_path / 'k.pem')!r})); "
+             "sign_request(key, {}, 'n', '/v1/x')")
+    result = _run(_loaded_of(setup, ("cryptography", "joserfc", "requests", "docker")))
+    assert result.returncode == 0, result.stderr
