@@ -34,7 +34,9 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               default=DEFAULT_CONFIG, show_default=True)
 def run(config_path: Path) -> None:
-    """Announce this Pi, find the controller, enroll and join. Runs until stopped."""
+    """Announce this Pi, find the controller, enroll and join. Runs until stopped, or,
+    where avahi announces this Pi, until joined (enroll-agent-check.timer goes on)."""
+    from agent.checkin import hold_lock, timer_takes_over
     from agent.discovery import ControllerFinder
     from agent.enroll import Agent, Progress
     from agent.identity import architecture
@@ -45,6 +47,10 @@ def run(config_path: Path) -> None:
 
     config = _config(config_path)
     setup_logging(config.log_level, config.log_file)
+    try:
+        lock = hold_lock(config.state_dir, wait=True)  # waits for a check-in under way
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
     if config.insecure_tofu and not config.ca_pin:
         log.warning("insecure_tofu is on and no ca_pin is set: the first controller found "
                     "will be trusted. Use this in a lab only.")
@@ -82,11 +88,26 @@ def run(config_path: Path) -> None:
                                       config.controller_log)
     supervisor.start()
     try:
-        agent.run()
+        agent.run(until_joined=timer_takes_over(config))
     finally:
         supervisor.close()
         if mdns is not None:
             mdns.close()
+        lock.close()
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True)
+def check(config_path: Path) -> None:
+    """Check in with a controller once and exit (enroll-agent-check.timer runs it once the
+    Pi has joined): exit 0 joined, 3 handed over to the resident agent, 4 revoked, 75
+    Docker did not answer."""
+    from agent.checkin import check as check_in
+
+    config = _config(config_path)
+    setup_logging(config.log_level, config.log_file)
+    raise SystemExit(check_in(config))
 
 
 @main.command("id")
