@@ -295,7 +295,8 @@ class Agent:
             self._save(enrollment=enrollment, status="pending", role=answer.get("role", ""))
             return self._backoff()
         if status == "revoked":
-            if swarm.state == "active":
+            # also when removed by the manager already: Docker may still hold the swarm
+            if swarm.state not in ("inactive", ""):
                 log.warning("this Pi was revoked: leaving the swarm")
                 leave(self.docker)
             self._save(enrollment=enrollment, status="revoked", reason=answer.get("reason", ""))
