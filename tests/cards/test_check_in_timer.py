@@ -1,6 +1,7 @@
 """The check-in under a real systemd timer: a joined card Pi whose agent is not resident
 learns through `enroll-agent check`, run by enroll-agent-check.timer, that a controller
-died (it checks in through another) and that it was revoked (it leaves the swarm).
+died (it checks in through another) and that it was revoked (it leaves the swarm); and
+promoted, it serves a controller, started by enroll-controller-ensure.timer.
 
 Three managers, each with its controller (two by rule, one promoted by the quorum
 keeper), and one worker that boots a flashed card: the shipped units under a real
@@ -99,6 +100,11 @@ def main_status(lab: CardLab) -> str:
                   "enroll-agent-check.service")
 
 
+def unit_state(lab: CardLab, unit: str) -> str:
+    res = lab.lab.os_exec(PI, ["systemctl", "is-active", unit], capture_output=True)
+    return res.stdout.strip()
+
+
 def test_joined_pi_without_its_agent_checks_in_by_the_timer(ha_lab: CardLab,
                                                             flash: Flash) -> None:
     token = ha_lab.admin.create_token(900, 1, PI, "check-in timer")["token"]
@@ -121,10 +127,8 @@ def test_joined_pi_without_its_agent_checks_in_by_the_timer(ha_lab: CardLab,
     assert answered.group(1) in {c["url"] for c in ha_lab.lab.status()["controllers"]}
     assert main_status(ha_lab) == "0"
     # the check-in did not need the resident agent, and left nothing running
-    res = ha_lab.lab.os_exec(PI, ["systemctl", "is-active", "enroll-agent"],
-                             capture_output=True)
-    assert res.stdout.strip() == "inactive"
-    assert "enroll-agent" not in ha_lab.os(PI, "ps", "-eo", "args")
+    assert unit_state(ha_lab, "enroll-agent") == "inactive"
+    assert "enroll-agent run" not in ha_lab.os(PI, "ps", "-eo", "args")
     assert [r["state"] for r in ha_lab.records(PI)] == ["joined"]
 
 
@@ -140,11 +144,34 @@ def test_failover_under_the_timer(ha_lab: CardLab) -> None:
     assert answered.group(1) != last
     assert f"controller unreachable ({last}" in journal  # tried first, then the next one
     assert main_status(ha_lab) == "0"
-    res = ha_lab.lab.os_exec(PI, ["systemctl", "is-active", "enroll-agent"],
-                             capture_output=True)
-    assert res.stdout.strip() == "inactive"  # no hand-over: another controller answered
+    assert unit_state(ha_lab, "enroll-agent") == "inactive"  # no hand-over: another answered
     ha_lab.admin = admin_client(ha_lab.lab, next(
         c["name"] for c in ha_lab.lab.status()["controllers"] if c["url"] == answered.group(1)))
+
+
+def test_promoted_pi_serves_without_its_agent(ha_lab: CardLab) -> None:
+    """enroll-controller-ensure.timer, not the agent, starts the controller on a manager;
+    demoted, the controller stops by itself and is not started again."""
+    assert unit_state(ha_lab, "enroll-agent") == "inactive"
+    assert unit_state(ha_lab, "enroll-controller") == "inactive"  # a worker: none
+    ha_lab.lab.exec(ha_lab.manager, ["docker", "node", "promote", PI], check=True,
+                    capture_output=True, timeout=60)
+    ha_lab.wait_ready(PI, role="manager", timeout=120)
+    wait_for(f"{PI}'s controller serving", lambda: PI in {
+        c["name"] for c in ha_lab.lab.status()["controllers"]}, 120)
+    assert unit_state(ha_lab, "enroll-controller") == "active"
+    assert unit_state(ha_lab, "enroll-agent") == "inactive"  # the timer did it
+    journal = ha_lab.os(PI, "journalctl", "--no-pager", "-b", "-o", "cat",
+                        "-u", "enroll-controller-ensure.service")
+    assert "Skipped due to 'exec-condition'" in journal  # while it was a worker
+
+    ha_lab.lab.exec(ha_lab.manager, ["docker", "node", "demote", PI], check=True,
+                    capture_output=True, timeout=60)
+    wait_for(f"{PI}'s controller stopped", lambda: unit_state(
+        ha_lab, "enroll-controller") in ("inactive", "failed"), 120)
+    ha_lab.wait_ready(PI, role="worker", timeout=120)
+    next_check_in(ha_lab, CHECKED_IN)  # a check-in later, still no controller
+    assert unit_state(ha_lab, "enroll-controller") in ("inactive", "failed")
 
 
 def test_revocation_under_the_timer(ha_lab: CardLab) -> None:
@@ -165,7 +192,5 @@ def test_revocation_under_the_timer(ha_lab: CardLab) -> None:
     assert '"status": "revoked"' in progress and '"reason": "stolen"' in progress
     # and from then on it asks nothing: the next check-ins end at once, still revoked
     next_check_in(ha_lab, re.compile("this Pi was revoked \\(stolen\\): not asking again"))
-    res = ha_lab.lab.os_exec(PI, ["systemctl", "is-active", "enroll-agent"],
-                             capture_output=True)
-    assert res.stdout.strip() == "inactive"
+    assert unit_state(ha_lab, "enroll-agent") == "inactive"
     assert [r["state"] for r in ha_lab.records(PI)] == ["revoked"]
