@@ -5,7 +5,9 @@ In a fresh bench Pi with a real avahi-daemon in its namespace (a private system 
 first, as LAB.md says): `enroll-agent run` (token rule, mDNS) joins, and should exit by
 itself; the RSS of every agent process left in that Pi is then summed (target 0 MB).
 Then `enroll-agent check` runs `reps` times where the timer would; each run's utime +
-stime, its children's included (wait4), is its CPU cost (target <= 2 s).
+stime, its children's included (wait4), is its CPU cost (target <= 2 s). For scale, the
+same for the manager test that enroll-controller-ensure.timer runs every 30 s (its
+`ExecCondition=`, the docker CLI; no target).
 
 The agent's config has no `controller_command` (a lab agent's controller child is what
 keeps the other bench agents resident): as on a Pi with systemd.
@@ -31,6 +33,9 @@ from .stats import summary
 
 PI = "bj-c1"  # the bench rules let bj-* in by token
 DBUS_SOCKET = Path("/run/dbus/system_bus_socket")
+# enroll-controller-ensure.service's ExecCondition= (the unit's `$$` is a plain `$`)
+ENSURE_TEST = ["sh", "-c", 'test "$(docker info --format "{{.Swarm.ControlAvailable}}" '
+               '2>/dev/null)" = true']
 
 
 @contextlib.contextmanager
@@ -73,9 +78,9 @@ def agent_rss_kb(lab: Lab, name: str) -> tuple[int, int]:
     return count, kb
 
 
-def check_once(lab: Lab, name: str, conf: Path, log: Path) -> tuple[float, int]:
-    """One `enroll-agent check`: (CPU seconds with its children, exit status)."""
-    proc = lab.popen(name, [*lab.agent_cmd, "check", "--config", str(conf)], log=log)
+def cpu_of(lab: Lab, name: str, argv: list[str], log: Path) -> tuple[float, int]:
+    """Run argv in the Pi: (CPU seconds with its children, exit status)."""
+    proc = lab.popen(name, argv, log=log)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     return usage.ru_utime + usage.ru_stime, proc.returncode
@@ -107,11 +112,14 @@ def run_checkin(lab: Lab, reps: int, log: Any = print) -> dict[str, Any]:
                 agent.wait(15)
             log(f"  agent after joining with avahi: exit {exit_code} after {joined_s:.1f} s; "
                 f"{count} agent process(es) left, {kb / 1024:.1f} MB")
-            runs = [check_once(lab, PI, conf, agent_log) for _ in range(reps)]
+            check = [*lab.agent_cmd, "check", "--config", str(conf)]
+            runs = [cpu_of(lab, PI, check, agent_log) for _ in range(reps)]
+            ensure = [cpu_of(lab, PI, ENSURE_TEST, agent_log)[0] for _ in range(reps)]
         log("  check-in CPU: " + ", ".join(f"{c:.2f} s (exit {s})" for c, s in runs))
         return {"agent_exit": exit_code, "agent_run_s": joined_s,
                 "resident_processes": count, "resident_mb": kb / 1024,
                 "cpu_s": summary([c for c, _ in runs]), "statuses": [s for _, s in runs],
+                "ensure_test_cpu_s": summary(ensure),
                 "timer_took_over": "checks in from now on" in agent_log.read_text(
                     errors="replace")}
     finally:

@@ -200,6 +200,8 @@ def markdown(res: dict[str, Any]) -> str:
     if ci:
         row("check-in", "CPU of one `enroll-agent check` (utime+stime, children included)",
             ci["cpu_s"])
+        row("check-in", "CPU of enroll-controller-ensure's manager test (docker CLI)",
+            ci.get("ensure_test_cpu_s"))
         lines.append(f"| check-in | agent processes left after joining where avahi runs | "
                      f"{ci['resident_processes']} ({ci['resident_mb']:.1f} MB) | | | 1 |")
     if "controller_rss_1000_mb" in fp:

@@ -207,3 +207,11 @@ def test_ensure_starts_the_controller_only_on_a_manager(tmp_path: Path, says: st
     script = ('[ "$*" = "info --format {{.Swarm.ControlAvailable}}" ] || exit 99\n' + says)
     status = run_condition("enroll-controller-ensure.service", tmp_path, "docker", script)
     assert (status == 0) is starts and status != 255
+
+
+def test_the_bench_measures_the_units_own_manager_test() -> None:
+    from tests.bench.checkin import ENSURE_TEST
+
+    argv = shlex.split(unit("enroll-controller-ensure.service")["Service"]["ExecCondition"]
+                       .replace("$$", "$"))
+    assert argv[0] == "/bin/sh" and argv[1:] == ENSURE_TEST[1:]
