@@ -41,6 +41,7 @@ from agent.wire.pinning import fetch_pinned_ca
 log = logging.getLogger(__name__)
 
 REJECTED_POLL = 300.0
+PROGRESS_FILE = "enrollment.json"  # in the state dir
 
 
 class ForeignSwarm(Exception):
@@ -66,7 +67,7 @@ class Progress:
 
 def load_progress(state_dir: Path) -> Progress:
     try:
-        return Progress(**json.loads((state_dir / "enrollment.json").read_text()))
+        return Progress(**json.loads((state_dir / PROGRESS_FILE).read_text()))
     except (FileNotFoundError, ValueError, TypeError):
         return Progress()
 
@@ -114,7 +115,7 @@ class Agent:
 
     @property
     def _progress_file(self) -> Path:
-        return self.state_dir / "enrollment.json"
+        return self.state_dir / PROGRESS_FILE
 
     @property
     def _ca_file(self) -> Path:
@@ -155,9 +156,9 @@ class Agent:
 
     @property
     def settled(self) -> bool:
-        """In the swarm, and the controller knows it: nothing left but checking in."""
+        """In the swarm as the node the controller knows: nothing left but checking in."""
         return self.progress.status == "joined" and self.swarm is not None \
-            and self.swarm.state == "active"
+            and self.swarm.state == "active" and self.swarm.node_id == self.progress.node_id
 
     def attempt(self, url: str) -> tuple[Attempt, float]:
         """One exchange with `url`, its failures logged and handled: how it went, and how

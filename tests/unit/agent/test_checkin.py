@@ -176,6 +176,15 @@ def test_a_pi_not_joined_is_the_resident_agents(pi: Pi, monkeypatch: pytest.Monk
     assert pi.systemctl == ["start enroll-agent.service"]
 
 
+def test_a_pi_in_another_swarm_hands_over(pi: Pi, caplog: pytest.LogCaptureFixture) -> None:
+    pi.swarm = SwarmState(node_id="x" * 25, state="active", manager=False,
+                          cluster_id="z" * 25)  # someone ran `docker swarm join` by hand
+    a = pi.answer(A, JOINED)
+    assert checkin.check(pi.config) == checkin.HANDED_OVER
+    assert a.asked == [] and "docker swarm leave" in caplog.text
+    assert pi.systemctl == ["start enroll-agent.service"]
+
+
 def test_docker_not_answering_is_a_temporary_failure(pi: Pi) -> None:
     pi.swarm = DockerException("connection refused")
     pi.answer(A, JOINED)
