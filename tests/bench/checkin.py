@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -42,7 +43,8 @@ ENSURE_TEST = ["sh", "-c", 'test "$(docker info --format "{{.Swarm.ControlAvaila
 def avahi(lab: Lab, name: str) -> Iterator[None]:
     """A real avahi-daemon in the Pi's namespaces, on a system bus of our own."""
     bus = None
-    if not DBUS_SOCKET.exists():
+    if not _answers(DBUS_SOCKET):
+        DBUS_SOCKET.unlink(missing_ok=True)  # left by a bus that was stopped
         DBUS_SOCKET.parent.mkdir(parents=True, exist_ok=True)
         out = subprocess.run(["dbus-daemon", "--system", "--fork", "--print-pid"],
                              capture_output=True, text=True, check=True, timeout=30)
@@ -58,8 +60,20 @@ def avahi(lab: Lab, name: str) -> Iterator[None]:
         if bus is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(bus, signal.SIGTERM)
-            with contextlib.suppress(FileNotFoundError):
-                Path("/run/dbus/pid").unlink()
+            Path("/run/dbus/pid").unlink(missing_ok=True)
+            DBUS_SOCKET.unlink(missing_ok=True)
+
+
+def _answers(path: Path) -> bool:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(2.0)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
 
 
 def agent_rss_kb(lab: Lab, name: str) -> tuple[int, int]:

@@ -19,14 +19,17 @@ import os
 import re
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from agent.wire.errors import WireError
+from controller.adminclient import AdminClient
 from controller.enrollctl import main as enrollctl
 from deploy.lab.config import load_cluster
 from deploy.lab.demo import admin_client, run_demo, swarm_nodes, wait_for
-from deploy.lab.lab import Lab
+from deploy.lab.lab import CONTROLLER_PORT, Lab, LabError
 
 from .conftest import CardLab, Flash
 
@@ -105,6 +108,27 @@ def unit_state(lab: CardLab, unit: str) -> str:
     return res.stdout.strip()
 
 
+def serving(lab: CardLab) -> bool:
+    """The card Pi's controller answers over the pinned TLS."""
+    status = lab.lab.status()
+    url = f"https://{lab.lab.node(PI)['ip']}:{CONTROLLER_PORT}"
+    try:
+        return lab.pin == AdminClient(url, status["admin_token"], ca_file=Path(
+            status["ca"]), timeout=5).health()["ca"]
+    except WireError:
+        return False
+
+
+def units_journal(lab: CardLab) -> str:
+    """For a failure: the ensure timer's and the controller's state and journal."""
+    units = ["enroll-controller-ensure.timer", "enroll-controller-ensure.service",
+             "enroll-controller.service"]
+    status = lab.lab.os_exec(PI, ["systemctl", "status", "--no-pager", *units],
+                             capture_output=True, timeout=60).stdout
+    return status + lab.os(PI, "journalctl", "--no-pager", "-b", "-n", "80",
+                           *[a for u in units for a in ("-u", u)])
+
+
 def test_joined_pi_without_its_agent_checks_in_by_the_timer(ha_lab: CardLab,
                                                             flash: Flash) -> None:
     token = ha_lab.admin.create_token(900, 1, PI, "check-in timer")["token"]
@@ -157,8 +181,10 @@ def test_promoted_pi_serves_without_its_agent(ha_lab: CardLab) -> None:
     ha_lab.lab.exec(ha_lab.manager, ["docker", "node", "promote", PI], check=True,
                     capture_output=True, timeout=60)
     ha_lab.wait_ready(PI, role="manager", timeout=120)
-    wait_for(f"{PI}'s controller serving", lambda: PI in {
-        c["name"] for c in ha_lab.lab.status()["controllers"]}, 120)
+    try:
+        wait_for(f"{PI}'s controller serving", lambda: serving(ha_lab), 120)
+    except LabError as exc:
+        raise AssertionError(f"{exc}\n{units_journal(ha_lab)}") from None
     assert unit_state(ha_lab, "enroll-controller") == "active"
     assert unit_state(ha_lab, "enroll-agent") == "inactive"  # the timer did it
     journal = ha_lab.os(PI, "journalctl", "--no-pager", "-b", "-o", "cat",
