@@ -25,3 +25,12 @@ def test_flask_check_can_fail() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode != 0 and "AssertionError" in result.stderr
+
+
+def test_the_check_in_does_not_import_zeroconf() -> None:
+    # `enroll-agent check` runs every few minutes on a Pi Zero W: no mDNS library at all
+    code = ("import sys; import agent.cli, agent.checkin, agent.enroll, agent.discovery, "
+            "agent.supervise; assert 'zeroconf' not in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
