@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from docker.errors import DockerException
 
 import agent.checkin as checkin
 import agent.enroll as enroll
@@ -186,7 +185,7 @@ def test_a_pi_in_another_swarm_hands_over(pi: Pi, caplog: pytest.LogCaptureFixtu
 
 
 def test_docker_not_answering_is_a_temporary_failure(pi: Pi) -> None:
-    pi.swarm = DockerException("connection refused")
+    pi.swarm = enroll.DockerException("connection refused")  # what the loop takes as such
     pi.answer(A, JOINED)
     assert checkin.check(pi.config) == checkin.TEMPFAIL
     assert pi.systemctl == [] and pi.progress()["status"] == "joined"
