@@ -40,7 +40,9 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               default=DEFAULT_CONFIG, show_default=True)
 def run(config_path: Path) -> None:
-    """Announce this Pi, find the controller, enroll and join. Runs until stopped."""
+    """Announce this Pi, find the controller, enroll and join. Runs until stopped, or,
+    where avahi announces this Pi, until joined (enroll-agent-check.timer goes on)."""
+    from agent.checkin import hold_lock, timer_takes_over
     from agent.discovery import ControllerFinder
     from agent.enroll import Agent, Progress
     from agent.identity import architecture
@@ -51,6 +53,10 @@ def run(config_path: Path) -> None:
 
     config = _config(config_path)
     setup_logging(config.log_level, config.log_file)
+    try:
+        lock = hold_lock(config.state_dir, wait=True)  # waits for a check-in under way
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
     if config.insecure_tofu and not config.ca_pin:
         log.warning("insecure_tofu is on and no ca_pin is set: the first controller found "
                     "will be trusted. Use this in a lab only.")
@@ -93,12 +99,13 @@ def run(config_path: Path) -> None:
     agent.may_restart = lambda: (not os.environ.get(RESTARTED) and not supervisor.running
                                  and any(m in sys.modules for m in ENROLLMENT_ONLY))
     try:
-        agent.run()
+        agent.run(until_joined=timer_takes_over(config))
     finally:
         if not agent.restart:
             supervisor.close()
             if mdns is not None:
                 mdns.close()
+        lock.close()
     if agent.restart:
         _restart_lean()
 
@@ -109,6 +116,20 @@ def _restart_lean() -> None:
     logging.shutdown()
     os.environ[RESTARTED] = "1"
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True)
+def check(config_path: Path) -> None:
+    """Check in with a controller once and exit (enroll-agent-check.timer runs it once the
+    Pi has joined): exit 0 joined, 3 handed over to the resident agent, 4 revoked, 75
+    Docker did not answer."""
+    from agent.checkin import check as check_in
+
+    config = _config(config_path)
+    setup_logging(config.log_level, config.log_file)
+    raise SystemExit(check_in(config))
 
 
 @main.command("id")

@@ -45,6 +45,8 @@ class AgentConfig:
     controller_unit: str = "enroll-controller.service"
     controller_command: tuple[str, ...] = ()
     controller_log: str = ""
+    # `enroll-agent check` starts this unit when the Pi must enroll again ("" for none)
+    agent_unit: str = "enroll-agent.service"
 
     def __repr__(self) -> str:  # the token must not end up in a log line via repr
         shown = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -7,6 +7,7 @@ Pi already in the swarm only reports itself.
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import random
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 REJECTED_POLL = 300.0
 DOCKER_START_WAIT = 60.0  # at boot the agent starts beside Docker, not after it
+PROGRESS_FILE = "enrollment.json"  # in the state dir
 
 
 class ForeignSwarm(Exception):
@@ -54,6 +56,21 @@ class Progress:
     controllers: list[str] = field(default_factory=list)  # to fail over to, this boot or next
 
 
+def load_progress(state_dir: Path) -> Progress:
+    try:
+        return Progress(**json.loads((state_dir / PROGRESS_FILE).read_text()))
+    except (FileNotFoundError, ValueError, TypeError):
+        return Progress()
+
+
+class Attempt(enum.Enum):
+    """How one exchange with a controller went, for the caller to fail over or not."""
+
+    ANSWERED = "answered"  # the controller answered (an error answer included)
+    NO_ANSWER = "no answer"  # unreachable, or not a controller of our CA: try the next
+    LOCAL = "local failure"  # this Pi's Docker failed: no other controller helps
+
+
 class Agent:
     def __init__(self, config: AgentConfig, finder: ControllerFinder,
                  announce: Any = None) -> None:
@@ -68,7 +85,8 @@ class Agent:
         self.hardware_id = hardware_id(config.hardware_id)
         self.local_proof = self._local_proof()
         self.docker = connect(config.docker_host)
-        self.progress = self._load()
+        self.progress = load_progress(self.state_dir)
+        self.swarm: SwarmState | None = None  # what this Pi's Docker said last
         self.finder.learn(self.progress.controllers)
         self.stop = threading.Event()
         # Once joined, may the agent end run() so that its process starts afresh, without
@@ -92,17 +110,11 @@ class Agent:
 
     @property
     def _progress_file(self) -> Path:
-        return self.state_dir / "enrollment.json"
+        return self.state_dir / PROGRESS_FILE
 
     @property
     def _ca_file(self) -> Path:
         return self.state_dir / "ca.pem"
-
-    def _load(self) -> Progress:
-        try:
-            return Progress(**json.loads(self._progress_file.read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
-            return Progress()
 
     def _save(self, **changes: Any) -> None:
         for key, value in changes.items():
@@ -112,7 +124,9 @@ class Agent:
 
     # -- the loop ------------------------------------------------------------
 
-    def run(self) -> None:
+    def run(self, until_joined: bool = False) -> None:
+        """Enroll, then keep checking in; with `until_joined`, return once this Pi is in
+        the swarm and the controller says joined (a timer checks in from then on)."""
         log.info("agent %s for %s (hardware %s, key fingerprint %s)", __version__,
                  self.hostname, self.hardware_id, fingerprint(self.thumbprint))
         self.announce(self.progress)
@@ -123,37 +137,63 @@ class Agent:
                 self.finder.changed.wait(timeout=self._backoff())
                 self.finder.changed.clear()
                 continue
-            try:
-                wait = self._step(urls[0])
-            except Unreachable as exc:
-                log.warning("controller unreachable (%s); trying the next one", exc)
-                self.finder.rotate()
-                wait = self._backoff()
-            except DockerError as exc:  # the Pi's own daemon
-                log.error("cannot use Docker: %s", exc)
-                wait = self._backoff()
-            except ForeignSwarm as exc:
-                if str(exc) != self._last_foreign:
-                    self._last_foreign = str(exc)
-                    log.error("%s", exc)
-                wait = self._backoff()
-            except WireError as exc:
-                log.error("%s: %s", exc.code, exc.message)
-                if exc.code == "not_found":  # the controller lost our record: ask again
-                    self._save(enrollment="", status="new")
-                if exc.code in ("pin_mismatch", "tls_failed", "unreachable"):
-                    self.finder.rotate()  # anyone can announce our pin: try the next one
-                wait = max(self._backoff(), float(exc.retry_after))
+            wait = self.attempt(urls[0])[1]
             if self.progress.status == "revoked":
                 log.error("this Pi was revoked (%s): not asking again. An admin can run "
                           "'enrollctl nodes forget %s'; then restart this agent.",
                           self.progress.reason or "no reason given", self.hostname)
                 self.stop.wait()
                 return
+            if until_joined and self.settled:
+                log.info("joined: enroll-agent-check.timer checks in from now on; exiting")
+                return
             if self.progress.status == "joined" and self.may_restart():
                 self.restart = True
                 return
             self.stop.wait(wait)
+
+    @property
+    def settled(self) -> bool:
+        """In the swarm as the node the controller knows: nothing left but checking in."""
+        return self.progress.status == "joined" and self.swarm is not None \
+            and self.swarm.state == "active" and self.swarm.node_id == self.progress.node_id
+
+    def attempt(self, url: str) -> tuple[Attempt, float]:
+        """One exchange with `url`, its failures logged and handled: how it went, and how
+        long to wait before the next."""
+        try:
+            return Attempt.ANSWERED, self._step(url)
+        except Unreachable as exc:
+            log.warning("controller unreachable (%s); trying the next one", exc)
+            self.finder.rotate()
+            return Attempt.NO_ANSWER, self._backoff()
+        except DockerError as exc:  # the Pi's own daemon
+            log.error("cannot use Docker: %s", exc)
+            return Attempt.LOCAL, self._backoff()
+        except ForeignSwarm as exc:
+            if str(exc) != self._last_foreign:
+                self._last_foreign = str(exc)
+                log.error("%s", exc)
+            return Attempt.ANSWERED, self._backoff()
+        except WireError as exc:
+            log.error("%s: %s", exc.code, exc.message)
+            if exc.code == "not_found":  # the controller lost our record: ask again
+                self._save(enrollment="", status="new")
+            wait = max(self._backoff(), float(exc.retry_after))
+            if exc.code in ("pin_mismatch", "tls_failed", "unreachable"):
+                self.finder.rotate()  # anyone can announce our pin: try the next one
+                return Attempt.NO_ANSWER, wait
+            return Attempt.ANSWERED, wait
+
+    def check_in(self) -> tuple[Attempt, str]:
+        """One exchange, failing over through every controller known until one answers
+        (what `enroll-agent check` does): how it went, and with which controller."""
+        self._said_hello = True  # a poll will do: the controller knows us
+        for url in self.finder.urls():
+            outcome = self.attempt(url)[0]
+            if outcome is not Attempt.NO_ANSWER:
+                return outcome, url
+        return Attempt.NO_ANSWER, ""
 
     def _backoff(self) -> float:
         """Exponential backoff with jitter, so a fleet powering up does not stampede."""
@@ -196,7 +236,7 @@ class Agent:
         """One exchange with the controller; returns how long to wait before the next."""
         client = self._client(url)
         try:
-            swarm = self._docker_state(client)
+            self.swarm = swarm = self._docker_state(client)
             self._check_foreign_swarm(swarm, client)
             self._last_foreign = ""
             left = self.progress.status == "joined" and swarm.state != "active"
@@ -267,6 +307,7 @@ class Agent:
 
     def _handle(self, client: ControllerClient, answer: dict[str, Any],
                 swarm: SwarmState) -> float:
+        self.swarm = swarm
         status = answer.get("status", "")
         enrollment = answer.get("id", self.progress.enrollment)
         self._learn_controllers(answer.get("controllers", []))
@@ -278,7 +319,8 @@ class Agent:
             self._save(enrollment=enrollment, status="pending", role=answer.get("role", ""))
             return self._backoff()
         if status == "revoked":
-            if swarm.state == "active":
+            # also when removed by the manager already: Docker may still hold the swarm
+            if swarm.state not in ("inactive", ""):
                 log.warning("this Pi was revoked: leaving the swarm")
                 leave(self.docker)
             self._save(enrollment=enrollment, status="revoked", reason=answer.get("reason", ""))

@@ -35,6 +35,18 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def systemctl(action: str, unit: str) -> None:
+    """`systemctl --no-block ACTION UNIT`; a failure is logged (systemd retries units)."""
+    try:
+        done = subprocess.run(["systemctl", "--no-block", action, unit],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("systemctl %s %s: %s", action, unit, exc)
+        return
+    if done.returncode != 0:
+        log.warning("systemctl %s %s failed: %s", action, unit, done.stderr.strip()[:200])
+
+
 class ControllerSupervisor:
     def __init__(self, docker: Any, command: list[str], unit: str, log_path: str = "",
                  interval: float = CHECK_INTERVAL) -> None:
@@ -107,16 +119,7 @@ class ControllerSupervisor:
             self._terminate()
 
     def _systemd(self, manager: bool) -> None:
-        action = "start" if manager else "stop"
-        try:
-            done = subprocess.run(["systemctl", "--no-block", action, self.unit],
-                                  capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            log.warning("systemctl %s %s: %s", action, self.unit, exc)
-            return
-        if done.returncode != 0:
-            log.warning("systemctl %s %s failed: %s", action, self.unit,
-                        done.stderr.strip()[:200])
+        systemctl("start" if manager else "stop", self.unit)
 
     def _terminate(self) -> None:
         proc, self.proc = self.proc, None

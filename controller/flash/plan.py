@@ -51,7 +51,8 @@ PACKAGE = re.compile(r"^(none|[a-z0-9][a-z0-9+.-]{1,62})$")
 CONTROLLER_FILES = ("ca.pem", "ca-key.pem", "tls.pem", "tls-key.pem", "controller.toml")
 CLOUD_INIT_FILES = ("user-data", "network-config", "meta-data")
 UNITS = ("enroll-agent.service", "enroll-controller.service", "swarm-enroll-firstboot.service",
-         "restart-backoff.conf")
+         "restart-backoff.conf", "enroll-agent-check.service", "enroll-agent-check.timer",
+         "enroll-controller-ensure.service", "enroll-controller-ensure.timer")
 SECRET = 0o600
 PUBLIC = 0o644
 SPACE_MARGIN = 256 * 1024

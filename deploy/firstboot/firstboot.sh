@@ -317,8 +317,9 @@ install_venv() {
   log "creating the venv $VENV_ON_PI"
   rm -rf "$VENV"
   python3 -m venv "$VENV" || die "python3 -m venv $VENV_ON_PI failed"
-  # every Pi gets the controller too: a worker promoted later runs one (its agent starts
-  # enroll-controller.service while the Pi is a manager); it costs disk, not memory
+  # every Pi gets the controller too: a worker promoted later runs one (its agent, or
+  # enroll-controller-ensure.timer, starts enroll-controller.service while the Pi is a
+  # manager); it costs disk, not memory
   spec="$PAYLOAD/dist/$SE_WHEEL[controller]"
   if [ -d "$PAYLOAD/wheelhouse" ]; then
     set -- --no-index --find-links "$PAYLOAD/wheelhouse"
@@ -332,15 +333,23 @@ install_venv() {
   log "installed swarm-enroll $SE_VERSION into $VENV_ON_PI"
 }
 
+# the check-in and the controller's ensure step, each a timer and its oneshot service
+TIMERS="enroll-agent-check.timer enroll-controller-ensure.timer"
+
 install_units() {
-  units="enroll-agent.service enroll-controller.service"
+  daemons="enroll-agent.service enroll-controller.service"
   version=$(systemd_version)
-  for unit in $units; do
+  for unit in $daemons; do
     install -D -m 0644 "$PAYLOAD/systemd/$unit" "$UNIT_DIR/$unit" || die "could not install $unit"
     if [ "${version:-0}" -ge 254 ]; then  # RestartSteps= and RestartMaxDelaySec=
       install -D -m 0644 "$PAYLOAD/systemd/restart-backoff.conf" \
         "$UNIT_DIR/$unit.d/restart-backoff.conf"
     fi
+  done
+  for timer in $TIMERS; do
+    for unit in "$timer" "${timer%.timer}.service"; do
+      install -D -m 0644 "$PAYLOAD/systemd/$unit" "$UNIT_DIR/$unit" || die "could not install $unit"
+    done
   done
   systemctl daemon-reload
 }
@@ -389,6 +398,8 @@ install_stage() {
   fi
   log_fingerprint
   systemctl enable --now enroll-agent.service || die "could not start enroll-agent"
+  # shellcheck disable=SC2086 # a list of unit names
+  systemctl enable --now $TIMERS || die "could not start the timers $TIMERS"
 
   rm -rf "$PAYLOAD/dist" "$PAYLOAD/wheelhouse"
   touch "$STATE/done"

@@ -124,6 +124,18 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             v <= 32, f"{v:.1f} MB")
         c = fp["agent_cpu_percent"]["max"]
         add("agent idle CPU < 0.5 % of a core (worst agent)", c, c < 0.5, f"{c:.2f} %")
+    ci = res.get("checkin")
+    if ci:
+        v = ci["resident_mb"]
+        add("with avahi: agent resident between check-ins = 0 MB (sum of its processes)", v,
+            ci["agent_exit"] == 0 and v == 0, f"{v:.1f} MB",
+            f"{ci['resident_processes']} process(es) left; the agent exited with "
+            f"{ci['agent_exit']}")
+        c = ci["cpu_s"]["max"]
+        add("check-in (`enroll-agent check`) <= 2 s CPU (worst run)", c,
+            c is not None and c <= 2 and set(ci["statuses"]) == {0},
+            f"{c:.2f} s" if c is not None else "-",
+            f"exit statuses {ci['statuses']}")
     if "controller_rss_1000_mb" in fp and fp.get("records_n") == 1000:
         v = fp["controller_rss_1000_mb"]["max"]
         add("controller RSS <= 64 MB idle with 1,000 records (worst case)", v, v <= 64,
@@ -207,6 +219,14 @@ def markdown(res: dict[str, Any]) -> str:
             fp["agent_rss_mb"], " MB", 1)
         row(f"footprint (agent idle {fp['agent_window_s']:.0f} s)", "agent CPU",
             fp["agent_cpu_percent"], " %", 2)
+    ci = res.get("checkin")
+    if ci:
+        row("check-in", "CPU of one `enroll-agent check` (utime+stime, children included)",
+            ci["cpu_s"])
+        row("check-in", "CPU of enroll-controller-ensure's manager test (docker CLI)",
+            ci.get("ensure_test_cpu_s"))
+        lines.append(f"| check-in | agent processes left after joining where avahi runs | "
+                     f"{ci['resident_processes']} ({ci['resident_mb']:.1f} MB) | | | 1 |")
     if "controller_rss_1000_mb" in fp:
         row("footprint", f"controller RSS with {fp['records_n']:,} records (idle)",
             fp["controller_rss_1000_mb"], " MB", 1)

@@ -19,6 +19,7 @@ from typing import Any
 
 from . import footprint, profiling, report
 from .benchlab import BenchLabSpec, bench_lab
+from .checkin import run_checkin
 from .join import Variant, run_join
 from .stats import summary
 from .storm import check_variant, storm_once, variant_env
@@ -27,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 RESULTS = HERE / "results"
 PROPOSALS = HERE / "proposals"
-ALL = ("join", "footprint", "storm", "profile", "import")
+ALL = ("join", "footprint", "checkin", "storm", "profile", "import")
 # the agent of a patched copy (PYTHONPATH): the same entry point as the enroll-agent script
 PATCHED_AGENT = [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())"]
 
@@ -68,6 +69,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--idle-seconds", type=float, default=60.0, help="agent idle window")
     p.add_argument("--profile-n", type=int, default=1000)
     p.add_argument("--import-reps", type=int, default=5)
+    p.add_argument("--checkin-reps", type=int, default=5, help="`enroll-agent check` runs")
     p.add_argument("--try-proposals", action="store_true",
                    help="also run the storms on a /tmp copy with proposals/*.patch applied")
     p.add_argument("--compare-src", type=Path, help="like --try-proposals, with this tree")
@@ -81,6 +83,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.smoke:
         args.pairs, args.manual, args.storm_n, args.storm_reps = 1, 1, "5,12", 1
         args.idle_seconds, args.profile_n, args.import_reps = 3.0, 12, 1
+        args.checkin_reps = 1
         args.records_n, args.concurrency, args.storm_deadline = 12, 4, 120.0
         args.try_proposals = True
     return args
@@ -157,7 +160,7 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
          started: float, res: dict[str, Any], compare_src: Path | None,
          patches: list[str]) -> int:
     fp = res["footprint"]
-    lab_parts = only & {"join", "footprint", "storm", "profile"}
+    lab_parts = only & {"join", "footprint", "checkin", "storm", "profile"}
     compare: dict[str, Any] = {"label": "proposals", "patches": patches, "src": str(compare_src)}
     if compare_src:
         check_variant(compare_src)
@@ -184,6 +187,11 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                         res["phases_s"]["footprint_agent"] = time.monotonic() - t
                 finally:
                     pis.unplug_all()
+            if "checkin" in only:
+                t = time.monotonic()
+                say(f"check-in: a Pi where avahi runs, then {args.checkin_reps} check-ins")
+                res["checkin"] = run_checkin(lab, args.checkin_reps, log=say)
+                res["phases_s"]["checkin"] = time.monotonic() - t
             if "storm" in only:
                 t = time.monotonic()
                 runs, cruns = [], []

@@ -53,6 +53,9 @@ def test_every_benchmark_runs_at_tiny_n(tmp_path: Path) -> None:
     fp = res["footprint"]
     assert fp["agent_rss_mb"]["n"] == 2 and fp["controller_rss_1000_mb"]["n"] == 1
     assert fp["import"]["import_rss"][-1]["module"] == "joserfc.jws"
+    checkin = res["checkin"]  # the agent exited where avahi runs; one check-in, joined
+    assert checkin["agent_exit"] == 0 and checkin["timer_took_over"]
+    assert checkin["statuses"] == [0] and checkin["cpu_s"]["n"] == 1
     assert "samples" in res["profile"]["cpu"]  # a tiny storm may give py-spy no CPU sample
     assert res["profile"]["wall"]["samples"] > 0
     if "compare" in res:  # the proposals (tests/bench/proposals), unless merged meanwhile

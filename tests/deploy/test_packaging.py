@@ -21,7 +21,10 @@ from controller.enrollctl import main as enrollctl
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DATA = ["deploy/systemd/enroll-agent.service", "deploy/systemd/enroll-controller.service",
                 "deploy/systemd/swarm-enroll-firstboot.service",
-                "deploy/systemd/restart-backoff.conf", "deploy/firstboot/firstboot.sh",
+                "deploy/systemd/restart-backoff.conf", "deploy/systemd/enroll-agent-check.service",
+                "deploy/systemd/enroll-agent-check.timer",
+                "deploy/systemd/enroll-controller-ensure.service",
+                "deploy/systemd/enroll-controller-ensure.timer", "deploy/firstboot/firstboot.sh",
                 "deploy/firstboot/README.txt"]
 
 

@@ -43,3 +43,11 @@ def test_a_joined_agent_needs_neither_cryptography_nor_joserfc(tmp_path: Path) -
              "sign_request(key, {}, 'n', '/v1/x')")
     result = _run(_loaded_of(setup, ("cryptography", "joserfc", "requests", "docker")))
     assert result.returncode == 0, result.stderr
+
+
+def test_the_check_in_does_not_import_zeroconf() -> None:
+    # `enroll-agent check` runs every few minutes on a Pi Zero W: no mDNS library at all
+    code = ("import sys; import agent.cli, agent.checkin, agent.enroll, agent.discovery, "
+            "agent.supervise; assert 'zeroconf' not in sys.modules")
+    result = _run(code)
+    assert result.returncode == 0, result.stderr

@@ -248,6 +248,7 @@ def test_install_stage(flash: Flash, pi: Pi, wheel: Path, secrets_dir: Path) -> 
         f"pip install --no-input --disable-pip-version-check {wheel_on_pi}[controller]",
         "systemctl daemon-reload",
         "systemctl enable --now enroll-agent.service",
+        "systemctl enable --now enroll-agent-check.timer enroll-controller-ensure.timer",
         "systemctl disable swarm-enroll-firstboot.service",
     ]
     positions = [calls.index(c) for c in expected]
@@ -263,8 +264,14 @@ def test_install_stage(flash: Flash, pi: Pi, wheel: Path, secrets_dir: Path) -> 
     # the admin reads the key's fingerprint off the card before approving the Pi
     assert "agent key fingerprint: 3f2a-9c41-07be-d5e0-1b6c" in \
         (pi.boot / "swarm-enroll/firstboot.log").read_text()
-    # a worker is ready to become a manager: the controller installed, not started
+    # a worker is ready to become a manager: the controller installed, not started (its
+    # ensure timer starts it once the Pi is a manager); the check-in's timer and service
     assert (pi.root / "etc/systemd/system/enroll-controller.service").exists()
+    for unit in ("enroll-agent-check.timer", "enroll-agent-check.service",
+                 "enroll-controller-ensure.timer", "enroll-controller-ensure.service"):
+        shipped = Path(__file__).resolve().parents[4] / "deploy/systemd" / unit
+        assert (pi.root / "etc/systemd/system" / unit).read_text() == shipped.read_text()
+    assert not (pi.root / "etc/systemd/system/enroll-agent-check.service.d").exists()
     assert f"pip install --no-input --disable-pip-version-check {wheel_on_pi}[controller]" in \
         calls
     assert_no_secret_exposed(pi)
