@@ -258,7 +258,10 @@ class Agent:
         """This Pi's swarm state, read from Docker: never guessed, so the request waits
         for it. Docker may still be starting (at boot the agent starts beside it, see
         enroll-agent.service): meanwhile the nonce is fetched, and Docker is asked every
-        0.05 s, up to DOCKER_START_WAIT."""
+        0.05 s, up to DOCKER_START_WAIT. A joined Pi's check-in does not wait: it fails
+        at once and the next one asks again."""
+        if self.progress.status == "joined":
+            return local_state(self.docker)
         try:
             return local_state(self.docker)
         except DockerError:

@@ -185,7 +185,7 @@ def test_a_pi_in_another_swarm_hands_over(pi: Pi, caplog: pytest.LogCaptureFixtu
 
 
 def test_docker_not_answering_is_a_temporary_failure(pi: Pi) -> None:
-    pi.swarm = enroll.DockerException("connection refused")  # what the loop takes as such
+    pi.swarm = enroll.DockerError("connection refused")  # what the loop takes as such
     pi.answer(A, JOINED)
     assert checkin.check(pi.config) == checkin.TEMPFAIL
     assert pi.systemctl == [] and pi.progress()["status"] == "joined"
