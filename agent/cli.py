@@ -38,7 +38,7 @@ def run(config_path: Path) -> None:
     from agent.discovery import ControllerFinder
     from agent.enroll import Agent, Progress
     from agent.identity import architecture
-    from agent.mdns import MDNS
+    from agent.responder import Responder, open_responder, uses_avahi
     from agent.supervise import ControllerSupervisor
     from agent.swarm import connect
     from agent.wire.mdns import CONTROLLER_SERVICE, NODE_SERVICE, NodeAd
@@ -49,14 +49,18 @@ def run(config_path: Path) -> None:
         log.warning("insecure_tofu is on and no ca_pin is set: the first controller found "
                     "will be trusted. Use this in a lab only.")
     finder = ControllerFinder(config.ca_pin or None, config.controller_url)
-    mdns: MDNS | None = None
-    if config.mdns:
-        mdns = MDNS([config.advertise_addr] if config.advertise_addr else [])
-    hostname = local_hostname(config)
+    mdns: Responder | None = None
     addresses = [config.advertise_addr] if config.advertise_addr else []
+    if config.mdns:
+        # the agent's service file stays when it exits: avahi goes on announcing the Pi
+        mdns = open_responder(config.mdns_via, addresses, config.avahi_services_dir,
+                              config.avahi_run_dir, keep_on_close=True)
+    hostname = local_hostname(config)
+    # zeroconf needs our address; avahi knows its own
+    announcing = bool(addresses) or uses_avahi(config.mdns_via, config.avahi_run_dir)
 
     def announce(progress: Progress) -> None:
-        if mdns is None or not addresses:
+        if mdns is None or not announcing:
             return
         ad = NodeAd(hostname, agent.hardware_id, agent.thumbprint, progress.status,
                     progress.role, agent_arch)
