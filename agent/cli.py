@@ -93,6 +93,20 @@ def run(config_path: Path) -> None:
             mdns.close()
 
 
+def _identity(config: AgentConfig) -> tuple[str, dict[str, str]]:
+    """This Pi's agent id (its key made if there is none yet, as the agent makes it) and
+    its saved enrollment progress."""
+    from agent.wire.keys import load_or_create_agent_key, thumbprint
+
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # as the agent makes it
+    key = load_or_create_agent_key(config.state_dir / "agent-key.pem")
+    try:
+        progress = json.loads((config.state_dir / "enrollment.json").read_text())
+    except (FileNotFoundError, ValueError):
+        progress = {"status": "new"}
+    return thumbprint(key), progress
+
+
 @main.command("id")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               default=DEFAULT_CONFIG, show_default=True)
@@ -100,16 +114,41 @@ def show_id(config_path: Path) -> None:
     """Print this Pi's hostname, hardware id, agent id, key fingerprint and enrollment
     state as JSON: compare the fingerprint with `enrollctl nodes` before approving."""
     from agent.identity import hardware_id
-    from agent.wire.keys import fingerprint, load_or_create_agent_key, thumbprint
+    from agent.wire.keys import fingerprint
 
     config = _config(config_path)
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # as the agent makes it
-    key = load_or_create_agent_key(config.state_dir / "agent-key.pem")
-    try:
-        progress = json.loads((config.state_dir / "enrollment.json").read_text())
-    except (FileNotFoundError, ValueError):
-        progress = {"status": "new"}
+    agent_id, progress = _identity(config)
     click.echo(json.dumps({"hostname": local_hostname(config) or socket.gethostname(),
                            "hardware_id": hardware_id(config.hardware_id),
-                           "agent_id": thumbprint(key),
-                           "fingerprint": fingerprint(thumbprint(key)), **progress}))
+                           "agent_id": agent_id,
+                           "fingerprint": fingerprint(agent_id), **progress}))
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True)
+def announce(config_path: Path) -> None:
+    """Write this Pi's avahi service file (avahi_services_dir/swarm-node.service) from its
+    config and saved state, and print its path: first boot does it where avahi is present,
+    so that the Pi is announced from then on, whether its agent runs or not."""
+    from agent.avahi import service_file_name, service_xml, write_atomically
+    from agent.identity import architecture, hardware_id
+    from agent.wire.errors import WireError
+    from agent.wire.mdns import NODE_SERVICE, NodeAd
+
+    config = _config(config_path)
+    agent_id, progress = _identity(config)
+    hostname = local_hostname(config)
+    try:
+        ad = NodeAd.parse(hostname, NodeAd(hostname, hardware_id(config.hardware_id), agent_id,
+                                           str(progress.get("status", "new")),
+                                           str(progress.get("role") or ""),
+                                           architecture(config.arch)).txt())
+    except WireError as exc:
+        raise click.ClickException(f"cannot announce: {exc.message}") from None
+    path = config.avahi_services_dir / service_file_name(NODE_SERVICE)
+    try:
+        write_atomically(path, service_xml(hostname, NODE_SERVICE, 2377, ad.txt()))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
+    click.echo(str(path))
