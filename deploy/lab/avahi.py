@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.lab import netns, procs
+from deploy.lab import netns
 
 AVAHI_RUN = Path("/run/avahi-daemon")
 AVAHI_SERVICES = Path("/etc/avahi/services")
@@ -91,9 +91,12 @@ class LabAvahi:
     def start(self, timeout: float = 20.0) -> None:
         for d in (self.run_dir, self.services_dir):
             d.mkdir(parents=True, exist_ok=True)
+        for stale in (self.base / "bus", self.run_dir / "socket", self.run_dir / "pid"):
+            stale.unlink(missing_ok=True)  # of an earlier start: not ready before we are
         self.services_dir.chmod(0o755)
         (self.base / "bus.conf").write_text(_BUS_CONF.format(socket=self.base / "bus"))
         (self.base / "avahi-daemon.conf").write_text(_AVAHI_CONF.format(host=self.pi))
+        self.bus_proc = self.avahi_proc = None  # an earlier start's are gone
         log = (self.base / "daemons.log").open("ab")
         try:
             self.bus_proc = subprocess.Popen(
@@ -139,10 +142,14 @@ class LabAvahi:
     def stop(self) -> None:
         """Both daemons ended (avahi first: it says goodbye), the mountpoint removed."""
         for proc in (self.avahi_proc, self.bus_proc):
-            if proc is not None:
-                procs.terminate([proc.pid], timeout=5)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
+            if proc is None or proc.poll() is not None:  # gone (the lab's down reaps it too)
+                continue
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
         if self.made_mountpoint:
             remove_mountpoint()
             self.made_mountpoint = False
