@@ -9,6 +9,7 @@ PiLike-03 through avahi. Checked with `avahi-browse -rtp` inside the lab Pis.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -220,9 +221,21 @@ def test_lab_teardown_ends_lab_avahis(request: pytest.FixtureRequest, lab: Lab,
     assert not MARKER.exists() and (not made or not AVAHI_RUN.exists())
 
 
-def test_lab_refuses_a_host_avahi(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A host avahi would announce the lab's Pis on the host's own interfaces."""
+def test_lab_refuses_a_host_avahi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An avahi in the host's network namespace would announce the lab's Pis on the host's
+    own interfaces; one in another namespace (a lab Pi's) is no harm."""
     from deploy.lab import lab as lab_module
     monkeypatch.setattr(lab_module.os_avahi, "running", lambda *_: True)
+    monkeypatch.setattr(lab_module.os_avahi, "RUN_DIR", tmp_path)
+    (tmp_path / "pid").write_text(f"{os.getpid()}\n")  # in our (the host's) namespace
     with pytest.raises(LabError, match="avahi-daemon runs on this host"):
         lab_module._require_root_and_tools()
+    elsewhere = subprocess.Popen(["unshare", "--net", "sleep", "30"])
+    try:
+        wait_for("the other namespace", lambda: procs.netns_of(elsewhere.pid) !=
+                 procs.netns_of(os.getpid()), 10, interval=0.05)
+        (tmp_path / "pid").write_text(f"{elsewhere.pid}\n")
+        lab_module._require_root_and_tools()
+    finally:
+        elsewhere.kill()
+        elsewhere.wait()
