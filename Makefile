@@ -7,9 +7,12 @@ BIN := $(VENV)/bin
 # the deps target then disables it, so that it never runs at a boot of this machine);
 # systemd: `systemd-analyze verify` for the unit tests (PID 1 is not touched);
 # debootstrap, systemd-container: the lab Pis that boot a flashed card (a Debian root
-# under systemd-nspawn).
+# under systemd-nspawn);
+# avahi-daemon, avahi-utils, dbus: a real avahi in a lab Pi (tests/deploy/test_avahi.py).
+# It must never run on this host's own interfaces: nothing may start it while apt
+# installs it (a policy-rc.d of ours, unless one is there), and it is disabled after.
 APT_PACKAGES := docker.io iproute2 busybox-static iptables procps util-linux python3-venv \
-	cloud-init systemd debootstrap systemd-container
+	cloud-init systemd debootstrap systemd-container avahi-daemon avahi-utils dbus
 CLUSTER ?= deploy/lab/cluster.toml
 DIST ?= dist
 
@@ -32,10 +35,18 @@ deps:
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
+	  ours=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; ours=1; \
+	  fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  status=$$?; [ -z "$$ours" ] || rm -f /usr/sbin/policy-rc.d; \
 	  case " $$missing " in *" cloud-init "*) \
 	    mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled;; \
 	  esac; \
+	  case " $$missing " in *" avahi-daemon "*) \
+	    systemctl disable avahi-daemon.service avahi-daemon.socket >/dev/null 2>&1 || true;; \
+	  esac; \
+	  [ "$$status" = 0 ] || exit "$$status"; \
 	fi
 
 $(BIN)/.installed: pyproject.toml

@@ -46,7 +46,7 @@ def run(config_path: Path) -> None:
     from agent.discovery import ControllerFinder
     from agent.enroll import Agent, Progress
     from agent.identity import architecture
-    from agent.mdns import MDNS
+    from agent.responder import Responder, open_responder, uses_avahi
     from agent.supervise import ControllerSupervisor
     from agent.swarm import connect
     from agent.wire.mdns import CONTROLLER_SERVICE, NODE_SERVICE, NodeAd
@@ -61,14 +61,18 @@ def run(config_path: Path) -> None:
         log.warning("insecure_tofu is on and no ca_pin is set: the first controller found "
                     "will be trusted. Use this in a lab only.")
     finder = ControllerFinder(config.ca_pin or None, config.controller_url)
-    mdns: MDNS | None = None
-    if config.mdns:
-        mdns = MDNS([config.advertise_addr] if config.advertise_addr else [])
-    hostname = local_hostname(config)
+    mdns: Responder | None = None
     addresses = [config.advertise_addr] if config.advertise_addr else []
+    if config.mdns:
+        # the agent's service file stays when it exits: avahi goes on announcing the Pi
+        mdns = open_responder(config.mdns_via, addresses, config.avahi_services_dir,
+                              config.avahi_run_dir, keep_on_close=True)
+    hostname = local_hostname(config)
+    # zeroconf needs our address; avahi knows its own
+    announcing = bool(addresses) or uses_avahi(config.mdns_via, config.avahi_run_dir)
 
     def announce(progress: Progress) -> None:
-        if mdns is None or not addresses:
+        if mdns is None or not announcing:
             return
         ad = NodeAd(hostname, agent.hardware_id, agent.thumbprint, progress.status,
                     progress.role, agent_arch)
@@ -132,6 +136,20 @@ def check(config_path: Path) -> None:
     raise SystemExit(check_in(config))
 
 
+def _identity(config: AgentConfig) -> tuple[str, dict[str, str]]:
+    """This Pi's agent id (its key made if there is none yet, as the agent makes it) and
+    its saved enrollment progress."""
+    from agent.wire.keys import load_or_create_agent_key, thumbprint
+
+    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # as the agent makes it
+    key = load_or_create_agent_key(config.state_dir / "agent-key.pem")
+    try:
+        progress = json.loads((config.state_dir / "enrollment.json").read_text())
+    except (FileNotFoundError, ValueError):
+        progress = {"status": "new"}
+    return thumbprint(key), progress
+
+
 @main.command("id")
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               default=DEFAULT_CONFIG, show_default=True)
@@ -139,16 +157,41 @@ def show_id(config_path: Path) -> None:
     """Print this Pi's hostname, hardware id, agent id, key fingerprint and enrollment
     state as JSON: compare the fingerprint with `enrollctl nodes` before approving."""
     from agent.identity import hardware_id
-    from agent.wire.keys import fingerprint, load_or_create_agent_key, thumbprint
+    from agent.wire.keys import fingerprint
 
     config = _config(config_path)
-    config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # as the agent makes it
-    key = load_or_create_agent_key(config.state_dir / "agent-key.pem")
-    try:
-        progress = json.loads((config.state_dir / "enrollment.json").read_text())
-    except (FileNotFoundError, ValueError):
-        progress = {"status": "new"}
+    agent_id, progress = _identity(config)
     click.echo(json.dumps({"hostname": local_hostname(config) or socket.gethostname(),
                            "hardware_id": hardware_id(config.hardware_id),
-                           "agent_id": thumbprint(key),
-                           "fingerprint": fingerprint(thumbprint(key)), **progress}))
+                           "agent_id": agent_id,
+                           "fingerprint": fingerprint(agent_id), **progress}))
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=DEFAULT_CONFIG, show_default=True)
+def announce(config_path: Path) -> None:
+    """Write this Pi's avahi service file (avahi_services_dir/swarm-node.service) from its
+    config and saved state, and print its path: first boot does it where avahi is present,
+    so that the Pi is announced from then on, whether its agent runs or not."""
+    from agent.avahi import service_file_name, service_xml, write_atomically
+    from agent.identity import architecture, hardware_id
+    from agent.wire.errors import WireError
+    from agent.wire.mdns import NODE_SERVICE, NodeAd
+
+    config = _config(config_path)
+    agent_id, progress = _identity(config)
+    hostname = local_hostname(config)
+    try:
+        ad = NodeAd.parse(hostname, NodeAd(hostname, hardware_id(config.hardware_id), agent_id,
+                                           str(progress.get("status", "new")),
+                                           str(progress.get("role") or ""),
+                                           architecture(config.arch)).txt())
+    except WireError as exc:
+        raise click.ClickException(f"cannot announce: {exc.message}") from None
+    path = config.avahi_services_dir / service_file_name(NODE_SERVICE)
+    try:
+        write_atomically(path, service_xml(hostname, NODE_SERVICE, 2377, ad.txt()))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror}") from None
+    click.echo(str(path))

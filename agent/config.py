@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from agent.responder import MDNS_VIA
 from agent.wire.errors import WireError
 from agent.wire.keys import check_pin_format
 from agent.wire.messages import validate_hardware_id, validate_hostname
@@ -34,6 +35,10 @@ class AgentConfig:
     arch: str = ""
     insecure_tofu: bool = False
     mdns: bool = True
+    # who announces and browses: avahi-daemon where it runs ("auto"), or always one
+    mdns_via: str = "auto"
+    avahi_services_dir: Path = Path("/etc/avahi/services")
+    avahi_run_dir: Path = Path("/run/avahi-daemon")
     poll_max_seconds: float = 15.0
     idle_poll_seconds: float = 60.0
     log_level: str = "info"
@@ -92,6 +97,12 @@ def parse_config(data: dict[str, Any]) -> AgentConfig:
             ipaddress.ip_address(config.advertise_addr)
         except ValueError:
             raise ConfigError("advertise_addr must be an IP address") from None
+    if config.mdns_via not in MDNS_VIA:
+        raise ConfigError(f"mdns_via must be one of {', '.join(MDNS_VIA)} "
+                          f"(not {config.mdns_via!r})")
+    for key in ("avahi_services_dir", "avahi_run_dir"):
+        if not getattr(config, key).is_absolute():
+            raise ConfigError(f"{key} must be an absolute path")
     if config.controller_url and not config.controller_url.startswith("https://"):
         raise ConfigError("controller_url must start with https://")
     if not config.ca_pin and not config.insecure_tofu:

@@ -163,12 +163,13 @@ class AdminClient:
 
 def discover(pin: str, seconds: float = 3.0) -> list[str]:
     """The controllers announced over mDNS on this host's LAN that hold our CA pin."""
+    from agent.avahi import RUN_DIR, SERVICES_DIR
     from agent.discovery import ControllerFinder
-    from agent.mdns import MDNS
+    from agent.responder import open_responder
     from agent.wire.mdns import CONTROLLER_SERVICE
 
     finder = ControllerFinder(check_pin_format(pin))
-    mdns = MDNS([])
+    mdns = open_responder("auto", [], SERVICES_DIR, RUN_DIR, keep_on_close=False)
     try:
         mdns.browse(CONTROLLER_SERVICE, finder.found, finder.gone)
         finder.changed.wait(seconds)

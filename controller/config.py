@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.responder import MDNS_VIA
 from agent.wire.adoption import SECRET_FILE
 
 DEFAULT_STATE_DIR = Path("/var/lib/swarm-enroll")
@@ -43,6 +44,9 @@ class ControllerConfig:
     stale_after_minutes: int = 30
     mdns: bool = True
     mdns_interfaces: list[str] = field(default_factory=list)
+    mdns_via: str = "auto"  # avahi-daemon where it runs, else zeroconf; or force one
+    avahi_services_dir: str = "/etc/avahi/services"
+    avahi_run_dir: str = "/run/avahi-daemon"
     log_file: str = ""
     baseline: str = "baseline.yml"
     viz_socket_dir: str = DEFAULT_VIZ_SOCKET_DIR  # "": no filtered Docker API for viz
@@ -113,7 +117,8 @@ class ControllerConfig:
 _TYPES: dict[str, type] = {
     "advertise_addr": str, "hostname": str, "listen": str, "port": int, "docker_host": str,
     "rules": str, "grant_ttl_minutes": int, "stale_after_minutes": int, "mdns": bool,
-    "mdns_interfaces": list, "log_file": str, "baseline": str, "viz_socket_dir": str,
+    "mdns_interfaces": list, "mdns_via": str, "avahi_services_dir": str,
+    "avahi_run_dir": str, "log_file": str, "baseline": str, "viz_socket_dir": str,
     "max_pending": int, "max_pending_per_source": int, "max_claims_per_hostname": int,
 }
 
@@ -143,6 +148,12 @@ def parse_config(state_dir: Path, data: dict[str, Any]) -> ControllerConfig:
         if not 1 <= data.get(key, 1) <= 1_000_000:
             raise ConfigError(f"{key} must be from 1 to 1000000")
     _check_viz_socket_dir(data.get("viz_socket_dir", DEFAULT_VIZ_SOCKET_DIR))
+    if data.get("mdns_via", "auto") not in MDNS_VIA:
+        raise ConfigError(f"mdns_via must be one of {', '.join(MDNS_VIA)} "
+                          f"(not {data['mdns_via']!r})")
+    for key in ("avahi_services_dir", "avahi_run_dir"):
+        if key in data and not data[key].startswith("/"):
+            raise ConfigError(f"{key} must be an absolute path")
     return ControllerConfig(state_dir=state_dir, **data)
 
 

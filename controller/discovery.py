@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
-from agent.mdns import MDNS
+from agent.responder import Responder, open_responder
 from agent.wire.errors import WireError
 from agent.wire.mdns import CONTROLLER_SERVICE, NODE_SERVICE, ControllerAd, NodeAd
 from controller.config import ControllerConfig
@@ -19,11 +20,15 @@ class ControllerDiscovery:
         self.config = config
         self.ad = ControllerAd(pin, cluster_id, (config.advertise_addr,), config.port)
         self.sightings = sightings
-        self.mdns: MDNS | None = None
+        self.mdns: Responder | None = None
 
     def start(self) -> None:
         interfaces = self.config.mdns_interfaces or [self.config.advertise_addr]
-        self.mdns = MDNS(interfaces)
+        # its service file goes when it stops: agents must not be sent to a stopped one
+        self.mdns = open_responder(self.config.mdns_via, interfaces,
+                                   Path(self.config.avahi_services_dir),
+                                   Path(self.config.avahi_run_dir), keep_on_close=False,
+                                   refresh=15.0)
         self.mdns.announce(CONTROLLER_SERVICE, self.config.hostname, self.config.port,
                            self.ad.txt(), [self.config.advertise_addr], self.config.hostname)
         self.mdns.browse(NODE_SERVICE, self._node_seen)

@@ -365,6 +365,17 @@ log_fingerprint() {
   fi
 }
 
+# Raspberry Pi OS runs avahi-daemon: the Pi is announced through it from now on (the
+# agent rewrites the file as its state changes, and it stays when the agent exits).
+announce_avahi() {
+  [ -d "$ROOT/etc/avahi/services" ] || return 0  # no avahi: the agent's own zeroconf
+  if out=$("$VENV/bin/enroll-agent" announce --config "$ETC/agent.toml" 2>&1); then
+    log "avahi announces this Pi ($out)"
+  else
+    fail "could not write avahi's service file: $out"
+  fi
+}
+
 init_swarm() {
   swarm=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)
   if [ "$swarm" = active ]; then
@@ -397,6 +408,7 @@ install_stage() {
     systemctl enable --now enroll-controller.service || die "could not start enroll-controller"
   fi
   log_fingerprint
+  announce_avahi
   systemctl enable --now enroll-agent.service || die "could not start enroll-agent"
   # shellcheck disable=SC2086 # a list of unit names
   systemctl enable --now $TIMERS || die "could not start the timers $TIMERS"

@@ -37,7 +37,9 @@ from typing import Any
 import docker
 import requests
 
-from . import cards, cgroups, dockerd, images, mounts, netns, procs, rootfs
+from agent import avahi as os_avahi
+
+from . import avahi, cards, cgroups, dockerd, images, mounts, netns, procs, rootfs
 from .config import (
     CARD_MODEL,
     FIRST_HOST,
@@ -960,6 +962,8 @@ class Lab:
         still = [p for p in strays if procs.alive(p)]
         if still:
             errors.append(f"processes would not die: {still}")
+        else:  # a lab avahi-daemon's mountpoint (deploy/lab/avahi.py); its daemon is gone
+            avahi.remove_mountpoint()
 
         # 4. mounts, namespaces, the host veth
         left = mounts.unmount_under(self.run_base, self.state_dir)
@@ -1039,6 +1043,22 @@ def _require_root_and_tools() -> None:
     if missing:
         raise LabError(f"missing tools: {', '.join(missing)} "
                        "(apt-get install iproute2 util-linux docker.io busybox-static)")
+    if _host_avahi():
+        raise LabError("avahi-daemon runs on this host: the lab's agents and controllers "
+                       "would announce through it, on the host's own interfaces; stop it "
+                       "(systemctl disable --now avahi-daemon.service avahi-daemon.socket)")
+
+
+def _host_avahi() -> bool:
+    """An avahi-daemon answers on /run/avahi-daemon in the host's own network namespace
+    (one that a test runs in a lab Pi's namespace is no harm)."""
+    if not os_avahi.running():
+        return False
+    try:
+        pid = int((os_avahi.RUN_DIR / "pid").read_text())
+    except (OSError, ValueError):
+        return True  # whose it is unknown: assume the host's
+    return procs.netns_of(pid) in (None, procs.netns_of(os.getpid()))
 
 
 def _require_program(path: str) -> None:

@@ -110,3 +110,24 @@ def test_load_config_reads_toml(tmp_path: Path) -> None:
     path.write_text(f'ca_pin = "{PIN}"\nhostname = "PiLike-03"\npoll_max_seconds = 5\n')
     config = load_config(path)
     assert (config.hostname, config.poll_max_seconds) == ("PiLike-03", 5.0)
+
+
+def test_mdns_via_and_avahi_dirs() -> None:
+    config = parse_config({"ca_pin": PIN})
+    assert config.mdns_via == "auto"
+    assert config.avahi_services_dir == Path("/etc/avahi/services")
+    assert config.avahi_run_dir == Path("/run/avahi-daemon")
+    config = parse_config({"ca_pin": PIN, "mdns_via": "zeroconf",
+                           "avahi_services_dir": "/tmp/s", "avahi_run_dir": "/tmp/r"})
+    assert (config.mdns_via, config.avahi_services_dir) == ("zeroconf", Path("/tmp/s"))
+
+
+@pytest.mark.parametrize(("data", "named"), [
+    ({"mdns_via": "bonjour"}, "mdns_via must be one of auto, avahi, zeroconf"),
+    ({"mdns_via": True}, "mdns_via must be a str"),
+    ({"avahi_services_dir": "services"}, "avahi_services_dir must be an absolute path"),
+    ({"avahi_run_dir": 3}, "avahi_run_dir must be a path"),
+])
+def test_bad_mdns_settings_named(data: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        parse_config({"ca_pin": PIN, **data})

@@ -48,6 +48,10 @@ def test_ipv6_url(tmp_path: Path) -> None:
     ({**BASE, "viz_socket_dir": "/run/../var/run"}, "viz_socket_dir"),
     ({**BASE, "viz_socket_dir": "/run/" + "d" * 91}, "viz_socket_dir"),  # sun_path is short
     ({**BASE, "viz_socket_dir": 1}, "viz_socket_dir"),
+    ({**BASE, "mdns_via": "bonjour"}, "mdns_via must be one of auto, avahi, zeroconf"),
+    ({**BASE, "mdns_via": 1}, "mdns_via"),
+    ({**BASE, "avahi_services_dir": "services"}, "avahi_services_dir must be an absolute"),
+    ({**BASE, "avahi_run_dir": "run"}, "avahi_run_dir must be an absolute"),
 ])
 def test_errors_name_the_key(tmp_path: Path, data: dict[str, Any], word: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -57,7 +61,8 @@ def test_errors_name_the_key(tmp_path: Path, data: dict[str, Any], word: str) ->
 
 def test_to_toml_round_trip(tmp_path: Path) -> None:
     config = parse_config(tmp_path, {**BASE, "port": 9443, "mdns": False,
-                                     "mdns_interfaces": ["eth0"], "grant_ttl_minutes": 5})
+                                     "mdns_interfaces": ["eth0"], "grant_ttl_minutes": 5,
+                                     "mdns_via": "avahi", "avahi_services_dir": "/srv/s"})
     (tmp_path / "controller.toml").write_text(config.to_toml())
     assert tomllib.loads(config.to_toml())["port"] == 9443
     assert load_config(tmp_path) == config

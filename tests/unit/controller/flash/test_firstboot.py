@@ -73,6 +73,8 @@ if [ -e "$SE_TEST_DIR/fail-pip" ]; then rm -f "$SE_TEST_DIR/fail-pip"; exit 1; f
 cat >"$(dirname "$0")/enroll-agent" <<'AGENT'
 #!/bin/sh
 if [ "$1" = id ]; then echo '{"fingerprint": "3f2a-9c41-07be-d5e0-1b6c"}'
+elif [ "$1" = announce ]; then printf '%s\\n' "enroll-agent $*" >>"$SE_TEST_DIR/calls"
+  echo /etc/avahi/services/swarm-node.service
 else echo "enroll-agent, version 0.1.0"; fi
 AGENT
 chmod +x "$(dirname "$0")/enroll-agent"
@@ -254,6 +256,7 @@ def test_install_stage(flash: Flash, pi: Pi, wheel: Path, secrets_dir: Path) -> 
     positions = [calls.index(c) for c in expected]
     assert positions == sorted(positions), calls
     assert not any("enable --now enroll-controller" in c or "swarm init" in c for c in calls)
+    assert not any(c.startswith("enroll-agent announce") for c in calls)  # no avahi here
     unit = pi.root / "etc/systemd/system/enroll-agent.service"
     assert "ExecStart=/opt/swarm-enroll/bin/enroll-agent run --config " \
         "/etc/swarm-enroll/agent.toml" in unit.read_text()
@@ -280,6 +283,19 @@ def test_install_stage(flash: Flash, pi: Pi, wheel: Path, secrets_dir: Path) -> 
     before = len(pi.calls())
     pi.install()
     assert len(pi.calls()) == before
+
+
+def test_avahi_announces_the_pi_where_it_is_present(flash: Flash, pi: Pi, wheel: Path,
+                                                     secrets_dir: Path) -> None:
+    flash_card(flash, pi, wheel, secrets_dir, wifi=False)
+    (pi.root / "etc/avahi/services").mkdir(parents=True)  # Raspberry Pi OS has avahi-daemon
+    pi.prepare()
+    pi.install()
+    calls = pi.calls()
+    announce = f"enroll-agent announce --config {pi.root}/etc/swarm-enroll/agent.toml"
+    assert calls.index(announce) < calls.index("systemctl enable --now enroll-agent.service")
+    assert "avahi announces this Pi (/etc/avahi/services/swarm-node.service)" in pi.journal()
+    assert (pi.root / "var/lib/swarm-enroll-firstboot/done").exists()
 
 
 def test_image_with_the_packages_needs_no_apt(flash: Flash, pi: Pi, wheel: Path,
