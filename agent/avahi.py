@@ -141,6 +141,12 @@ class AvahiMDNS:
         self._threads.append(thread)
         thread.start()
 
+    def browse_once(self, service: str, found: Found) -> None:
+        """One `avahi-browse` run, `found` called for what it saw (a check-in's search)."""
+        output = self._run_browse(short_type(service))
+        if output is not None:
+            self._report(parse_browse(output, short_type(service)), {}, found, None)
+
     def _browse_loop(self, service: str, found: Found, gone: Gone | None) -> None:
         known: dict[str, Resolved] = {}
         while not self._closing.is_set():

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from agent.config import AgentConfig
+from agent.wire.mdns import CONTROLLER_SERVICE, NODE_SERVICE
 
 if TYPE_CHECKING:
+    from agent.avahi import AvahiMDNS
     from agent.enroll import Agent
 
 log = logging.getLogger(__name__)
@@ -49,12 +51,16 @@ def hold_lock(state_dir: Path, wait: bool) -> IO[bytes] | None:
     return lock
 
 
+def _avahi(config: AgentConfig) -> bool:
+    from agent.responder import uses_avahi
+
+    return config.mdns and uses_avahi(config.mdns_via, config.avahi_run_dir)
+
+
 def timer_takes_over(config: AgentConfig) -> bool:
     """Whether the joined agent may exit: avahi announces for us, and the controller is not
     our child process (`controller_command`: no systemd here, so no timer either)."""
-    from agent import avahi
-
-    return not config.controller_command and avahi.running()
+    return not config.controller_command and _avahi(config)
 
 
 def check(config: AgentConfig) -> int:
@@ -79,14 +85,26 @@ def _check(config: AgentConfig) -> int:
         return _hand_over(config, f"enrollment is {progress.status}, not joined")
 
     from agent.discovery import ControllerFinder
-    from agent.enroll import Agent, Attempt
+    from agent.enroll import Agent, Attempt, Progress
 
+    avahi = _responder(config)
+
+    def announce(progress: Progress) -> None:  # avahi's file says what the agent would
+        if avahi is not None:
+            avahi.announce(NODE_SERVICE, agent.hostname, 2377, agent.node_ad(progress).txt(),
+                           [], agent.hostname)
+
+    finder = ControllerFinder(config.ca_pin or None, config.controller_url)
     try:
-        agent = Agent(config, ControllerFinder(config.ca_pin or None, config.controller_url))
+        agent = Agent(config, finder, announce)
     except Exception as exc:  # an unreadable state dir, a broken key: say so in one line
         log.error("cannot check in: %s", exc)
         return TEMPFAIL
+    known = frozenset(finder.urls())
     outcome, url = agent.check_in()
+    if outcome is Attempt.NO_ANSWER and avahi is not None and not config.controller_url:
+        avahi.browse_once(CONTROLLER_SERVICE, finder.found)  # the managers of today
+        outcome, url = agent.check_in(skip=known)
     if outcome is Attempt.LOCAL:
         return TEMPFAIL
     _ensure_controller(config, agent)
@@ -98,6 +116,15 @@ def _check(config: AgentConfig) -> int:
     if outcome is Attempt.NO_ANSWER:
         return _hand_over(config, "no controller known answered")
     return _hand_over(config, f"enrollment is {agent.progress.status}, not joined")
+
+
+def _responder(config: AgentConfig) -> AvahiMDNS | None:
+    """avahi, where it announces this Pi; else none (zeroconf is not for a check-in)."""
+    if not _avahi(config):
+        return None
+    from agent.avahi import AvahiMDNS
+
+    return AvahiMDNS(config.avahi_services_dir, keep_on_close=True)
 
 
 def _ensure_controller(config: AgentConfig, agent: Agent) -> None:

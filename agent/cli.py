@@ -45,11 +45,10 @@ def run(config_path: Path) -> None:
     from agent.checkin import hold_lock, timer_takes_over
     from agent.discovery import ControllerFinder
     from agent.enroll import Agent, Progress
-    from agent.identity import architecture
     from agent.responder import Responder, open_responder, uses_avahi
     from agent.supervise import ControllerSupervisor
     from agent.swarm import connect
-    from agent.wire.mdns import CONTROLLER_SERVICE, NODE_SERVICE, NodeAd
+    from agent.wire.mdns import CONTROLLER_SERVICE, NODE_SERVICE
 
     config = _config(config_path)
     setup_logging(config.log_level, config.log_file)
@@ -74,11 +73,9 @@ def run(config_path: Path) -> None:
     def announce(progress: Progress) -> None:
         if mdns is None or not announcing:
             return
-        ad = NodeAd(hostname, agent.hardware_id, agent.thumbprint, progress.status,
-                    progress.role, agent_arch)
-        mdns.announce(NODE_SERVICE, hostname, 2377, ad.txt(), addresses, hostname)
+        mdns.announce(NODE_SERVICE, hostname, 2377, agent.node_ad(progress).txt(), addresses,
+                      hostname)
 
-    agent_arch = architecture(config.arch)
     try:
         agent = Agent(config, finder, announce)
     except Exception as exc:  # no Docker, unreadable state dir: say so in one line

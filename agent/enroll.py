@@ -26,6 +26,7 @@ from agent.swarm import DockerError, JoinError, connect, docker_version, join, l
 from agent.wire.adoption import SECRET_FILE, local_proof
 from agent.wire.errors import WireError
 from agent.wire.keys import fingerprint, load_or_create_agent_key, thumbprint, write_private
+from agent.wire.mdns import NodeAd
 from agent.wire.messages import EnrollmentRequest, SwarmState, validate_controller_urls
 
 log = logging.getLogger(__name__)
@@ -185,15 +186,22 @@ class Agent:
                 return Attempt.NO_ANSWER, wait
             return Attempt.ANSWERED, wait
 
-    def check_in(self) -> tuple[Attempt, str]:
-        """One exchange, failing over through every controller known until one answers
-        (what `enroll-agent check` does): how it went, and with which controller."""
+    def check_in(self, skip: frozenset[str] = frozenset()) -> tuple[Attempt, str]:
+        """One exchange, failing over through every controller known (but `skip`) until
+        one answers (what `enroll-agent check` does): how it went, and with which one."""
         self._said_hello = True  # a poll will do: the controller knows us
         for url in self.finder.urls():
+            if url in skip:
+                continue
             outcome = self.attempt(url)[0]
             if outcome is not Attempt.NO_ANSWER:
                 return outcome, url
         return Attempt.NO_ANSWER, ""
+
+    def node_ad(self, progress: Progress) -> NodeAd:
+        """What mDNS says of this Pi (never a secret)."""
+        return NodeAd(self.hostname, self.hardware_id, self.thumbprint, progress.status,
+                      progress.role, architecture(self.config.arch))
 
     def _backoff(self) -> float:
         """Exponential backoff with jitter, so a fleet powering up does not stampede."""

@@ -230,9 +230,38 @@ def test_the_timer_takes_over_only_where_avahi_runs_and_systemd_keeps_the_contro
         expected: bool) -> None:
     import agent.avahi
 
-    monkeypatch.setattr(agent.avahi, "running", lambda: avahi)
+    monkeypatch.setattr(agent.avahi, "running", lambda run_dir: avahi)
     config = AgentConfig(ca_pin=PIN, controller_command=command)
     assert checkin.timer_takes_over(config) is expected
+    forced = AgentConfig(ca_pin=PIN, controller_command=command, mdns_via="zeroconf")
+    assert checkin.timer_takes_over(forced) is False  # our zeroconf must stay to announce
+
+
+def test_a_check_in_announces_through_avahi_and_searches_it_when_none_known_answers(
+        pi: Pi, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import agent.avahi
+    from agent.avahi import AvahiMDNS
+
+    services = tmp_path / "services"
+    services.mkdir()
+    pi.config = AgentConfig(**{**pi.config.__dict__, "avahi_services_dir": services,
+                               "mdns": True})
+    monkeypatch.setattr(agent.avahi, "running", lambda run_dir: True)
+    c = "https://198.18.0.13:8443"
+    seen: list[str] = []
+
+    def browse_once(self: AvahiMDNS, service: str, found: Any) -> None:
+        seen.append(service)
+        found("ctl-3", {"v": "1", "ca": PIN, "cluster": "x"}, ["198.18.0.13"], 8443)
+
+    monkeypatch.setattr(AvahiMDNS, "browse_once", browse_once)
+    pi.answer(A, Unreachable("down"))
+    pi.answer(B, Unreachable("down"))
+    third = pi.answer(c, {"status": "revoked", "id": "enr_1"})
+    assert checkin.check(pi.config) == checkin.REVOKED
+    assert seen == ["_swarm-enroll._tcp.local."] and third.asked == ["poll enr_1"]
+    text = (services / "swarm-node.service").read_text()
+    assert "state=revoked" in text  # avahi now tells the LAN what the agent would
 
 
 @pytest.mark.parametrize("until_joined", [True, False])
