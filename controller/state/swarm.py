@@ -36,6 +36,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import docker.errors
@@ -79,7 +80,7 @@ class SwarmBackend:
         self.api = api  # docker.APIClient of the local manager
         self._ids: dict[str, str] = {}  # config id -> key
         self._id_of: dict[str, str] = {}  # key -> config id
-        self._own: dict[str, list[float]] = {}  # config id -> when we wrote it, event due
+        self._own: dict[str, list[float]] = {}  # config name -> our writes' events due
         self._lock = threading.Lock()
         self._events: Any = None
         self._stop = threading.Event()
@@ -147,12 +148,15 @@ class SwarmBackend:
     def create(self, key: str, body: dict[str, Any]) -> Stored:
         labels = {STATE_LABEL: "1", KEY_LABEL: key, DOC_LABEL: json.dumps(body, sort_keys=True)}
         try:
-            created = self._call(self.api.create_config, config_name(key), DATA, labels)
+            with self._expecting(config_name(key)):
+                created = self._call(self.api.create_config, config_name(key), DATA, labels)
         except docker.errors.APIError as exc:
             if exc.status_code == 409 or "already exists" in str(exc):
                 raise Conflict(key) from None
             raise
-        self._wrote(created["ID"], key)
+        with self._lock:
+            self._ids[created["ID"]] = key
+            self._id_of[key] = created["ID"]
         return Stored(key, 0, body, exact=False)
 
     def update(self, old: Stored, body: dict[str, Any]) -> Stored:
@@ -162,29 +166,38 @@ class SwarmBackend:
                            DOC_LABEL: json.dumps(body, sort_keys=True)}}
         url = self.api._url("/configs/{0}/update", name)
         try:
-            response = self._call(self.api._post_json, url, data=spec,
-                                  params={"version": old.version})
-            self._call(self.api._raise_for_status, response)
+            with self._expecting(name):
+                response = self._call(self.api._post_json, url, data=spec,
+                                      params={"version": old.version})
+                self._call(self.api._raise_for_status, response)
         except docker.errors.NotFound:
             raise Conflict(old.key) from None
         except docker.errors.APIError as exc:
             if "out of sequence" in str(exc):
                 raise Conflict(old.key) from None
             raise
-        with self._lock:
-            config_id = self._id_of.get(old.key, "")
-        if config_id:
-            self._wrote(config_id, old.key)
         return Stored(old.key, old.version, body, exact=False)
 
-    def _wrote(self, config_id: str, key: str) -> None:
-        """Our write will come back as an event: that one needs no read (memory has it)."""
+    @contextlib.contextmanager
+    def _expecting(self, name: str) -> Iterator[None]:
+        """Our write will come back as an event, which needs no read (memory has it). It is
+        expected before the write is sent: its event may arrive before Docker's answer, and
+        an expectation made after it would swallow the next writer's event instead. A
+        write that fails expects nothing (one that failed only to answer is read back)."""
         now = time.monotonic()
         with self._lock:
-            self._ids[config_id] = key
-            self._id_of[key] = config_id
-            own = [t for t in self._own.get(config_id, []) if now - t < OWN_EVENT_WAIT]
-            self._own[config_id] = [*own, now]
+            own = [t for t in self._own.get(name, []) if now - t < OWN_EVENT_WAIT]
+            self._own[name] = [*own, now]
+        try:
+            yield
+        except BaseException:
+            with self._lock:
+                left = [t for t in self._own.get(name, []) if t != now]
+                if left:
+                    self._own[name] = left
+                else:
+                    self._own.pop(name, None)
+            raise
 
     def delete(self, old: Stored) -> None:
         """Docker removes a config without a version check: this one checks, then removes
@@ -238,7 +251,6 @@ class SwarmBackend:
         if event.get("Action") == "remove":
             with self._lock:
                 key = self._ids.pop(config_id, "")
-                self._own.pop(config_id, None)
                 self._versions.pop(config_id, None)
                 current = self._id_of.get(key) == config_id
                 if current:
@@ -248,10 +260,10 @@ class SwarmBackend:
             return
         now = time.monotonic()
         with self._lock:
-            own = [t for t in self._own.pop(config_id, []) if now - t < OWN_EVENT_WAIT]
+            own = [t for t in self._own.pop(name, []) if now - t < OWN_EVENT_WAIT]
             if own:  # the event of one of our writes (each write makes exactly one)
                 if own[1:]:
-                    self._own[config_id] = own[1:]
+                    self._own[name] = own[1:]
                 return
             self._dirty.add(config_id)
             if self._flusher is None or not self._flusher.is_alive():

@@ -8,10 +8,11 @@ import time
 from typing import Any
 
 import docker.errors
+import pytest
 
 import controller.state.swarm as swarm_module
 from controller.state import APPROVED, JOINED, HostDoc
-from controller.state.backend import Stored
+from controller.state.backend import Conflict, Stored
 from controller.state.swarm import DOC_LABEL, KEY_LABEL, STATE_LABEL, SwarmBackend, config_name
 
 from ...helpers import make_record
@@ -67,6 +68,40 @@ def test_our_writes_cost_one_call_and_their_events_no_read() -> None:
     backend._event(event("update"), lambda key, stored: heard.append(key))  # another's
     flushed(backend)
     assert api.calls == ["create", "update", "read"]
+
+
+class EarlyEvents(Api):
+    """Docker's event of a write can reach the events thread before its answer does."""
+
+    backend: SwarmBackend
+
+    def _post_json(self, url: str, data: Any, params: Any) -> object:
+        self.backend._event(event("update"), lambda key, stored: None)
+        return super()._post_json(url, data, params)
+
+
+def test_our_event_before_dockers_answer_leaves_the_next_writers_event_to_be_read() -> None:
+    api = EarlyEvents()
+    backend = api.backend = SwarmBackend(api)
+    backend._ids["cfg1"], backend._id_of["host/pi-1"] = "host/pi-1", "cfg1"
+    backend.update(Stored("host/pi-1", 3, {}), {"hostname": "pi-1"})
+    assert api.calls == ["update"] and backend._own == {}  # its event came, and was ours
+    backend._stop.set()
+    backend._event(event("update"), lambda key, stored: None)  # another controller's write
+    flushed(backend)
+    assert api.calls == ["update", "read"]
+
+
+def test_a_write_that_fails_expects_no_event() -> None:
+    class Refusing(Api):
+        def _post_json(self, url: str, data: Any, params: Any) -> object:
+            raise docker.errors.APIError("update out of sequence")
+
+    backend = SwarmBackend(Refusing())
+    with pytest.raises(Conflict):
+        backend.update(Stored("host/pi-1", 3, {}), {"hostname": "pi-1"})
+    assert backend._own == {}
+    backend._stop.set()
 
 
 def test_an_event_of_ours_not_heard_in_time_is_no_longer_expected(monkeypatch: Any) -> None:
