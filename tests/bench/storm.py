@@ -356,7 +356,7 @@ def _restart_footprint(ctl: StormController, n: int, idle: float = 5.0) -> dict[
     ctl.start()
     settle(ctl.pid, below=0.03, timeout=30)
     idle_rss = vm_kb(ctl.pid)["VmRSS"]
-    nodes = ctl.admin("GET", "/v1/nodes")["nodes"]
+    nodes = ctl.admin("GET", "/v1/nodes", params={"limit": 1000})["nodes"]  # one page
     time.sleep(idle)
     vm = vm_kb(ctl.pid)
     records = sum(1 for x in nodes if str(x.get("hostname", "")).startswith("storm-"))
