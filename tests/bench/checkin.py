@@ -1,9 +1,10 @@
 """The check-in (issue 13): where avahi runs, what of the agent stays resident once the Pi
 has joined, and what one `enroll-agent check` costs in CPU.
 
-In a fresh bench Pi with a real avahi-daemon in its namespace (a private system D-Bus
-first, as LAB.md says): `enroll-agent run` (token rule, mDNS) joins, and should exit by
-itself; the RSS of every agent process left in that Pi is then summed (target 0 MB).
+In a fresh bench Pi with a real avahi-daemon in its namespace (deploy/lab/avahi.py: its
+own D-Bus, its own run and services dirs, which the agent is pointed at): `enroll-agent
+run` (token rule, mDNS) joins, and should exit by itself; the RSS of every agent process
+left in that Pi is then summed (target 0 MB).
 Then `enroll-agent check` runs `reps` times where the timer would; each run's utime +
 stime, its children's included (wait4), is its CPU cost (target <= 2 s). For scale, the
 same for the manager test that enroll-controller-ensure.timer runs every 30 s (its
@@ -18,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,53 +26,28 @@ from pathlib import Path
 from typing import Any
 
 from deploy.lab import procs
+from deploy.lab.avahi import LabAvahi
 from deploy.lab.config import PiSpec
 from deploy.lab.lab import Lab
 
 from .stats import summary
 
 PI = "bj-c1"  # the bench rules let bj-* in by token
-DBUS_SOCKET = Path("/run/dbus/system_bus_socket")
 # enroll-controller-ensure.service's ExecCondition= (the unit's `$$` is a plain `$`)
 ENSURE_TEST = ["sh", "-c", 'test "$(docker info --format "{{.Swarm.ControlAvailable}}" '
                '2>/dev/null)" = true']
 
 
 @contextlib.contextmanager
-def avahi(lab: Lab, name: str) -> Iterator[None]:
-    """A real avahi-daemon in the Pi's namespaces, on a system bus of our own."""
-    bus = None
-    if not _answers(DBUS_SOCKET):
-        DBUS_SOCKET.unlink(missing_ok=True)  # left by a bus that was stopped
-        DBUS_SOCKET.parent.mkdir(parents=True, exist_ok=True)
-        out = subprocess.run(["dbus-daemon", "--system", "--fork", "--print-pid"],
-                             capture_output=True, text=True, check=True, timeout=30)
-        bus = int(out.stdout.split()[0])
+def avahi(lab: Lab, name: str) -> Iterator[LabAvahi]:
+    """A real avahi-daemon in the Pi, on a bus of its own, its dirs the Pi's (never the
+    host's /etc/avahi/services or system bus)."""
+    daemon = LabAvahi(name, lab.netns_name(name), lab.run_base / name / "avahi")
     try:
-        lab.exec(name, ["avahi-daemon", "--no-drop-root", "--no-chroot", "-D"], check=True,
-                 capture_output=True, timeout=30)
-        try:
-            yield
-        finally:
-            lab.exec(name, ["avahi-daemon", "-k"], capture_output=True, timeout=30)
+        daemon.start()
+        yield daemon
     finally:
-        if bus is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(bus, signal.SIGTERM)
-            Path("/run/dbus/pid").unlink(missing_ok=True)
-            DBUS_SOCKET.unlink(missing_ok=True)
-
-
-def _answers(path: Path) -> bool:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(2.0)
-    try:
-        sock.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        sock.close()
-    return True
+        daemon.stop()
 
 
 def agent_rss_kb(lab: Lab, name: str) -> tuple[int, int]:
@@ -92,9 +66,10 @@ def agent_rss_kb(lab: Lab, name: str) -> tuple[int, int]:
     return count, kb
 
 
-def cpu_of(lab: Lab, name: str, argv: list[str], log: Path) -> tuple[float, int]:
+def cpu_of(lab: Lab, name: str, argv: list[str], log: Path,
+           env: dict[str, str] | None = None) -> tuple[float, int]:
     """Run argv in the Pi: (CPU seconds with its children, exit status)."""
-    proc = lab.popen(name, argv, log=log)
+    proc = lab.popen(name, argv, log=log, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
     return usage.ru_utime + usage.ru_stime, proc.returncode
@@ -107,13 +82,15 @@ def run_checkin(lab: Lab, reps: int, log: Any = print) -> dict[str, Any]:
         spec = PiSpec(name=PI, model=node["model"], arch=node["arch"],
                       hardware_id=node["hardware_id"], ip=ipaddress.IPv4Address(node["ip"]),
                       token=True)
-        conf = lab.write_agent_config(spec, ctl["pin"], ctl["token"], {
-            "controller_command": None, "controller_unit": "", "agent_unit": ""})
         agent_log = lab.log_path(PI, "agent")
-        with avahi(lab, PI):
+        with avahi(lab, PI) as daemon:
+            conf = lab.write_agent_config(spec, ctl["pin"], ctl["token"], {
+                "controller_command": None, "controller_unit": "", "agent_unit": "",
+                "avahi_services_dir": str(daemon.services_dir),
+                "avahi_run_dir": str(daemon.run_dir)})
             t0 = time.monotonic()
             agent = lab.popen(PI, [*lab.agent_cmd, "run", "--config", str(conf)],
-                              log=agent_log)
+                              log=agent_log, env=daemon.env)
             try:
                 exit_code: int | None = agent.wait(180)
             except subprocess.TimeoutExpired:
@@ -127,7 +104,7 @@ def run_checkin(lab: Lab, reps: int, log: Any = print) -> dict[str, Any]:
             log(f"  agent after joining with avahi: exit {exit_code} after {joined_s:.1f} s; "
                 f"{count} agent process(es) left, {kb / 1024:.1f} MB")
             check = [*lab.agent_cmd, "check", "--config", str(conf)]
-            runs = [cpu_of(lab, PI, check, agent_log) for _ in range(reps)]
+            runs = [cpu_of(lab, PI, check, agent_log, daemon.env) for _ in range(reps)]
             ensure = [cpu_of(lab, PI, ENSURE_TEST, agent_log)[0] for _ in range(reps)]
         log("  check-in CPU: " + ", ".join(f"{c:.2f} s (exit {s})" for c, s in runs))
         return {"agent_exit": exit_code, "agent_run_s": joined_s,

@@ -32,9 +32,17 @@ def main(argv: list[str]) -> Any:
     return importlib.import_module("tests.bench.run").main(argv)
 
 
+def _host_avahi() -> set[str]:
+    """What the host's own avahi would announce, and its run dir's files."""
+    return {str(p) for d in (Path("/etc/avahi/services"), Path("/run/avahi-daemon"))
+            if d.is_dir() for p in d.iterdir()}
+
+
 def test_every_benchmark_runs_at_tiny_n(tmp_path: Path) -> None:
+    host_avahi = _host_avahi()
     assert main(["--smoke", "--state-dir", STATE_DIR, "--prefix", PREFIX,
                  "--subnet", "198.18.2.0/24", "--out", str(tmp_path)]) == 0
+    assert _host_avahi() == host_avahi  # the check-in's avahi was the bench Pi's own
     res = json.loads((tmp_path / "latest.json").read_text())
     assert (tmp_path / "latest.md").read_text().startswith("Measured ")
 
