@@ -193,12 +193,11 @@ def test_malformed_documents_are_skipped_and_the_reread_finds_what_events_missed
         # Docker dropped an event of the watcher's own write: the next event of that config
         # (the writer's) is taken for it and skipped.
         backend = watcher.backend
-        config_id = backend._id_of["host/pireread-1"]
-        backend._wrote(config_id, "host/pireread-1")
+        name = config_name("host/pireread-1")
+        backend._own[name] = [time.monotonic()]  # as a write of ours leaves it, event due
         writer.update_host("PiReread-1", lambda doc: doc.change(
             doc.get(record.id), "admin:a", "node.approve", state="approved"))
-        wait_for("the writer's event", lambda: config_id not in backend._own, 30,
-                 interval=0.2)
+        wait_for("the writer's event", lambda: name not in backend._own, 30, interval=0.2)
         assert watcher.record(record.id).state == "pending"
         took = time.process_time()
         backend._resync(watcher._changed, moved_only=True)  # what runs every REREAD_EVERY
