@@ -268,11 +268,11 @@ class Agent:
         enroll-agent.service): meanwhile the nonce is fetched, and Docker is asked every
         0.05 s, up to DOCKER_START_WAIT. A joined Pi's check-in does not wait: it fails
         at once and the next one asks again."""
-        if self.progress.status == "joined":
-            return local_state(self.docker)
         try:
             return local_state(self.docker)
         except DockerError:
+            if self.progress.status == "joined":
+                raise
             client.prefetch_nonce()
         deadline = time.monotonic() + DOCKER_START_WAIT
         while True:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.lab import netns
+from deploy.lab import netns, procs
 
 AVAHI_RUN = Path("/run/avahi-daemon")
 AVAHI_SERVICES = Path("/etc/avahi/services")
@@ -142,14 +142,8 @@ class LabAvahi:
     def stop(self) -> None:
         """Both daemons ended (avahi first: it says goodbye), the mountpoint removed."""
         for proc in (self.avahi_proc, self.bus_proc):
-            if proc is None or proc.poll() is not None:  # gone (the lab's down reaps it too)
-                continue
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            if proc is not None and proc.poll() is None:  # gone: the lab's down reaps it too
+                procs.terminate([proc.pid], timeout=5)
         if self.made_mountpoint:
             remove_mountpoint()
             self.made_mountpoint = False

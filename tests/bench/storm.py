@@ -305,12 +305,7 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
             "controller_rss_before_mb": vm0["VmRSS"] / 1024,
             "controller_peak_rss_mb": vm1["VmHWM"] / 1024,
             "controller_rss_after_idle_mb": vm_idle["VmRSS"] / 1024,
-            "managers": managers,
-            "follower_peak_rss_mb": max((vm["VmHWM"] for vm in fvm), default=0) / 1024 or None,
-            "follower_rss_after_idle_mb": max((vm["VmRSS"] for vm in fvm), default=0) / 1024
-            or None,
-            "follower_cpu_ms_per_grant": 1000 * fcpu / len(fvm) / max(out["granted"], 1)
-            if fvm else None,
+            "managers": managers, **_followers_figures(fvm, fcpu, out["granted"]),
             "controller_threads": _threads(ctl.pid), "settled_s": settled,
             "loadavg_before": load0, "other_cpu_cores": other,
             "host_cores_busy_before": host_before,
@@ -324,6 +319,17 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
     finally:
         followers.stop()
         ctl.stop()
+
+
+def _followers_figures(vms: list[dict[str, int]], cpu_s: float,
+                       granted: int) -> dict[str, float | None]:
+    """The other managers' controllers, the worst of them (None without any)."""
+    if not vms:
+        return dict.fromkeys(("follower_peak_rss_mb", "follower_rss_after_idle_mb",
+                              "follower_cpu_ms_per_grant"))
+    return {"follower_peak_rss_mb": max(vm["VmHWM"] for vm in vms) / 1024,
+            "follower_rss_after_idle_mb": max(vm["VmRSS"] for vm in vms) / 1024,
+            "follower_cpu_ms_per_grant": 1000 * cpu_s / len(vms) / max(granted, 1)}
 
 
 def store_write_latency(lab: Lab, writes: int = 50) -> dict[str, float]:
