@@ -19,6 +19,7 @@ from controller.api import baseline as baseline_api
 from controller.baseline.reconcile import Reconciler
 from controller.baseline.spec import parse_baseline
 from controller.config import ControllerConfig
+from controller.dockerapi import connect
 from controller.enrollment import EnrollmentService
 from controller.nonces import NonceStore
 from controller.pki import ca_signing_key, load_ca
@@ -27,7 +28,7 @@ from controller.shared import SharedFile
 from controller.sightings import Sightings
 from controller.state import State
 from controller.state.sqlite import SQLiteBackend
-from controller.swarm import Swarm, connect
+from controller.swarm import Swarm
 from controller.tokens import adoption_secret
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def create_app(config: ControllerConfig, swarm: Swarm | None = None,
     if baseline is None and isinstance(service.swarm, Swarm):  # reconcile over real Docker
         source = SharedFile(state, "baseline", config.baseline_path,
                             lambda text, where: parse_baseline(text, source=where))
-        baseline = Reconciler(service.swarm.client.api, source,
+        baseline = Reconciler(service.swarm.api, source,
                               settling=service.roles_in_flight)
     if baseline is not None:
         if baseline.audit is None:

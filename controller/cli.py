@@ -19,11 +19,12 @@ from controller.config import (
     ConfigError,
     parse_config,
 )
+from controller.dockerapi import APIError, DockerError, connect
 from controller.pki import create_ca, issue_tls_cert, load_ca
 from controller.rules import DEFAULT_RULES, RulesError, load_rules
 from controller.state import State
 from controller.state.sqlite import SQLiteBackend
-from controller.swarm import SwarmError, connect, init_swarm
+from controller.swarm import SwarmError, init_swarm
 from controller.tokens import ADMIN_PREFIX, adoption_secret, digest, new_secret
 
 log = logging.getLogger("controller")
@@ -85,7 +86,7 @@ def init(state_dir: Path, advertise_addr: str, hostname: str, port: int, docker_
             swarm_id = init_swarm(connect(docker_host), advertise_addr)
         except SwarmError as exc:
             _fail(exc.message)
-        except Exception as exc:  # docker-py raises many kinds for an absent daemon
+        except (DockerError, APIError) as exc:  # no daemon there, or one that refuses
             _fail(f"cannot use Docker at {docker_host}: {exc}; start Docker or pass "
                   "--no-swarm-init")
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -27,11 +27,13 @@ from controller.bootstrap import (
 from controller.cluster import Actor, Job, Lease, Registry
 from controller.config import load_config
 from controller.discovery import ControllerDiscovery
+from controller.dockerapi import connect
 from controller.keeper import QuorumKeeper
+from controller.memory import limit_arenas, start_trimming
 from controller.server import make_server, serve_forever
 from controller.state import State
 from controller.state.swarm import SwarmBackend
-from controller.swarm import Swarm, SwarmError, connect
+from controller.swarm import Swarm, SwarmError
 from controller.viz.server import VizSocket, docker_fetch
 
 log = logging.getLogger("controller")
@@ -42,6 +44,7 @@ ROLE_CHECK = 5.0  # seconds between "am I still a manager?"
 def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, port: int,
                           viz_socket_dir: str, log_file: str) -> None:
     setup_logging(log_level, log_file)
+    limit_arenas()  # before any thread allocates
     if (state_dir / "controller.toml").exists():
         config = load_config(state_dir)
         swarm = Swarm(connect(config.docker_host))
@@ -52,7 +55,7 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
     if config.log_file and config.log_file != log_file:
         setup_logging(log_level, config.log_file)
     local = swarm.local()  # SwarmError: not a manager (yet)
-    state = State(SwarmBackend(swarm.client.api))
+    state = State(SwarmBackend(swarm.api))
     import_single(config, state)
     share_ca(config, state, swarm)
     registry = Registry(state, local.hostname, config.url)
@@ -63,7 +66,7 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
     server = make_server(app, config)
     viz = None
     if config.viz_socket_dir:  # what viz may read of Docker, instead of the Docker socket
-        viz = VizSocket(Path(config.viz_socket_dir), docker_fetch(swarm.client.api))
+        viz = VizSocket(Path(config.viz_socket_dir), docker_fetch(swarm.api))
         viz.start()
     discovery = ControllerDiscovery(config, ctl.pin, local.cluster_id, ctl.sightings)
     if config.mdns:
@@ -80,11 +83,14 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
                                name="role-watch", daemon=True)
     log.info("swarm-enroll controller %s on %s for swarm %s, CA %s", __version__,
              local.hostname, local.cluster_id[:12], ctl.pin)
+    stopping = threading.Event()
     try:
         actor.start()
         watcher.start()
+        start_trimming(stopping)
         serve_forever(server)
     finally:
+        stopping.set()
         actor.stop()
         discovery.stop()
         if viz is not None:

@@ -9,8 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import docker
-import docker.errors
+from controller.dockerapi import APIError, DockerAPI, NotFound
 
 SWARM_PORT = 2377
 
@@ -43,28 +42,23 @@ class LocalNode:
     addr: str
 
 
-def connect(docker_host: str) -> docker.DockerClient:
-    return docker.DockerClient(base_url=docker_host, timeout=30)
-
-
-def init_swarm(client: docker.DockerClient, advertise_addr: str) -> str:
+def init_swarm(api: DockerAPI, advertise_addr: str) -> str:
     """`docker swarm init` unless this daemon already manages a swarm; returns the swarm id."""
-    info = client.info()["Swarm"]
+    info = api.info()["Swarm"]
     if info.get("LocalNodeState") == "active":
         if not info.get("ControlAvailable"):
             raise SwarmError("not_a_manager", "this Docker daemon is a swarm worker; run "
                              "enroll-controller on a manager")
     else:
-        client.swarm.init(advertise_addr=advertise_addr, listen_addr=f"0.0.0.0:{SWARM_PORT}")
-    client.swarm.reload()
-    return client.swarm.attrs["ID"]
+        api.init_swarm(advertise_addr, f"0.0.0.0:{SWARM_PORT}")
+    return api.inspect_swarm()["ID"]
 
 
 class Swarm:
     """The few swarm operations enrollment needs, with Docker's errors made plain."""
 
-    def __init__(self, client: docker.DockerClient, facts_ttl: float = 5.0) -> None:
-        self.client = client
+    def __init__(self, api: DockerAPI, facts_ttl: float = 5.0) -> None:
+        self.api = api
         self.facts_ttl = facts_ttl
         self._facts: tuple[float, JoinFacts] | None = None
         self._facts_lock = threading.Lock()
@@ -87,7 +81,7 @@ class Swarm:
             self._facts = None
 
     def local(self) -> LocalNode:
-        info = self.client.info()
+        info = self.api.info()
         swarm = info["Swarm"]
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
             raise SwarmError("not_a_manager", "the local Docker daemon is not a swarm manager",
@@ -96,13 +90,11 @@ class Swarm:
                          swarm.get("NodeAddr", ""))
 
     def worker_token(self) -> str:
-        self.client.swarm.reload()
-        return self.client.swarm.attrs["JoinTokens"]["Worker"]
+        return self.api.inspect_swarm()["JoinTokens"]["Worker"]
 
     def manager_token(self) -> str:
         """Only ever read by managers' controllers, to seal and open the shared CA key."""
-        self.client.swarm.reload()
-        return self.client.swarm.attrs["JoinTokens"]["Manager"]
+        return self.api.inspect_swarm()["JoinTokens"]["Manager"]
 
     def is_manager(self) -> bool:
         try:
@@ -116,21 +108,21 @@ class Swarm:
         own address, certainly alive) in front. A manager that just died still shows as
         reachable for a few seconds; one that is Down is never named."""
         addrs = []
-        for node in self.client.nodes.list(filters={"role": "manager"}):
-            status = node.attrs.get("ManagerStatus") or {}
+        for node in self.api.nodes(filters={"role": "manager"}):
+            status = node.get("ManagerStatus") or {}
             if (status.get("Reachability") == "reachable" and status.get("Addr")
-                    and (node.attrs.get("Status") or {}).get("State") != "down"):
+                    and (node.get("Status") or {}).get("State") != "down"):
                 addrs.append(status["Addr"])
         return sorted(addrs, key=lambda a: (a != first, a))
 
     def node(self, node_id: str) -> dict[str, Any] | None:
         try:
-            return self.client.nodes.get(node_id).attrs
-        except docker.errors.NotFound:
+            return self.api.inspect_node(node_id)
+        except NotFound:
             return None
 
     def nodes(self) -> list[dict[str, Any]]:
-        return [n.attrs for n in self._call("listing nodes", self.client.nodes.list) or []]
+        return self._call("listing nodes", self.api.nodes) or []
 
     def wait_ready(self, node_id: str, hostname: str, timeout: float = 20.0) -> dict[str, Any]:
         """The node, once Docker itself says it is Ready under this hostname."""
@@ -165,25 +157,25 @@ class Swarm:
         compare-and-swap), reading it again on "update out of sequence". `change` returns
         None to write nothing (the node no longer is what the caller expected): False."""
         for _ in range(5):
-            node = self._call("reading node", self.client.nodes.get, node_id)
+            node = self._call("reading node", self.api.inspect_node, node_id)
             if node is None:
                 raise SwarmError("node_not_in_swarm",
                                  f"node {node_id} is not a member of this swarm")
-            spec = change(node.attrs)
+            spec = change(node)
             if spec is None:
                 return False
             try:
-                node.update(spec)
-            except docker.errors.APIError as exc:
+                self.api.update_node(node_id, node["Version"]["Index"], spec)
+            except APIError as exc:
                 if "update out of sequence" in str(exc):
                     continue
                 if _no_leader(exc):
-                    raise quorum_lost(int(self.client.info()["Swarm"].get("Managers") or 0)
+                    raise quorum_lost(int(self.api.info()["Swarm"].get("Managers") or 0)
                                       ) from None
                 raise SwarmError("swarm_update_failed",
                                  f"could not update node {node_id}: {exc.explanation}",
                                  502) from None
-            if spec.get("Role") != node.attrs["Spec"].get("Role"):
+            if spec.get("Role") != node["Spec"].get("Role"):
                 self._forget_facts()  # the manager addresses in grants
             return True
         raise SwarmError("swarm_update_failed", f"node {node_id} kept changing; retry", 503)
@@ -193,11 +185,11 @@ class Swarm:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except docker.errors.NotFound:
+        except NotFound:
             return None
-        except docker.errors.APIError as exc:
+        except APIError as exc:
             if _no_leader(exc):
-                total = int(self.client.info()["Swarm"].get("Managers") or 0)
+                total = int(self.api.info()["Swarm"].get("Managers") or 0)
                 raise quorum_lost(total) from None
             raise SwarmError("swarm_update_failed", f"{what}: {exc.explanation}", 502) from None
 
@@ -207,10 +199,9 @@ class Swarm:
 
     def managers(self) -> tuple[int, int]:
         """(managers, reachable managers)."""
-        nodes = self._call("listing managers", self.client.nodes.list,
-                           filters={"role": "manager"}) or []
+        nodes = self._call("listing managers", self.api.nodes, filters={"role": "manager"}) or []
         reachable = sum(1 for n in nodes
-                        if (n.attrs.get("ManagerStatus") or {}).get("Reachability") == "reachable")
+                        if (n.get("ManagerStatus") or {}).get("Reachability") == "reachable")
         return len(nodes), reachable
 
     def check_can_remove_manager(self) -> None:
@@ -228,23 +219,22 @@ class Swarm:
         node_id = attrs["ID"]
         if attrs["Spec"].get("Role") == "manager":
             self.check_can_remove_manager()
-            node = self._call("reading node", self.client.nodes.get, node_id)
+            node = self._call("reading node", self.api.inspect_node, node_id)
             if node is not None:
-                spec = dict(node.attrs["Spec"], Role="worker")
-                self._call(f"demoting {node_id}", node.update, spec)
-        node = self._call("reading node", self.client.nodes.get, node_id)
-        if node is not None:
-            self._call(f"removing {node_id}", node.remove, force=force)
+                self._call(f"demoting {node_id}", self.api.update_node, node_id,
+                           node["Version"]["Index"], dict(node["Spec"], Role="worker"))
+        if self._call("reading node", self.api.inspect_node, node_id) is not None:
+            self._call(f"removing {node_id}", self.api.remove_node, node_id, force=force)
         self._forget_facts()
 
     def drain(self, node_id: str) -> None:
-        node = self._call("reading node", self.client.nodes.get, node_id)
+        node = self._call("reading node", self.api.inspect_node, node_id)
         if node is not None:
-            self._call(f"draining {node_id}", node.update,
-                       dict(node.attrs["Spec"], Availability="drain"))
+            self._call(f"draining {node_id}", self.api.update_node, node_id,
+                       node["Version"]["Index"], dict(node["Spec"], Availability="drain"))
 
     def services_on(self, node_id: str) -> set[str]:
-        tasks = self._call("listing tasks", self.client.api.tasks,
+        tasks = self._call("listing tasks", self.api.tasks,
                            filters={"node": node_id, "desired-state": "running"}) or []
         return {t["ServiceID"] for t in tasks}
 
@@ -253,24 +243,24 @@ class Swarm:
         if self.services_on(node_id):
             return False
         for service in services:
-            spec = self._call("reading service", self.client.api.inspect_service, service)
+            spec = self._call("reading service", self.api.inspect_service, service)
             replicas = ((spec or {}).get("Spec", {}).get("Mode", {}).get("Replicated") or {})
             if "Replicas" not in replicas:
                 continue  # removed meanwhile, or global: nothing moves for those
-            tasks = self._call("listing tasks", self.client.api.tasks,
+            tasks = self._call("listing tasks", self.api.tasks,
                                filters={"service": service, "desired-state": "running"}) or []
             if sum(t["Status"]["State"] == "running" for t in tasks) < replicas["Replicas"]:
                 return False
         return True
 
     def rotate_worker_token(self) -> None:
-        self.client.swarm.reload()
-        self._call("rotating the worker join token", self.client.swarm.update,
-                   rotate_worker_token=True)
+        swarm = self._call("reading the swarm", self.api.inspect_swarm) or {}
+        self._call("rotating the worker join token", self.api.update_swarm,
+                   swarm["Version"]["Index"], swarm["Spec"], rotate_worker_token=True)
         self._forget_facts()
 
 
-def _no_leader(exc: docker.errors.APIError) -> bool:
+def _no_leader(exc: APIError) -> bool:
     return "does not have a leader" in str(exc) or "quorum" in str(exc).lower()
 
 

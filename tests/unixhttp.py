@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from agent.swarm import UnixConnection
+from agent.dockerapi import UnixConnection
 
 
 def request(path: Path, target: str, method: str = "GET",

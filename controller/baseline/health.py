@@ -113,5 +113,5 @@ def cluster_health(nodes_attrs: list[dict[str, Any]], services: list[dict[str, A
 
 
 def read_cluster(api: Any) -> dict[str, Any]:
-    """cluster_health over a docker.APIClient."""
+    """cluster_health over the local manager's Docker API (controller.dockerapi)."""
     return cluster_health(api.nodes(), api.services(), api.tasks())

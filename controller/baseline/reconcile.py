@@ -32,8 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import docker.errors
-
 from controller.baseline.desired import (
     HASH_LABEL,
     OWNER_LABEL,
@@ -56,8 +54,11 @@ from controller.baseline.spec import (
     parse_baseline,
 )
 from controller.baseline.watchdog import STUCK_AFTER, find_stuck
+from controller.dockerapi import APIError, DockerAPI, NotFound
 
 log = logging.getLogger(__name__)
+SERVICE_KEYS = ("Name", "Labels", "TaskTemplate", "Mode", "UpdateConfig", "RollbackConfig",
+                "EndpointSpec")
 
 CREATED, UPDATED, UNCHANGED, REMOVED, ERROR = "created", "updated", "unchanged", "removed", "error"
 OUT_OF_SEQUENCE = "update out of sequence"
@@ -151,18 +152,23 @@ class Report:
 
 
 def _explain(exc: Exception) -> str:
-    if isinstance(exc, docker.errors.APIError):
+    if isinstance(exc, APIError):
         return str(exc.explanation or exc)
     return f"{type(exc).__name__}: {exc}"
 
 
-def _is_conflict(exc: docker.errors.APIError) -> bool:
+def _is_conflict(exc: APIError) -> bool:
     text = f"{exc.explanation} {exc}".lower()
     return exc.status_code == 409 or "already exists" in text or "name conflicts" in text
 
 
-def _is_out_of_sequence(exc: docker.errors.APIError) -> bool:
+def _is_out_of_sequence(exc: APIError) -> bool:
     return OUT_OF_SEQUENCE in f"{exc.explanation} {exc}".lower()
+
+
+def _service_body(spec: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a service spec Docker takes on create and update, as the CLI sends."""
+    return {k: spec[k] for k in SERVICE_KEYS if spec.get(k) is not None}
 
 
 def _owned(service: dict[str, Any]) -> bool:
@@ -176,9 +182,9 @@ def _replicas_text(desired: Desired) -> str:
 
 
 class Reconciler:
-    """One per controller process. `api` is a docker.APIClient (client.api)."""
+    """One per controller process, over the local manager's Docker API."""
 
-    def __init__(self, api: Any, source: Path | Source, interval: float = DEFAULT_INTERVAL,
+    def __init__(self, api: DockerAPI, source: Path | Source, interval: float = DEFAULT_INTERVAL,
                  audit: Audit | None = None, settle: float = DEFAULT_SETTLE,
                  settling: Settling | None = None, stuck_after: float = STUCK_AFTER) -> None:
         self.api = api
@@ -271,14 +277,14 @@ class Reconciler:
                 time.sleep(0.05 * attempt)
             try:
                 current = self.api.inspect_service(svc.name)
-            except docker.errors.NotFound:
+            except NotFound:
                 current = None
-            except docker.errors.APIError as exc:
+            except APIError as exc:
                 return Result(svc.name, ERROR, f"cannot inspect it: {_explain(exc)}")
             if current is None:
                 try:
                     self._create(desired.spec)
-                except docker.errors.APIError as exc:
+                except APIError as exc:
                     if _is_conflict(exc):
                         continue  # created meanwhile (another controller): look again
                     return Result(svc.name, ERROR, f"Docker refused to create it: "
@@ -298,14 +304,14 @@ class Reconciler:
             if not force:
                 try:
                     tasks = self.api.tasks(filters={"service": current["ID"]})
-                except docker.errors.APIError as exc:
+                except APIError as exc:
                     return Result(svc.name, ERROR, f"cannot list its tasks: {_explain(exc)}")
                 reason = rolled_back_from(desired.spec, current, tasks)
                 if reason:
                     return Result(svc.name, ERROR, reason, changes, desired.warnings)
             try:
                 self._update(current, merge(spec, desired.spec))
-            except docker.errors.APIError as exc:
+            except APIError as exc:
                 if _is_out_of_sequence(exc):
                     log.info("baseline %s changed while we updated it; reading it again",
                              svc.name)
@@ -317,25 +323,19 @@ class Reconciler:
                       f"({ATTEMPTS} attempts); apply again")
 
     def _create(self, spec: dict[str, Any]) -> None:
-        self.api.create_service(
-            spec["TaskTemplate"], name=spec["Name"], labels=spec["Labels"], mode=spec["Mode"],
-            update_config=spec["UpdateConfig"], rollback_config=spec["RollbackConfig"],
-            endpoint_spec=spec["EndpointSpec"])
+        self.api.create_service(_service_body(spec))
 
     def _update(self, current: dict[str, Any], spec: dict[str, Any]) -> None:
-        self.api.update_service(
-            current["ID"], current["Version"]["Index"], task_template=spec["TaskTemplate"],
-            name=spec["Name"], labels=spec["Labels"], mode=spec["Mode"],
-            update_config=spec.get("UpdateConfig"), rollback_config=spec.get("RollbackConfig"),
-            endpoint_spec=spec.get("EndpointSpec"))
+        self.api.update_service(current["ID"], current["Version"]["Index"],
+                                _service_body(spec))
 
     def _remove(self, service: dict[str, Any]) -> Result:
         name = service["Spec"]["Name"]
         try:
             self.api.remove_service(service["ID"])
-        except docker.errors.NotFound:
+        except NotFound:
             return Result(name, UNCHANGED, "already gone")
-        except docker.errors.APIError as exc:
+        except APIError as exc:
             return Result(name, ERROR, f"Docker refused to remove it: {_explain(exc)}")
         return Result(name, REMOVED, "no longer in the baseline file")
 
@@ -477,7 +477,7 @@ class Reconciler:
                 template = spec.setdefault("TaskTemplate", {})
                 template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
                 self._update(current, spec)
-            except docker.errors.APIError as exc:
+            except APIError as exc:
                 if _is_out_of_sequence(exc):
                     continue
                 return False, f"the forced update failed (tried again soon): {_explain(exc)}"
@@ -488,7 +488,7 @@ class Reconciler:
         """Docker's node events (join, leave, up, down, promote, drain) on this manager."""
         while not self._stop.is_set():
             try:
-                self._events = self.api.events(decode=True, filters={"type": ["node"]})
+                self._events = self.api.events(filters={"type": ["node"]})
                 for event in self._events:
                     if self._stop.is_set():
                         break

@@ -29,7 +29,6 @@ runs the controller).
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import json
@@ -39,9 +38,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import docker.errors
-
 from agent.wire import safejson
+from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound
 from controller.state.backend import Changed, Conflict, Stored, StoreUnavailable, TooLarge
 
 log = logging.getLogger(__name__)
@@ -70,14 +68,14 @@ def _unavailable(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"the swarm's store refused: {text[:300]}")
 
 
-def _is_unavailable(exc: docker.errors.APIError) -> bool:
+def _is_unavailable(exc: APIError) -> bool:
     text = f"{exc.explanation} {exc}".lower()
     return any(mark in text for mark in _UNAVAILABLE)
 
 
 class SwarmBackend:
-    def __init__(self, api: Any) -> None:
-        self.api = api  # docker.APIClient of the local manager
+    def __init__(self, api: DockerAPI) -> None:
+        self.api = api  # the local manager's
         self._ids: dict[str, str] = {}  # config id -> key
         self._id_of: dict[str, str] = {}  # key -> config id
         self._own: dict[str, list[float]] = {}  # config name -> our writes' events due
@@ -123,15 +121,15 @@ class SwarmBackend:
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except docker.errors.NotFound:
+        except NotFound:
             raise
-        except docker.errors.APIError as exc:
+        except APIError as exc:
             if _is_unavailable(exc):
                 raise _unavailable(exc) from None
             if "too large" in str(exc):
                 raise TooLarge(str(exc.explanation or exc)[:300]) from None
             raise
-        except docker.errors.DockerException as exc:  # the daemon itself is down
+        except DockerError as exc:  # the daemon itself is down
             raise _unavailable(exc) from None
 
     def load_all(self) -> list[Stored]:
@@ -140,7 +138,7 @@ class SwarmBackend:
     def get(self, key: str) -> Stored | None:
         try:
             return self._stored(self._call(self.api.inspect_config, config_name(key)))
-        except docker.errors.NotFound:
+        except NotFound:
             return None
 
     # ---- writing ------------------------------------------------------------------------
@@ -150,7 +148,7 @@ class SwarmBackend:
         try:
             with self._expecting(config_name(key)):
                 created = self._call(self.api.create_config, config_name(key), DATA, labels)
-        except docker.errors.APIError as exc:
+        except APIError as exc:
             if exc.status_code == 409 or "already exists" in str(exc):
                 raise Conflict(key) from None
             raise
@@ -161,18 +159,14 @@ class SwarmBackend:
 
     def update(self, old: Stored, body: dict[str, Any]) -> Stored:
         name = config_name(old.key)
-        spec = {"Name": name, "Data": base64.b64encode(DATA).decode(),
-                "Labels": {STATE_LABEL: "1", KEY_LABEL: old.key,
-                           DOC_LABEL: json.dumps(body, sort_keys=True)}}
-        url = self.api._url("/configs/{0}/update", name)
+        spec = {"Name": name, "Labels": {STATE_LABEL: "1", KEY_LABEL: old.key,
+                                         DOC_LABEL: json.dumps(body, sort_keys=True)}}
         try:
             with self._expecting(name):
-                response = self._call(self.api._post_json, url, data=spec,
-                                      params={"version": old.version})
-                self._call(self.api._raise_for_status, response)
-        except docker.errors.NotFound:
+                self._call(self.api.update_config, name, old.version, spec)
+        except NotFound:
             raise Conflict(old.key) from None
-        except docker.errors.APIError as exc:
+        except APIError as exc:
             if "out of sequence" in str(exc):
                 raise Conflict(old.key) from None
             raise
@@ -205,7 +199,7 @@ class SwarmBackend:
         current = self.get(old.key)
         if current is None or current.version != old.version:
             raise Conflict(old.key)
-        with contextlib.suppress(docker.errors.NotFound):
+        with contextlib.suppress(NotFound):
             self._call(self.api.remove_config, config_name(old.key))
 
     # ---- other controllers' writes ------------------------------------------------------
@@ -228,7 +222,7 @@ class SwarmBackend:
         first = True
         while not self._stop.is_set():
             try:
-                self._events = self.api.events(decode=True, filters={"type": ["config"]})
+                self._events = self.api.events(filters={"type": ["config"]})
                 if not first:  # what happened while we did not listen
                     self._resync(changed)
                 first = False
@@ -285,7 +279,7 @@ class SwarmBackend:
                     return
             try:
                 configs = self._call(self.api.configs, filters={"id": ids})
-            except (docker.errors.APIError, StoreUnavailable) as exc:
+            except (APIError, StoreUnavailable) as exc:
                 # No leader (a failover): the configs are read again once there is one.
                 with self._lock:
                     self._dirty.update(ids)

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import docker
 from cheroot import wsgi
 
 from controller.config import VIZ_SOCKET_NAME
+from controller.dockerapi import DockerAPI
 from controller.viz.filter import Refused, route, scrub
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 Fetch = Callable[[str], Any]  # endpoint name -> Docker's parsed JSON answer
 
 
-def docker_fetch(api: docker.APIClient) -> Fetch:
-    """Ask the local Docker API through the SDK: only these three calls exist here."""
+def docker_fetch(api: DockerAPI) -> Fetch:
+    """Ask the local Docker API: only these three calls exist here."""
     calls = {"nodes": api.nodes, "services": api.services, "tasks": api.tasks}
     return lambda endpoint: calls[endpoint]()
 
@@ -66,7 +66,7 @@ def make_app(fetch: Fetch, cache_seconds: float = 1.0) -> Callable[..., Iterable
             body = answer(route(environ["REQUEST_METHOD"], environ.get("REQUEST_URI", "")))
         except Refused as exc:
             status, body = "403 Forbidden", _error("forbidden", str(exc))
-        except Exception as exc:  # docker-py raises many kinds for an absent daemon
+        except Exception as exc:  # an absent daemon, or one that refuses
             log.warning("viz socket: the local Docker API failed: %s", type(exc).__name__)
             status, body = "502 Bad Gateway", _error(
                 "docker_unavailable", "the local Docker API did not answer; see the "

@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 
+from controller.dockerapi import DockerAPI
 from controller.state.swarm import STATE_LABEL, SwarmBackend
 from deploy.lab.lab import Lab, LabError
 
@@ -335,20 +336,16 @@ def _followers_figures(vms: list[dict[str, int]], cpu_s: float,
 def store_write_latency(lab: Lab, writes: int = 50) -> dict[str, float]:
     """One document written `writes` times under compare-and-swap, as the controller writes
     (each write one Raft proposal of the storm Pi's three-manager swarm)."""
-    client = lab.docker(STORM_PI)
-    backend = SwarmBackend(client.api)
+    backend = SwarmBackend(DockerAPI(lab.docker_host(STORM_PI)))
     took = []
-    try:
-        backend.create("bench/latency", {"i": 0})
-        for i in range(1, writes + 1):
-            doc = backend.get("bench/latency")  # a write does not say its new version
-            assert doc is not None
-            t = time.perf_counter()
-            backend.update(doc, {"i": i, "pad": "x" * 2000})
-            took.append(1000 * (time.perf_counter() - t))
-        backend.delete(backend.get("bench/latency"))
-    finally:
-        client.close()
+    backend.create("bench/latency", {"i": 0})
+    for i in range(1, writes + 1):
+        doc = backend.get("bench/latency")  # a write does not say its new version
+        assert doc is not None
+        t = time.perf_counter()
+        backend.update(doc, {"i": i, "pad": "x" * 2000})
+        took.append(1000 * (time.perf_counter() - t))
+    backend.delete(backend.get("bench/latency"))
     return {"store_write_p50_ms": percentile(took, 50), "store_write_p95_ms": percentile(took, 95)}
 
 

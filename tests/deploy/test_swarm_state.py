@@ -13,10 +13,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
 from agent.wire.errors import WireError
+from controller.dockerapi import DockerAPI
 from controller.state import (
     Conflict,
     HostDoc,
@@ -76,8 +76,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         the_lab.down()
 
 
-def api(lab: Lab, name: str) -> docker.APIClient:
-    return docker.APIClient(base_url=lab.docker_host(name), timeout=60)
+def api(lab: Lab, name: str) -> DockerAPI:
+    return DockerAPI(lab.docker_host(name), timeout=60)
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def _handler(script: Script, seen: Seen) -> type[http.server.BaseHTTPRequestHand
             if self.command != "HEAD":
                 self.wfile.write(answer)
 
-        do_GET = do_POST = do_HEAD = _any
+        do_GET = do_POST = do_HEAD = do_DELETE = _any
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from agent.dockerapi import MAX_ANSWER
 from agent.swarm import (
-    MAX_ANSWER,
     DockerError,
     JoinError,
     connect,

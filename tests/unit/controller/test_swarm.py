@@ -4,50 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
-import docker.errors
 import pytest
 
+from controller.dockerapi import APIError, NotFound
 from controller.swarm import Swarm, SwarmError
 
 from .baseline.fakedocker import out_of_sequence
 
 
-class FakeNode:
-    def __init__(self, store: FakeNodes) -> None:
-        self.store = store
-        self.attrs = {"ID": "n1", "Version": {"Index": store.version},
-                      "Spec": dict(store.spec)}
+class FakeApi:
+    """Node n1 as Docker's API keeps it: a spec under a version, updated under it."""
 
-    def update(self, spec: dict[str, Any]) -> None:
-        if self.store.refuse is not None:
-            raise self.store.refuse
-        if self.attrs["Version"]["Index"] != self.store.version:
-            raise out_of_sequence()
-        self.store.spec, self.store.version = spec, self.store.version + 1
-
-
-class FakeNodes:
     def __init__(self) -> None:
         self.spec: dict[str, Any] = {"Role": "worker", "Labels": {}}
         self.version = 1
-        self.refuse: docker.errors.APIError | None = None
+        self.refuse: APIError | None = None
         self.reads = 0
         self.race = 0  # the next n reads are overtaken by another writer before updating
 
-    def get(self, node_id: str) -> FakeNode:
+    def inspect_node(self, node_id: str) -> dict[str, Any]:
         if node_id != "n1":
-            raise docker.errors.NotFound("404", explanation="node not found")
+            raise NotFound(404, "node not found")
         self.reads += 1
-        node = FakeNode(self)
+        node = {"ID": "n1", "Version": {"Index": self.version}, "Spec": dict(self.spec)}
         if self.race:
             self.race -= 1
             self.version += 1
         return node
 
-
-class FakeClient:
-    def __init__(self) -> None:
-        self.nodes = FakeNodes()
+    def update_node(self, node_id: str, version: int, spec: dict[str, Any]) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        if version != self.version:
+            raise out_of_sequence()
+        self.spec, self.version = spec, self.version + 1
 
     def info(self) -> dict[str, Any]:
         return {"Swarm": {"Managers": 3}}
@@ -60,39 +50,39 @@ def promote(attrs: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def test_written_under_its_version_and_retried_when_overtaken() -> None:
-    client = FakeClient()
-    client.nodes.race = 2
-    assert Swarm(client).update_node("n1", promote)  # type: ignore[arg-type]
-    assert client.nodes.spec["Role"] == "manager" and client.nodes.reads == 3
-    assert not Swarm(client).update_node("n1", promote)  # type: ignore[arg-type]
-    assert client.nodes.version == 4  # nothing written the second time
+    api = FakeApi()
+    api.race = 2
+    assert Swarm(api).update_node("n1", promote)  # type: ignore[arg-type]
+    assert api.spec["Role"] == "manager" and api.reads == 3
+    assert not Swarm(api).update_node("n1", promote)  # type: ignore[arg-type]
+    assert api.version == 4  # nothing written the second time
 
 
 def test_errors_in_plain_words() -> None:
-    client = FakeClient()
+    api = FakeApi()
     with pytest.raises(SwarmError) as err:
-        Swarm(client).update_node("gone", promote)  # type: ignore[arg-type]
+        Swarm(api).update_node("gone", promote)  # type: ignore[arg-type]
     assert err.value.code == "node_not_in_swarm"
-    client.nodes.refuse = docker.errors.APIError(
-        "500", explanation="rpc error: code = Unknown desc = The swarm does not have a leader")
+    api.refuse = APIError(
+        500, "rpc error: code = Unknown desc = The swarm does not have a leader")
     with pytest.raises(SwarmError) as err:
-        Swarm(client).update_node("n1", promote)  # type: ignore[arg-type]
+        Swarm(api).update_node("n1", promote)  # type: ignore[arg-type]
     assert err.value.code == "quorum_lost"
-    client.nodes.race = 10
-    client.nodes.refuse = None
+    api.race = 10
+    api.refuse = None
     with pytest.raises(SwarmError) as err:
-        Swarm(client).update_node("n1", promote)  # type: ignore[arg-type]
+        Swarm(api).update_node("n1", promote)  # type: ignore[arg-type]
     assert err.value.code == "swarm_update_failed" and "kept changing" in err.value.message
 
 
 class ManagerList:
-    """client.nodes.list(filters={"role": "manager"}) of a swarm whose PiLike-01 just died."""
+    """api.nodes(filters={"role": "manager"}) of a swarm whose PiLike-01 just died."""
 
     def __init__(self, nodes: list[dict[str, Any]]) -> None:
-        self.nodes = nodes
+        self.listed = nodes
 
-    def list(self, filters: Any = None) -> list[Any]:
-        return [type("Node", (), {"attrs": n}) for n in self.nodes]
+    def nodes(self, filters: Any = None) -> list[dict[str, Any]]:
+        return self.listed
 
 
 def manager(addr: str, state: str = "ready", reachability: str = "reachable") -> dict[str, Any]:
@@ -101,10 +91,9 @@ def manager(addr: str, state: str = "ready", reachability: str = "reachable") ->
 
 
 def test_grants_name_this_manager_first_and_never_a_down_one() -> None:
-    swarm = Swarm.__new__(Swarm)
-    swarm.client = type("Client", (), {"nodes": ManagerList([
+    swarm = Swarm(ManagerList([  # type: ignore[arg-type]
         manager("198.18.0.11:2377", state="down"),  # still "reachable" for a moment
         manager("198.18.0.19:2377"), manager("198.18.0.12:2377"),
-        manager("198.18.0.13:2377", reachability="unreachable")])})()
+        manager("198.18.0.13:2377", reachability="unreachable")]))
     assert swarm.manager_addresses(first="198.18.0.19:2377") == [
         "198.18.0.19:2377", "198.18.0.12:2377"]

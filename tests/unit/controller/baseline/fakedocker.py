@@ -1,4 +1,4 @@
-"""An in-memory stand-in for the parts of docker.APIClient the reconciler uses.
+"""An in-memory stand-in for the parts of controller.dockerapi.DockerAPI the reconciler uses.
 
 It stores service specs the way Docker answers them: zero values left out (protobuf 3)
 and defaults filled in, so that the reconciler's normalisation is tested against
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import docker.errors
+from controller.dockerapi import APIError, NotFound
 
 _ids = itertools.count(1)
 
@@ -56,9 +56,8 @@ def as_docker_returns(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def out_of_sequence() -> docker.errors.APIError:
-    return docker.errors.APIError("500 Server Error", explanation="rpc error: code = Unknown "
-                                  "desc = update out of sequence")
+def out_of_sequence() -> APIError:
+    return APIError(500, "rpc error: code = Unknown desc = update out of sequence")
 
 
 def node(hostname: str, role: str = "worker", state: str = "ready",
@@ -89,7 +88,7 @@ class FakeDockerAPI:
         self.fail_updates = 0  # the next n updates fail with "update out of sequence"
         self.before_update: Callable[[str], None] | None = None
         self.before_create: Callable[[str], None] | None = None
-        self.fail_with: docker.errors.APIError | None = None  # for every write
+        self.fail_with: APIError | None = None  # for every write
         self.write_delay = 0.0
         self._busy = 0
         self.max_busy = 0
@@ -107,9 +106,9 @@ class FakeDockerAPI:
         for s in self.services_by_id.values():
             if ref in (s["ID"], s["Spec"]["Name"]):
                 return s
-        raise docker.errors.NotFound("404 Client Error", explanation=f"service {ref} not found")
+        raise NotFound(404, f"service {ref} not found")
 
-    def inspect_service(self, ref: str, insert_defaults: Any = None) -> dict[str, Any]:
+    def inspect_service(self, ref: str) -> dict[str, Any]:
         return copy.deepcopy(self._find(ref))
 
     def tasks(self, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -119,7 +118,7 @@ class FakeDockerAPI:
             tasks = [t for t in tasks if t["ServiceID"] == wanted]
         return copy.deepcopy(tasks)
 
-    def events(self, **kwargs: Any) -> Any:
+    def events(self, filters: Any = None) -> Any:
         return iter(())
 
     # -- writes -----------------------------------------------------------------------
@@ -136,10 +135,8 @@ class FakeDockerAPI:
         with self._lock:
             self._busy -= 1
 
-    def create_service(self, task_template: dict[str, Any], name: str, labels: Any = None,
-                       mode: Any = None, update_config: Any = None,
-                       rollback_config: Any = None, endpoint_spec: Any = None,
-                       **_: Any) -> dict[str, str]:
+    def create_service(self, spec: dict[str, Any]) -> dict[str, str]:
+        name = spec["Name"]
         if self.before_create:
             hook, self.before_create = self.before_create, None
             hook(name)
@@ -148,13 +145,9 @@ class FakeDockerAPI:
             if self.fail_with:
                 raise self.fail_with
             if any(s["Spec"]["Name"] == name for s in self.services_by_id.values()):
-                raise docker.errors.APIError(
-                    "409 Client Error", explanation="rpc error: code = AlreadyExists desc = "
-                    f"name conflicts with an existing object: service {name} already exists")
-            spec = {"Name": name, "Labels": labels or {}, "TaskTemplate": task_template,
-                    "Mode": mode or {"Replicated": {"Replicas": 1}},
-                    "UpdateConfig": update_config, "RollbackConfig": rollback_config,
-                    "EndpointSpec": endpoint_spec}
+                raise APIError(409, "rpc error: code = AlreadyExists desc = name conflicts "
+                               f"with an existing object: service {name} already exists")
+            spec = {"Labels": {}, "Mode": {"Replicated": {"Replicas": 1}}, **spec}
             return {"ID": self.add_service(spec)}
         finally:
             self._leave()
@@ -170,10 +163,7 @@ class FakeDockerAPI:
         }
         return sid
 
-    def update_service(self, service: str, version: int, task_template: Any = None,
-                       name: Any = None, labels: Any = None, mode: Any = None,
-                       update_config: Any = None, rollback_config: Any = None,
-                       endpoint_spec: Any = None, **_: Any) -> dict[str, Any]:
+    def update_service(self, service: str, version: int, spec: dict[str, Any]) -> None:
         if self.before_update:
             hook, self.before_update = self.before_update, None
             hook(service)
@@ -187,12 +177,8 @@ class FakeDockerAPI:
                 raise out_of_sequence()
             if version != current["Version"]["Index"]:
                 raise out_of_sequence()
-            spec = {"Name": name, "Labels": labels, "TaskTemplate": task_template,
-                    "Mode": mode, "UpdateConfig": update_config,
-                    "RollbackConfig": rollback_config, "EndpointSpec": endpoint_spec}
             current["Spec"] = as_docker_returns(spec)
             current["Version"]["Index"] = next(_ids)
-            return {"Warnings": None}
         finally:
             self._leave()
 

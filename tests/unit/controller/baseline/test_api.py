@@ -6,13 +6,13 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
-import docker.errors
 import pytest
 from click.testing import CliRunner
 
 from controller import enrollctl
 from controller.app import create_app
 from controller.baseline.reconcile import Reconciler
+from controller.dockerapi import DockerError
 from controller.keeper import STATUS_KEY
 
 from ...helpers import Controller
@@ -149,7 +149,7 @@ def test_cluster_shows_the_quorum_keeper(ctl: Controller, api: FakeDockerAPI) ->
 
 def test_docker_unreachable_is_503_json(ctl: Controller, api: FakeDockerAPI) -> None:
     def down(*_a: object, **_k: object) -> None:
-        raise docker.errors.DockerException("connection refused")
+        raise DockerError("unix:///var/run/docker.sock: ConnectionRefusedError")
     api.nodes = down  # type: ignore[method-assign,assignment]
     for method, path in ENDPOINTS:
         response = getattr(ctl.client, method)(path, headers=ctl.admin)

@@ -7,11 +7,11 @@ import threading
 import time
 from pathlib import Path
 
-import docker.errors
 import pytest
 
 from controller.baseline.desired import HASH_LABEL, OWNER_LABEL
 from controller.baseline.reconcile import ATTEMPTS, Reconciler
+from controller.dockerapi import APIError
 
 from .fakedocker import FakeDockerAPI, node
 
@@ -156,7 +156,7 @@ def test_missing_file_changes_nothing(api: FakeDockerAPI, rec: Reconciler, path:
 
 def test_docker_down_is_reported(api: FakeDockerAPI, rec: Reconciler) -> None:
     def broken() -> None:
-        raise docker.errors.APIError("boom", explanation="This node is not a swarm manager.")
+        raise APIError(503, "This node is not a swarm manager.")
     api.nodes = broken  # type: ignore[method-assign,assignment]
     report = rec.reconcile("apply")
     assert report.error_code == "swarm_unavailable" and "not a swarm manager" in report.error
@@ -208,7 +208,7 @@ def test_someone_else_created_it_first(api: FakeDockerAPI, path: Path) -> None:
 
 
 def test_create_refused_by_docker(api: FakeDockerAPI, rec: Reconciler) -> None:
-    api.fail_with = docker.errors.APIError("400", explanation="port 8080 is already in use")
+    api.fail_with = APIError(400, "port 8080 is already in use")
     report = rec.reconcile("start")
     assert {r.result for r in report.results} == {"error"}
     assert "port 8080 is already in use" in report.results[0].message

@@ -7,10 +7,10 @@ import json
 import time
 from typing import Any
 
-import docker.errors
 import pytest
 
 import controller.state.swarm as swarm_module
+from controller.dockerapi import APIError
 from controller.state import APPROVED, JOINED, HostDoc
 from controller.state.backend import Conflict, Stored
 from controller.state.swarm import DOC_LABEL, KEY_LABEL, STATE_LABEL, SwarmBackend, config_name
@@ -28,15 +28,8 @@ class Api:
         self.calls.append("create")
         return {"ID": "cfg1"}
 
-    def _url(self, path: str, *args: str) -> str:
-        return path.format(*args)
-
-    def _post_json(self, url: str, data: Any, params: Any) -> object:
+    def update_config(self, ref: str, version: int, spec: dict[str, Any]) -> None:
         self.calls.append("update")
-        return object()
-
-    def _raise_for_status(self, response: object) -> None:
-        pass
 
     def configs(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         self.calls.append("read")
@@ -75,9 +68,9 @@ class EarlyEvents(Api):
 
     backend: SwarmBackend
 
-    def _post_json(self, url: str, data: Any, params: Any) -> object:
+    def update_config(self, ref: str, version: int, spec: dict[str, Any]) -> None:
         self.backend._event(event("update"), lambda key, stored: None)
-        return super()._post_json(url, data, params)
+        super().update_config(ref, version, spec)
 
 
 def test_our_event_before_dockers_answer_leaves_the_next_writers_event_to_be_read() -> None:
@@ -94,8 +87,8 @@ def test_our_event_before_dockers_answer_leaves_the_next_writers_event_to_be_rea
 
 def test_a_write_that_fails_expects_no_event() -> None:
     class Refusing(Api):
-        def _post_json(self, url: str, data: Any, params: Any) -> object:
-            raise docker.errors.APIError("update out of sequence")
+        def update_config(self, ref: str, version: int, spec: dict[str, Any]) -> None:
+            raise APIError(500, "rpc error: code = Unknown desc = update out of sequence")
 
     backend = SwarmBackend(Refusing())
     with pytest.raises(Conflict):
@@ -134,7 +127,7 @@ class Store(Api):
         self.calls.append("read")
         if self.leaderless:
             self.leaderless -= 1
-            raise docker.errors.APIError("rpc error: The swarm does not have a leader")
+            raise APIError(500, "rpc error: The swarm does not have a leader")
         ids = filters.get("id")
         return [c for i, c in self.stored.items() if ids is None or i in ids]
 

@@ -12,16 +12,15 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
+from controller.dockerapi import DockerAPI
 from controller.viz.server import VizSocket, docker_fetch
 from tests.unixhttp import raw_exchange, request
 
 from .dockerjson import ANSWERS, SECRETS, SWARM
 
-UPSTREAM = {**{f"/v1.41/{name}": answer for name, answer in ANSWERS.items()},
-            "/v1.41/swarm": SWARM}
+UPSTREAM = {**{f"/{name}": answer for name, answer in ANSWERS.items()}, "/swarm": SWARM}
 
 
 class FakeDocker(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -75,8 +74,7 @@ def upstream(served_upstream: FakeDocker) -> FakeDocker:
 
 
 def start(directory: Path, upstream: FakeDocker, cache_seconds: float = 0.0) -> VizSocket:
-    api = docker.APIClient(base_url=f"unix://{upstream.server_address}", version="1.41",
-                           timeout=10)
+    api = DockerAPI(f"unix://{upstream.server_address}", timeout=10)
     viz = VizSocket(directory, docker_fetch(api), cache_seconds=cache_seconds)
     viz.start()
     return viz
@@ -110,7 +108,7 @@ def test_allowed_answers_are_docker_s_list_without_secrets(
     assert status == 200
     assert [item["ID"] for item in body] == [item["ID"] for item in ANSWERS[endpoint]]
     assert [s for s in SECRETS if s in json.dumps(body)] == []
-    assert upstream.seen == [f"/v1.41/{endpoint}"]  # asked with the controller's own client
+    assert upstream.seen == [f"/{endpoint}"]  # asked with the controller's own client
 
 
 @pytest.mark.parametrize(("method", "target"), [
@@ -160,7 +158,7 @@ def test_docker_is_asked_once_per_cache_period(tmp_path: Path, upstream: FakeDoc
             assert request(served.path, "/v1.41/tasks")[0] == 200
     finally:
         served.stop()
-    assert upstream.seen == ["/v1.41/nodes", "/v1.41/tasks"]
+    assert upstream.seen == ["/nodes", "/tasks"]
 
 
 def test_a_restarted_server_serves_the_same_path_again(tmp_path: Path,

@@ -1,0 +1,56 @@
+"""Memory given back after a burst: a controller idles almost always, but a fleet powering
+up makes it serve hundreds of requests at once, and glibc keeps what they freed.
+
+Two glibc knobs, where glibc is the C library (elsewhere nothing happens): at most
+ARENAS malloc arenas (each thread that allocates would otherwise get its own, 8 per core,
+and memory freed in one cannot serve another), and malloc_trim() every TRIM_EVERY seconds
+to hand freed pages back to the kernel. The bench's "controller RSS idle after a storm"
+is what these are for (README: Performance).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+M_ARENA_MAX = -8  # glibc's mallopt() parameter number
+ARENAS = 2
+TRIM_EVERY = 30.0  # seconds
+
+
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL(None)  # the C library this process already runs on
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+def limit_arenas(libc: Any = None) -> bool:
+    """Before the threads start: those already running keep their arenas."""
+    libc = libc or _libc()
+    return bool(libc is not None and libc.mallopt(M_ARENA_MAX, ARENAS) == 1)
+
+
+def trim(libc: Any = None) -> bool:
+    """True when glibc gave memory back to the kernel."""
+    libc = libc or _libc()
+    return bool(libc is not None and libc.malloc_trim(0) == 1)
+
+
+def start_trimming(stop: threading.Event) -> None:
+    """Trim every TRIM_EVERY seconds until `stop` (a few milliseconds each, idle or not)."""
+    libc = _libc()
+    if libc is None:
+        log.debug("no glibc: memory is not trimmed")
+        return
+
+    def run() -> None:
+        while not stop.wait(TRIM_EVERY):
+            trim(libc)
+
+    threading.Thread(target=run, name="malloc-trim", daemon=True).start()
