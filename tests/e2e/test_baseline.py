@@ -32,6 +32,7 @@ from agent.wire.keys import ca_public_key, load_or_create_agent_key, thumbprint
 from agent.wire.messages import EnrollmentRequest
 from controller.baseline.desired import HASH_LABEL, OWNER_LABEL
 from controller.baseline.reconcile import Reconciler
+from controller.dockerapi import DockerAPI
 from deploy.lab import procs
 from deploy.lab.demo import admin_client, epilogue, wait_for
 from deploy.lab.lab import LabError
@@ -368,8 +369,7 @@ def test_image_change_rolls_and_a_bad_image_rolls_back(cluster: Cluster) -> None
 def test_concurrent_applies_end_with_one_spec_and_no_error(cluster: Cluster) -> None:
     edit_file(cluster, lambda s: s["nginx"]["deploy"]["update_config"].update(delay="2s"))
     # another controller on the other manager, reconciling the same file at the same time
-    other = cluster.lab.docker("PiLike-02")
-    rival = Reconciler(other.api, baseline_file(cluster))
+    rival = Reconciler(DockerAPI(cluster.lab.docker_host("PiLike-02")), baseline_file(cluster))
     reports: list[dict[str, Any]] = []
     errors: list[BaseException] = []
     start = threading.Barrier(5)
@@ -395,7 +395,6 @@ def test_concurrent_applies_end_with_one_spec_and_no_error(cluster: Cluster) -> 
         t.start()
     for t in threads:
         t.join(60)
-    other.close()
     assert not errors, errors
     assert len(reports) == 5 and all(r["ok"] for r in reports), reports
     outcomes = Counter(r["result"] for rep in reports for r in rep["results"]
