@@ -34,7 +34,11 @@ class NotFound(APIError):
 
 
 def _filters(filters: dict[str, Any] | None) -> dict[str, str] | None:
-    return {"filters": json.dumps(filters)} if filters else None
+    """Docker reads each filter as a list of strings: {"role": ["manager"]}."""
+    if not filters:
+        return None
+    lists = {k: [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in filters.items()}
+    return {"filters": json.dumps(lists)}
 
 
 def _ref(ref: str) -> str:

@@ -37,7 +37,9 @@ def test_filters_and_versions_go_in_the_query_as_docker_reads_them(tmp_path: Pat
         api.update_config("swarm-enroll-abc", 41, {"Name": "swarm-enroll-abc", "Labels": {}})
         api.update_node("n/1", 7, {"Role": "manager"})
         api.remove_node("n1", force=True)
-    (m1, p1, _, _), (m2, p2, _, b2), (_, p3, _, _), (m4, p4, _, _) = seen.requests
+        api.nodes(filters={"role": "manager"})
+    (m1, p1, _, _), (m2, p2, _, b2), (_, p3, _, _), (m4, p4, _, _), (_, p5, _, _) = \
+        seen.requests
     assert (m1, urlsplit(p1).path) == ("GET", "/configs")
     assert json.loads(_query(p1)["filters"][0]) == {"label": ["swarm-enroll.state"]}
     assert (m2, urlsplit(p2).path, _query(p2)) == (
@@ -45,6 +47,7 @@ def test_filters_and_versions_go_in_the_query_as_docker_reads_them(tmp_path: Pat
     assert json.loads(b2) == {"Name": "swarm-enroll-abc", "Labels": {}}
     assert urlsplit(p3).path == "/nodes/n%2F1/update"  # a reference never escapes its path
     assert (m4, urlsplit(p4).path, _query(p4)) == ("DELETE", "/nodes/n1", {"force": ["1"]})
+    assert json.loads(_query(p5)["filters"][0]) == {"role": ["manager"]}  # a list, always
 
 
 def test_a_config_is_created_with_its_data_in_base64(tmp_path: Path) -> None:
