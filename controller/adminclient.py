@@ -161,6 +161,21 @@ class AdminClient:
         return self.request("GET", "/v1/cluster")
 
 
+def pinned_from(urls: list[str], pin: str) -> tuple[list[str], list[str]]:
+    """`urls` from the first whose TLS passes the pin check on, and why each one before it
+    failed. An announcement is anyone's (the pin in it is public): a rogue one, with
+    another CA or nobody listening, must not stop us from trying the others."""
+    passed_over: list[str] = []
+    for i, url in enumerate(urls):
+        try:
+            fetch_pinned_ca(url, pin)
+        except WireError as exc:
+            passed_over.append(f"{url}: {exc.code}: {exc.message}")
+            continue
+        return urls[i:], passed_over
+    return [], passed_over
+
+
 def discover(pin: str, seconds: float = 3.0) -> list[str]:
     """The controllers announced over mDNS on this host's LAN that hold our CA pin."""
     from agent.avahi import RUN_DIR, SERVICES_DIR

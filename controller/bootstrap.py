@@ -6,7 +6,8 @@
 - The cluster state, in the swarm's Raft store; a state dir of the first, single-
   controller kind (state.db) is imported once, then renamed `state.db.imported`.
 - The CA: the controller that has the key shares it sealed (controller/cakey.py); one
-  that has none takes it from there; each issues its own TLS certificate.
+  that has none takes it from there; each issues its own TLS certificate. The first one
+  shared is the swarm's CA for good: a controller holding another never replaces it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from agent.wire.keys import write_private
+from cryptography import x509
+
+from agent.wire.keys import pin_of_certificate, write_private
 from controller import cakey
 from controller.config import ConfigError, ControllerConfig, parse_config
 from controller.pki import issue_tls_cert, load_ca
@@ -84,17 +87,20 @@ def import_single(config: ControllerConfig, state: State) -> Counter[str]:
 
 def share_ca(config: ControllerConfig, state: State, swarm: Swarm) -> None:
     """Make sure this controller has the CA key and the shared state has it sealed under
-    the current manager token; issue this controller's TLS certificate if it has none."""
+    the current manager token (ConfigError if the shared state holds another CA); issue
+    this controller's TLS certificate if it has none."""
     manager_token = swarm.manager_token()
     cluster = swarm.local().cluster_id
     shared = state.doc(cakey.KEY)
     if config.ca_key.exists():
         cert, _ = load_ca(config.ca_cert, config.ca_key)
         wrapped = cakey.Wrapped.from_json(shared) if shared else None
+        if wrapped is not None:
+            _refuse_another_ca(config, wrapped.cert_pem)
         if wrapped is None or wrapped.token_id != cakey.token_id(manager_token):
             sealed = cakey.seal(config.ca_cert.read_bytes(), config.ca_key.read_bytes(),
                                 manager_token, cluster)
-            state.update_doc(cakey.KEY, lambda _old: sealed.to_json())
+            state.update_doc(cakey.KEY, lambda old: _ours_over(config, old, sealed))
             log.info("sealed the CA key into the shared state (%s)",
                      "first time" if wrapped is None else "the manager token was rotated")
     else:
@@ -113,6 +119,38 @@ def share_ca(config: ControllerConfig, state: State, swarm: Swarm) -> None:
         cert, key = load_ca(config.ca_cert, config.ca_key)
         issue_tls_cert(cert, key, config.tls_cert, config.tls_key, config.hostname,
                        [config.advertise_addr])
+
+
+def _ours_over(config: ControllerConfig, old: dict[str, Any] | None,
+               sealed: cakey.Wrapped) -> dict[str, Any]:
+    """Our sealed CA, in place of the same CA sealed under an older manager token;
+    checked again on the store's copy, which another controller may have written first."""
+    if old is not None:
+        _refuse_another_ca(config, str(old.get("cert_pem", "")))
+    return sealed.to_json()
+
+
+def _refuse_another_ca(config: ControllerConfig, shared_pem: str) -> None:
+    """The swarm's CA is the one in the shared state: every Pi pins it, so a controller
+    that replaced it with its own would split the fleet's trust. ConfigError (logged) if
+    this state dir holds another one."""
+    ours, theirs = _pin(config.ca_cert.read_bytes()), _pin(shared_pem.encode())
+    if ours == theirs:
+        return
+    message = (f"the swarm's shared state holds the CA {theirs}, but {config.state_dir} "
+               f"holds another CA, {ours}: refusing to replace the swarm's CA (its Pis pin "
+               "it). If this state dir is left from another swarm or an older CA, move "
+               "ca.pem, ca-key.pem, tls.pem and tls-key.pem out of it and start again: the "
+               "controller then takes the swarm's CA")
+    log.error("%s", message)
+    raise ConfigError(message)
+
+
+def _pin(cert_pem: bytes) -> str:
+    try:
+        return pin_of_certificate(x509.load_pem_x509_certificate(cert_pem))
+    except ValueError:
+        return "(an unreadable certificate)"
 
 
 def forget_keys(config: ControllerConfig) -> None:

@@ -18,7 +18,7 @@ import click
 
 from agent import __version__
 from agent.wire.errors import WireError
-from controller.adminclient import AdminClient, discover
+from controller.adminclient import AdminClient, discover, pinned_from
 
 DEFAULT_CONFIG = Path("~/.config/swarm-enroll/enrollctl.toml")
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
@@ -49,8 +49,11 @@ class Context:
     def client(self) -> AdminClient:
         if self._client is None:
             urls = [u.strip() for u in self.url.split(",") if u.strip()]
-            if not urls and self.pin:  # every manager runs a controller: ask the LAN
-                urls = discover(self.pin)
+            found = not urls and bool(self.pin)
+            if found:  # every manager runs a controller: ask the LAN
+                urls, passed_over = pinned_from(discover(self.pin), self.pin)
+                for why in passed_over:
+                    click.echo(f"(passed over {why})", err=True)
                 if not urls:
                     raise click.ClickException(
                         "no controller with this CA pin answered over mDNS; give one with "
@@ -61,11 +64,12 @@ class Context:
                                            "find the controllers over mDNS)")
             self._client = AdminClient(urls, self.token, self.pin,
                                        Path(self.ca_file) if self.ca_file else None)
-            self._several = len(urls) > 1
+            self._several = found or len(urls) > 1
         return self._client
 
     def said_who(self) -> None:
-        """With several controllers to choose from, say which one answered (stderr)."""
+        """With several controllers to choose from, or found over mDNS, say which one
+        answered (stderr)."""
         if self._client is not None and self._several:
             click.echo(f"(answered by {self._client.url})", err=True)
 

@@ -21,7 +21,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,6 +116,7 @@ class EnrollmentService:
         self.limits = limits or Limits()
         self.controller_urls = controller_urls  # every controller's URL, this one first
         self._room = threading.Lock()
+        self._taken: Counter[str] = Counter()  # source -> waiting requests being written
         # Called (with the record) after the swarm's membership changed: a join, a
         # revocation, a removal. The baseline reconciler listens here.
         self.membership_changed: list[Callable[[Record], None]] = []
@@ -144,9 +146,7 @@ class EnrollmentService:
             if token is not None and self.state.spend_token(token.id):
                 token_id = token.id
         waits = not (token_id or adopt or rule.approve == "auto")
-        # A request that will wait counts against the limits: checking the room and taking
-        # it are one step in this controller, or a flood would slip past between the two.
-        with self._room if waits else contextlib.nullcontext():
+        with self._room_for(remote_addr) if waits else contextlib.nullcontext():
             claim = self.state.update_host(req.hostname, lambda doc: self._claim(
                 doc, signed, req, remote_addr, rule, adopt, token_id))
         if token_id and not claim.token_used:
@@ -364,24 +364,39 @@ class EnrollmentService:
             doc.change(record, "controller", "node.approve",
                        f"rule {rule.match!r} approves automatically", state=APPROVED)
             return _Claim(record, created=True)
-        self._check_room(doc, remote_addr)
+        if len([r for r in doc.open_claims() if r.state == PENDING]) >= \
+                self.limits.max_claims_per_hostname:  # the document's version guards this one
+            raise too_many(f"{doc.hostname} has too many requests waiting for approval",
+                           self.limits.max_claims_per_hostname, "max_claims_per_hostname")
         doc.add(record, actor, "node.request", record.reason or f"rule {rule.match!r}")
         return _Claim(record, created=True)
 
-    def _check_room(self, doc: HostDoc, source: str) -> None:
-        """Bound what strangers can make us store: one more waiting request, if it fits."""
+    @contextlib.contextmanager
+    def _room_for(self, source: str) -> Iterator[None]:
+        """Room for one more waiting request from `source`, held while it is written.
+        Bounds what strangers can make us store: checking the limits and taking the room
+        are one step in this controller, or a flood would slip past between the two; but
+        the write (a Docker API call) happens outside the lock, so that a stalled one
+        holds up no other request. Rooms being written count with the stored ones (from
+        the write until the room is given back, twice: the error is on the safe side)."""
         limits = self.limits
-        if len([r for r in doc.open_claims() if r.state == PENDING]) >= \
-                limits.max_claims_per_hostname:
-            raise too_many(f"{doc.hostname} has too many requests waiting for approval",
-                           limits.max_claims_per_hostname, "max_claims_per_hostname")
-        total, mine = self.state.pending_counts(source)
-        if mine >= limits.max_pending_per_source:
-            raise too_many(f"too many requests from {source} are waiting for approval",
-                           limits.max_pending_per_source, "max_pending_per_source")
-        if total >= limits.max_pending:
-            raise too_many("too many requests are waiting for approval",
-                           limits.max_pending, "max_pending")
+        with self._room:
+            total, mine = self.state.pending_counts(source)
+            total, mine = total + self._taken.total(), mine + self._taken[source]
+            if mine >= limits.max_pending_per_source:
+                raise too_many(f"too many requests from {source} are waiting for approval",
+                               limits.max_pending_per_source, "max_pending_per_source")
+            if total >= limits.max_pending:
+                raise too_many("too many requests are waiting for approval",
+                               limits.max_pending, "max_pending")
+            self._taken[source] += 1
+        try:
+            yield
+        finally:
+            with self._room:
+                self._taken[source] -= 1
+                if not self._taken[source]:
+                    del self._taken[source]
 
     def _live(self, hostname: str) -> bool:
         try:

@@ -151,6 +151,8 @@ class State:
             self._docs[key] = stored
             self._changed_at[key] = self._generation
             self._index(stored)
+        if old is not None:
+            self._forget_seen(old)
 
     def _index(self, stored: Stored) -> None:
         kind = stored.key.partition("/")[0]
@@ -189,6 +191,14 @@ class State:
             self._token_hash.pop(body["hash"], None)
         elif kind == "admin":
             self._admin_hash.pop(body["hash"], None)
+
+    def _forget_seen(self, old: Stored) -> None:
+        """Last seen of the records that left with the old copy (removed, trimmed): kept
+        only for records that exist, so whatever creates and drops records cannot grow it.
+        After the new copy is indexed, since records that stay keep theirs."""
+        for r in old.body.get("records", []) if old.key.startswith("host/") else []:
+            if r["id"] not in self._record_host:
+                self._seen.pop(r["id"], None)
 
     def _stored(self, key: str) -> Stored | None:
         with self._lock:
@@ -327,7 +337,9 @@ class State:
     def seen(self, record: Record) -> bool:
         """Note that the record's Pi asked now; True when it is time to write it back."""
         now = time.time()
-        self._seen[record.id] = now
+        with self._lock:
+            if record.id in self._record_host:  # not one removed meanwhile
+                self._seen[record.id] = now
         return now - record.last_seen > SEEN_WRITE_AFTER
 
     def last_seen(self, record: Record) -> float:

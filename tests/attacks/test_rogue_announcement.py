@@ -1,4 +1,5 @@
-"""A rogue mDNS announcement cannot stop the agent on a manager (issue 10, section 5).
+"""A rogue mDNS announcement cannot stop the agent on a manager (issue 10, section 5), nor
+`enrollctl` finding the controllers.
 
 Anyone on the LAN can announce `_swarm-enroll._tcp` with the real CA pin (it is public)
 and a made-up `cluster=`. The agent used to take the cluster id from it and stop with
@@ -8,11 +9,16 @@ agent learns the cluster id from the controller after the pin check, and enrolls
 
 from __future__ import annotations
 
+import json
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import agent.enroll as enroll
+import controller.enrollctl as enrollctl
 from agent.config import AgentConfig
 from agent.discovery import ControllerFinder
 from agent.enroll import Agent
@@ -43,3 +49,29 @@ def test_made_up_cluster_in_an_announcement_does_not_stop_a_manager(
     assert agent.progress.status == "pending"
     records = [r for d in live_controller.state.state.hosts() for r in d.records]
     assert [(n.hostname, n.state) for n in records] == [("mgr-2", "pending")]
+
+
+def test_enrollctl_passes_over_rogue_announcements_to_a_controller_with_our_ca(
+        start_controller: Callable[..., LiveController], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Announced first with the real pin: a server of another CA, and an address where
+    nobody listens. `enrollctl --pin` tries each controller found with the pin check,
+    uses the first that passes, and says which one answered (with the CA fetched, and
+    again with it cached)."""
+    real, rogue = start_controller(), start_controller()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"https://127.0.0.1:{closed.getsockname()[1]}"
+    pin = real.state.ca.pin
+    monkeypatch.setattr(enrollctl, "discover", lambda pin: [rogue.url, dead, real.url])
+    env = {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "ENROLLCTL_URL": "", "ENROLLCTL_CA_FILE": ""}
+    for _ in ("fetched", "cached"):
+        result = CliRunner().invoke(enrollctl.main, ["--pin", pin, "--json", "health"],
+                                    env=env)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["ca"] == pin
+        said = result.stderr.splitlines()
+        assert said[0].startswith(f"(passed over {rogue.url}: pin_mismatch")
+        assert said[1].startswith(f"(passed over {dead}: unreachable")
+        assert said[2:] == [f"(answered by {real.url})"]

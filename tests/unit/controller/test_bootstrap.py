@@ -33,11 +33,12 @@ def shared(tmp_path: Path) -> Iterator[State]:
     s.close()
 
 
-def first_controller(tmp_path: Path) -> object:
-    d = tmp_path / "first"
+def first_controller(tmp_path: Path, name: str = "first", n: int = 1) -> object:
+    """A controller whose state dir holds a CA of its own (made by its `init`)."""
+    d = tmp_path / name
     d.mkdir()
-    config = parse_config(d, {"advertise_addr": "10.0.0.1", "hostname": "ctl-1"})
-    create_ca(config.ca_cert, config.ca_key, "unit")
+    config = parse_config(d, {"advertise_addr": f"10.0.0.{n}", "hostname": f"ctl-{n}"})
+    create_ca(config.ca_cert, config.ca_key, name)
     return config
 
 
@@ -118,3 +119,40 @@ def test_a_single_controller_state_is_imported_once(tmp_path: Path, shared: Stat
     assert import_single(config, shared) == {}  # once
     (event,) = shared.events(action="state.import")
     assert "admin" in event.reason
+
+
+def another_controller(tmp_path: Path) -> object:
+    """One with another CA (left from another swarm, or a second init)."""
+    return first_controller(tmp_path, "another", 2)
+
+
+@pytest.mark.parametrize("rotated", [False, True])
+def test_a_controller_never_replaces_the_swarms_ca_with_another(
+        tmp_path: Path, shared: State, caplog: pytest.LogCaptureFixture, rotated: bool) -> None:
+    swarm = FakeSwarm()
+    share_ca(first_controller(tmp_path), shared, swarm)
+    before = shared.doc(cakey.KEY)
+    if rotated:  # the path that seals the key again
+        swarm.manager_join_token = "SWMTKN-1-" + "a" * 50 + "-" + "b" * 25
+    with pytest.raises(ConfigError, match="refusing to replace the swarm's CA") as refused:
+        share_ca(another_controller(tmp_path), shared, swarm)
+    assert "move ca.pem, ca-key.pem, tls.pem and tls-key.pem" in str(refused.value)
+    assert shared.doc(cakey.KEY) == before
+    assert [r.levelname for r in caplog.records if "refusing" in r.message] == ["ERROR"]
+
+
+def test_of_two_controllers_with_different_cas_starting_at_once_the_first_write_wins(
+        tmp_path: Path, shared: State) -> None:
+    """The second one read no CA yet, and finds the first one's only on writing its own."""
+    other = State(SQLiteBackend(tmp_path / "shared.db"))  # read before the first one wrote
+    try:
+        swarm = FakeSwarm()
+        share_ca(first_controller(tmp_path), shared, swarm)
+        before = shared.doc(cakey.KEY)
+        assert other.doc(cakey.KEY) is None
+        with pytest.raises(ConfigError, match="refusing to replace the swarm's CA"):
+            share_ca(another_controller(tmp_path), other, swarm)
+        shared.refresh(cakey.KEY)
+        assert shared.doc(cakey.KEY) == before
+    finally:
+        other.close()

@@ -4,7 +4,8 @@ file; a second State on that file stands for another controller)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ import controller.enrollment as enrollment_module
 from controller.state import REJECTED, REVOKED, HostDoc, State, StoreUnavailable
 from controller.state.sqlite import SQLiteBackend
 
-from ..helpers import Controller, swarm_node_id
+from ..helpers import Controller, FakeAgent, swarm_node_id
 
 
 @pytest.fixture
@@ -152,3 +153,76 @@ def test_refusals_after_a_quiet_minute_count_in_each_record_s_one_event(
     refused = controller.state.events(hostname="tok-7", action="token.refused")
     assert [e.count for e in refused] == [4, 4]
     assert {e.actor for e in refused} == {f"agent:{s.thumbprint}" for s in strangers}
+
+
+class StalledWrites:
+    """The store's first write of each document stalls until `go` (a Docker API call that
+    hangs); `stalled` counts the writes under way, `answered` the requests told already."""
+
+    def __init__(self, state: State) -> None:
+        self.go = threading.Event()
+        self.moved = threading.Condition()
+        self.stalled: list[str] = []
+        self.answered: dict[str, int] = {}
+        create = state.backend.create
+
+        def creating(key: str, body: Any) -> Any:
+            with self.moved:
+                self.stalled.append(key)
+                self.moved.notify_all()
+            self.go.wait(120)
+            return create(key, body)
+        state.backend.create = creating  # type: ignore[method-assign]
+
+    def ask(self, pi: FakeAgent) -> threading.Thread:
+        """`pi` enrolls in a thread of its own (its own test client, as its own request)."""
+        pi.client = pi.client.application.test_client()
+
+        def run() -> None:
+            status = pi.enroll().status_code
+            with self.moved:
+                self.answered[pi.hostname] = status
+                self.moved.notify_all()
+        thread = threading.Thread(target=run, name=pi.hostname)
+        thread.start()
+        return thread
+
+    def until(self, what: Callable[[], bool]) -> bool:
+        with self.moved:
+            return self.moved.wait_for(what, timeout=60)
+
+
+def test_a_stalled_write_holds_up_no_other_request(controller: Controller) -> None:
+    """A waiting request's write is a Docker API call: while one hangs, the next request
+    of the same controller (even from the same address) still writes its own."""
+    store = StalledWrites(controller.state)
+    threads = [store.ask(controller.agent("man-1"))]
+    try:
+        assert store.until(lambda: store.stalled == ["host/man-1"])
+        threads.append(store.ask(controller.agent("man-2")))
+        assert store.until(lambda: "host/man-2" in store.stalled)
+    finally:
+        store.go.set()
+        for thread in threads:
+            thread.join()
+    assert store.answered == {"man-1": 202, "man-2": 202}
+
+
+def test_waiting_requests_are_capped_while_their_writes_are_under_way(
+        make_controller: Callable[..., Controller]) -> None:
+    """Checking the limits and taking the room are one step: with every write stalled
+    (none stored yet), a flood gets no more room than the limits allow."""
+    controller = make_controller(max_pending=5, max_pending_per_source=3)
+    store = StalledWrites(controller.state)
+    pis = [controller.agent(f"man-a{i}", source="10.0.0.9") for i in range(8)] + \
+        [controller.agent(f"man-b{i}", source=f"10.0.1.{i}") for i in range(8)]
+    threads = [store.ask(pi) for pi in pis]
+    try:  # nobody waits on another's write: each is told, or its write is under way
+        assert store.until(lambda: len(store.answered) + len(store.stalled) == len(pis))
+    finally:
+        store.go.set()
+        for thread in threads:
+            thread.join()
+    assert sorted(store.answered.values()) == [202] * 5 + [429] * 11
+    stored = [r for doc in controller.state.hosts() for r in doc.records]
+    assert len(stored) == 5 and len([r for r in stored if r.source == "10.0.0.9"]) <= 3

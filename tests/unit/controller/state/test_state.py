@@ -262,6 +262,30 @@ def test_events_filter_and_page(state: State) -> None:
     assert [e.id for e in page + rest] == [e.id for e in everything]
 
 
+def test_last_seen_is_kept_only_for_records_that_exist(state: State) -> None:
+    """Memory of when each Pi asked follows the records: one trimmed out of its document,
+    or removed (here through the watch, as by another controller), leaves nothing behind,
+    and nor does a record noted after it went; a record that stays keeps its time."""
+    old = make_record("pi-1", state="replaced")
+    joined = make_record("pi-1", state="joined")
+    gone = make_record("pi-2")
+    state.update_host("pi-1", lambda doc: doc.records.extend([old, joined]))
+    state.update_host("pi-2", lambda doc: doc.records.append(gone))
+    for record in (old, joined, gone):
+        state.seen(record)
+    assert set(state._seen) == {old.id, joined.id, gone.id}
+
+    def more_replaced(doc: HostDoc) -> None:  # pushes `old` out of the kept archive
+        doc.records.extend(make_record("pi-1", state="replaced")
+                           for _ in range(ARCHIVED_KEPT))
+    state.update_host("pi-1", more_replaced)
+    assert state.record(old.id) is None
+    state._changed("host/pi-2", None)
+    state.seen(gone)
+    assert set(state._seen) == {joined.id}
+    assert state.last_seen(joined) > 0
+
+
 def test_writes_elsewhere_reach_memory_through_watch(state: State, other: State) -> None:
     """What the backend reports (the swarm's events, for the shared store) is kept, unless
     memory already holds something newer."""
