@@ -3,9 +3,10 @@ up makes it serve hundreds of requests at once, and glibc keeps what they freed.
 
 Two glibc knobs, where glibc is the C library (elsewhere nothing happens): at most
 ARENAS malloc arenas (each thread that allocates would otherwise get its own, 8 per core,
-and memory freed in one cannot serve another), and malloc_trim() every TRIM_EVERY seconds
-to hand freed pages back to the kernel. The bench's "controller RSS idle after a storm"
-is what these are for (README: Performance).
+and memory freed in one cannot serve another), and malloc_trim() to hand freed pages back
+to the kernel once the process has been busy (more than BUSY seconds of CPU in the last
+CHECK_EVERY seconds): during and right after a burst, never while idle. The bench's
+"controller RSS idle after a storm" is what these are for (README: Performance).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # glibc's mallopt() parameter number
 ARENAS = 2
-TRIM_EVERY = 30.0  # seconds
+CHECK_EVERY = 5.0  # seconds
+BUSY = 0.05  # seconds of CPU in one check's window (idle, a controller uses ~5 ms)
 
 
 def _libc() -> Any:
@@ -43,14 +46,18 @@ def trim(libc: Any = None) -> bool:
 
 
 def start_trimming(stop: threading.Event) -> None:
-    """Trim every TRIM_EVERY seconds until `stop` (a few milliseconds each, idle or not)."""
+    """Trim after busy windows until `stop` (a few milliseconds each)."""
     libc = _libc()
     if libc is None:
         log.debug("no glibc: memory is not trimmed")
         return
 
     def run() -> None:
-        while not stop.wait(TRIM_EVERY):
-            trim(libc)
+        busy, last = False, time.process_time()
+        while not stop.wait(CHECK_EVERY):
+            now = time.process_time()
+            was_busy, busy, last = busy, now - last > BUSY, now
+            if busy or was_busy:  # the window after the last busy one: the burst's end
+                trim(libc)
 
     threading.Thread(target=run, name="malloc-trim", daemon=True).start()

@@ -37,14 +37,39 @@ def test_this_machines_glibc_takes_both() -> None:
     assert memory._libc() is not None and memory.limit_arenas()
 
 
-def test_trimming_repeats_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
-    libc = Libc()
+class Clock:
+    """process_time() as the trimmer reads it: CPU seconds the test says were used."""
+
+    def __init__(self) -> None:
+        self.cpu = 0.0
+
+    def process_time(self) -> float:
+        return self.cpu
+
+
+def test_memory_is_trimmed_after_a_busy_window_and_not_while_idle(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    libc, clock = Libc(), Clock()
     monkeypatch.setattr(memory, "_libc", lambda: libc)
-    monkeypatch.setattr(memory, "TRIM_EVERY", 0.01)
-    stop = threading.Event()
-    memory.start_trimming(stop)
-    assert libc.trimmed.wait(5)
-    stop.set()
+    monkeypatch.setattr(memory.time, "process_time", clock.process_time)
+    windows = iter([0.0, 0.001, 1.0, 0.002, 0.001, 0.001])  # CPU used in each window
+    checked = threading.Event()
+    trims: list[int] = []
+
+    class Stop(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            trims.append(sum(1 for c in libc.calls if c[0] == "malloc_trim"))
+            try:
+                clock.cpu += next(windows)
+            except StopIteration:
+                checked.set()
+                return True
+            return False
+
+    memory.start_trimming(Stop())
+    assert checked.wait(5)
+    # idle, idle, busy (trim), the quiet window after it (trim: the burst's end), idle...
+    assert trims == [0, 0, 0, 1, 2, 2, 2]
 
 
 def test_without_glibc_nothing_is_called_and_no_thread_starts(
