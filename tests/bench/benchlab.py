@@ -21,6 +21,7 @@ from typing import Any
 
 import docker
 
+from deploy.lab.avahi import LabAvahi
 from deploy.lab.config import load_cluster
 from deploy.lab.lab import DEFAULT_PREFIX, DEFAULT_STATE_DIR, Lab, LabError
 
@@ -197,3 +198,15 @@ def wait_ready(client: docker.DockerClient, hostname: str, timeout: float = 120.
 
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+@contextlib.contextmanager
+def avahi(lab: Lab, name: str) -> Iterator[LabAvahi]:
+    """A real avahi-daemon in the Pi, as Raspberry Pi OS runs one, on a bus of its own, its
+    dirs the Pi's (never the host's /etc/avahi/services or system bus)."""
+    daemon = LabAvahi(name, lab.netns_name(name), lab.run_base / name / "avahi")
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()

@@ -21,33 +21,20 @@ import ipaddress
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from deploy.lab import procs
-from deploy.lab.avahi import LabAvahi
 from deploy.lab.config import PiSpec
 from deploy.lab.lab import Lab
 
+from .benchlab import avahi
 from .stats import summary
 
 PI = "bj-c1"  # the bench rules let bj-* in by token
 # enroll-controller-ensure.service's ExecCondition= (the unit's `$$` is a plain `$`)
 ENSURE_TEST = ["sh", "-c", 'test "$(docker info --format "{{.Swarm.ControlAvailable}}" '
                '2>/dev/null)" = true']
-
-
-@contextlib.contextmanager
-def avahi(lab: Lab, name: str) -> Iterator[LabAvahi]:
-    """A real avahi-daemon in the Pi, on a bus of its own, its dirs the Pi's (never the
-    host's /etc/avahi/services or system bus)."""
-    daemon = LabAvahi(name, lab.netns_name(name), lab.run_base / name / "avahi")
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.stop()
 
 
 def agent_rss_kb(lab: Lab, name: str) -> tuple[int, int]:

@@ -7,13 +7,16 @@ Pi under `taskset -c 0`, a bootstrap token with N uses, then the load generator
 the swarm has three managers, as an HA cluster has: `storm2` and `storm3` join it as
 managers and run a controller each (on core 1), which follows the state as every
 manager's does; so each write is a Raft proposal that two of three managers must take.
-Every controller's CPU time and VmHWM come from /proc.
+The storm Pi runs a real avahi-daemon, as Raspberry Pi OS does, so its controller
+announces through it and never loads python-zeroconf; the other managers run none
+(zeroconf). Every controller's CPU time and VmHWM come from /proc.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,13 +27,16 @@ from typing import Any
 import requests
 
 from controller.dockerapi import DockerAPI
+from controller.memory import CHECK_EVERY
 from controller.state.swarm import STATE_LABEL, SwarmBackend
+from deploy.lab.avahi import LabAvahi
 from deploy.lab.lab import Lab, LabError
 
 from .benchlab import (
     FOLLOWER_PIS,
     LOAD_PI,
     STORM_PI,
+    avahi,
     cpu_seconds,
     loadavg,
     settle,
@@ -48,6 +54,9 @@ approve = "token"
 """
 CONTROLLER_CORE = "0"
 LOAD_CORE = "1"
+# "idle" is this long after the last work: the controller trims freed memory after busy
+# windows of CHECK_EVERY seconds (controller/memory.py)
+IDLE_WAIT = 2 * CHECK_EVERY + 1
 
 
 def variant_env(src: Path) -> dict[str, str]:
@@ -75,8 +84,10 @@ def _session() -> requests.Session:
 class StormController:
     """One `enroll-controller serve` on the storm Pi, from a fresh state dir."""
 
-    def __init__(self, lab: Lab, label: str, src: Path | None = None) -> None:
+    def __init__(self, lab: Lab, label: str, src: Path | None = None,
+                 avahi: LabAvahi | None = None) -> None:
         self.lab = lab
+        self.avahi = avahi  # the storm Pi's avahi-daemon, as Raspberry Pi OS runs one
         self.dir = lab.pi_dir(STORM_PI) / f"ctl-{label}"
         self.src = src
         self.proc: subprocess.Popen | None = None
@@ -102,6 +113,12 @@ class StormController:
         if r.returncode != 0:
             raise LabError(f"enroll-controller init for the storm failed: {r.stderr[-500:]}")
         self.info = json.loads(r.stdout.strip().splitlines()[-1])
+        if self.avahi is not None:  # announce through it, as on Raspberry Pi OS
+            conf = self.dir / "controller.toml"
+            text = re.sub(r'(?m)^avahi_services_dir = .*$',
+                          f'avahi_services_dir = "{self.avahi.services_dir}"', conf.read_text())
+            conf.write_text(re.sub(r'(?m)^avahi_run_dir = .*$',
+                                   f'avahi_run_dir = "{self.avahi.run_dir}"', text))
 
     def _forget_earlier_runs(self) -> None:
         """The cluster state lives in the swarm: each run starts from none, as on a new
@@ -117,6 +134,7 @@ class StormController:
 
     def start(self) -> int:
         cmd, env = self._cmd()
+        env = {**env, **(self.avahi.env if self.avahi is not None else {})}
         self.proc = self.lab.popen(
             STORM_PI, ["taskset", "-c", CONTROLLER_CORE, *cmd, "serve", "--state-dir",
                        str(self.dir), "--log-level", "warning"],
@@ -260,11 +278,20 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
                records_footprint: bool = False, managers: int = 3) -> dict[str, Any]:
     """One storm of N agents against a fresh controller; `during(pid)` may start a profiler
     and return a stop() callable."""
-    ctl = StormController(lab, label, src)
+    with avahi(lab, STORM_PI) as daemon:
+        return _storm_once(lab, n, label, concurrency, deadline, src, during,
+                           records_footprint, managers, daemon)
+
+
+def _storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
+                src: Path | None, during: Any, records_footprint: bool, managers: int,
+                daemon: LabAvahi) -> dict[str, Any]:
+    ctl = StormController(lab, label, src, daemon)
     ctl.init()
     followers = Followers(lab, label, ctl.ca)
     try:
         ctl.start()
+        announced = sorted(p.name for p in daemon.services_dir.glob("*.service"))
         if managers > 1:
             followers.start()
         token = ctl.token(n)
@@ -287,7 +314,7 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
             out["elapsed"]
         for pid in followers.pids:  # until they have read what the storm wrote
             settle(pid, below=0.03, timeout=60)
-        time.sleep(3)
+        time.sleep(IDLE_WAIT)
         vm_idle = vm_kb(ctl.pid)
         fvm = [vm_kb(pid) for pid in followers.pids]
         starts, grants = out.pop("start"), out.pop("grant")
@@ -307,6 +334,7 @@ def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
             "controller_peak_rss_mb": vm1["VmHWM"] / 1024,
             "controller_rss_after_idle_mb": vm_idle["VmRSS"] / 1024,
             "managers": managers, **_followers_figures(fvm, fcpu, out["granted"]),
+            "controller_avahi_services": announced,
             "controller_threads": _threads(ctl.pid), "settled_s": settled,
             "loadavg_before": load0, "other_cpu_cores": other,
             "host_cores_busy_before": host_before,
@@ -353,7 +381,7 @@ def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def _restart_footprint(ctl: StormController, n: int, idle: float = 5.0) -> dict[str, Any]:
+def _restart_footprint(ctl: StormController, n: int, idle: float = IDLE_WAIT) -> dict[str, Any]:
     """The controller restarted over the N records of the storm: idle RSS, after listing."""
     ctl.stop()
     ctl.start()

@@ -55,6 +55,9 @@ def test_every_benchmark_runs_at_tiny_n(tmp_path: Path) -> None:
         assert storm["not_granted"]["max"] == 0 and storm["error_count"]["max"] == 0
         assert storm["grants_bad"] == 0
         assert all(r["grants_verified"] == int(n) for r in storm["runs"])
+        # the storm Pi's controller announced through its avahi-daemon, as on Pi OS
+        assert all(r["controller_avahi_services"] == ["swarm-enroll.service"]
+                   for r in storm["runs"])
     restart = res["storm"]["12"]["restart_with_records"]
     assert restart["records"] == [12]
 
