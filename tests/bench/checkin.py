@@ -43,8 +43,9 @@ def agent_rss_kb(lab: Lab, name: str) -> tuple[int, int]:
     netns = procs.netns_of(pid)
     count = kb = 0
     for p in procs.pids():
-        if procs.netns_of(p) != netns or not any("enroll-agent" in a or "agent.cli" in a
-                                                 for a in procs.cmdline(p)):
+        if procs.netns_of(p) != netns or not any(
+                name in a for a in procs.cmdline(p)
+                for name in ("enroll-agent", "agent.cli", "agent.daemon")):
             continue
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():

@@ -152,7 +152,8 @@ def test_joined_pi_without_its_agent_checks_in_by_the_timer(ha_lab: CardLab,
     assert main_status(ha_lab) == "0"
     # the check-in did not need the resident agent, and left nothing running
     assert unit_state(ha_lab, "enroll-agent") == "inactive"
-    assert "enroll-agent run" not in ha_lab.os(PI, "ps", "-eo", "args")
+    running = ha_lab.os(PI, "ps", "-eo", "args")
+    assert "enroll-agent run" not in running and "agent.daemon" not in running
     assert [r["state"] for r in ha_lab.records(PI)] == ["joined"]
 
 

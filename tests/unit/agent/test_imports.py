@@ -34,14 +34,15 @@ def test_flask_check_can_fail() -> None:
     assert result.returncode != 0 and "AssertionError" in result.stderr
 
 
-def test_a_joined_agent_needs_neither_cryptography_nor_joserfc(tmp_path: Path) -> None:
+def test_a_joined_agent_needs_neither_cryptography_nor_joserfc_nor_click(tmp_path: Path) -> None:
     # what the resident agent runs once joined: key, signed request, controller client
-    setup = ("import pathlib, agent.cli, agent.enroll, agent.mdns, agent.supervise; "
+    setup = ("import pathlib, agent.daemon, agent.checkin, agent.discovery, agent.enroll, "
+             "agent.mdns, agent.responder, agent.supervise, agent.swarm, agent.wire.mdns; "
              "from agent.wire.keys import load_or_create_agent_key; "
              "from agent.wire.signing import sign_request; "
              f"key = load_or_create_agent_key(pathlib.Path({str(tmp_path / 'k.pem')!r})); "
              "sign_request(key, {}, 'n', '/v1/x')")
-    result = _run(_loaded_of(setup, ("cryptography", "joserfc", "requests", "docker")))
+    result = _run(_loaded_of(setup, ("cryptography", "joserfc", "requests", "docker", "click")))
     assert result.returncode == 0, result.stderr
 
 
