@@ -344,6 +344,7 @@ def findings(res: dict[str, Any]) -> list[str]:
         out.append(f"Agent RSS: {fp['agent_rss_anon_mb']['median']:.1f} MB anonymous + "
                    f"{fp['agent_rss_file_mb']['median']:.1f} MB file-backed (shared libraries: "
                    "OpenSSL via the ssl module, zeroconf's compiled modules). Once joined the "
-                   "agent execs itself afresh, so cryptography and joserfc (the pin check, "
-                   "the grant) are not resident; see import_rss for each library's share.")
+                   "agent execs itself afresh as `python -m agent.daemon`, so cryptography "
+                   "and joserfc (the pin check, the grant) and click (the CLI) are not "
+                   "resident; see import_rss for each library's share.")
     return out
