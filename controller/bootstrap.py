@@ -94,13 +94,14 @@ def share_ca(config: ControllerConfig, state: State, swarm: Swarm) -> None:
     shared = state.doc(cakey.KEY)
     if config.ca_key.exists():
         cert, _ = load_ca(config.ca_cert, config.ca_key)
+        ours = pin_of_certificate(cert)
         wrapped = cakey.Wrapped.from_json(shared) if shared else None
         if wrapped is not None:
-            _refuse_another_ca(config, wrapped.cert_pem)
+            _refuse_another_ca(config, ours, wrapped.cert_pem)
         if wrapped is None or wrapped.token_id != cakey.token_id(manager_token):
             sealed = cakey.seal(config.ca_cert.read_bytes(), config.ca_key.read_bytes(),
                                 manager_token, cluster)
-            state.update_doc(cakey.KEY, lambda old: _ours_over(config, old, sealed))
+            state.update_doc(cakey.KEY, lambda old: _ours_over(config, ours, old, sealed))
             log.info("sealed the CA key into the shared state (%s)",
                      "first time" if wrapped is None else "the manager token was rotated")
     else:
@@ -121,20 +122,20 @@ def share_ca(config: ControllerConfig, state: State, swarm: Swarm) -> None:
                        [config.advertise_addr])
 
 
-def _ours_over(config: ControllerConfig, old: dict[str, Any] | None,
+def _ours_over(config: ControllerConfig, ours: str, old: dict[str, Any] | None,
                sealed: cakey.Wrapped) -> dict[str, Any]:
     """Our sealed CA, in place of the same CA sealed under an older manager token;
     checked again on the store's copy, which another controller may have written first."""
     if old is not None:
-        _refuse_another_ca(config, str(old.get("cert_pem", "")))
+        _refuse_another_ca(config, ours, str(old.get("cert_pem", "")))
     return sealed.to_json()
 
 
-def _refuse_another_ca(config: ControllerConfig, shared_pem: str) -> None:
+def _refuse_another_ca(config: ControllerConfig, ours: str, shared_pem: str) -> None:
     """The swarm's CA is the one in the shared state: every Pi pins it, so a controller
     that replaced it with its own would split the fleet's trust. ConfigError (logged) if
-    this state dir holds another one."""
-    ours, theirs = _pin(config.ca_cert.read_bytes()), _pin(shared_pem.encode())
+    this state dir holds another one (`ours`: its pin)."""
+    theirs = _pin(shared_pem.encode())
     if ours == theirs:
         return
     message = (f"the swarm's shared state holds the CA {theirs}, but {config.state_dir} "

@@ -61,9 +61,6 @@ class DockerAPI:
             raise APIError(status, message(data))
         return data
 
-    def close(self) -> None:
-        """Nothing stays open between calls; kept for the SDK's callers' habit."""
-
     # -- the daemon and the swarm ----------------------------------------------------------
 
     def info(self) -> dict[str, Any]:
