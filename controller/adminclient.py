@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import ssl
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
 from cryptography import x509
+from urllib3.exceptions import NewConnectionError
 
 from agent.client import answer_json
 from agent.wire.errors import WireError
@@ -16,25 +18,75 @@ from agent.wire.keys import check_pin_format, pin_of_certificate
 from agent.wire.pinning import fetch_pinned_ca
 
 
-def _cached_ca(url: str, pin: str) -> Path:
-    """The pinned CA certificate, fetched once and kept in the user's cache by its pin."""
+def _cache_path(pin: str) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "swarm-enroll"
-    path = cache / f"ca-{pin.removeprefix('sha256:')[:32]}.pem"
+    return cache / f"ca-{pin.removeprefix('sha256:')[:32]}.pem"
+
+
+def _cached_ca(pin: str) -> Path | None:
+    """The pinned CA certificate kept in the user's cache by its pin, if it is there."""
+    path = _cache_path(pin)
     try:
         if pin_of_certificate(x509.load_pem_x509_certificate(path.read_bytes())) == pin:
             return path
     except (OSError, ValueError):
         pass
-    pem, _ = fetch_pinned_ca(url, pin)
-    cache.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pem)
-    return path
+    return None
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The exception at the bottom of requests' and urllib3's wrapping (`reason`, the first
+    argument, or the cause)."""
+    for _ in range(10):
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) \
+                else exc.__cause__
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
+def _nothing_sent(exc: requests.RequestException) -> bool:
+    """Whether the request surely never reached a controller: no connection was made, or
+    TLS refused the server's certificate in the handshake (an impostor). Only then may a
+    write be asked of another controller; any other failure may come after it was sent."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None  # MaxRetryError's
+    return isinstance(reason, NewConnectionError) or isinstance(
+        _innermost(exc), ssl.SSLCertVerificationError)
+
+
+def _why(exc: requests.RequestException, timeout: float) -> tuple[str, str]:
+    """(code, one short line) for a controller that gave no answer (never the request's
+    headers)."""
+    inner = _innermost(exc)
+    if isinstance(inner, ssl.SSLCertVerificationError):
+        return "tls_failed", f"its certificate fails the pinned CA ({inner.verify_message})"
+    if isinstance(inner, ssl.SSLError):
+        return "tls_failed", str(inner.reason or inner)
+    if isinstance(exc, requests.Timeout):
+        return "unreachable", f"no answer within {timeout:g} s"
+    if isinstance(inner, OSError) and inner.strerror:
+        return "unreachable", inner.strerror.lower()
+    return "unreachable", str(inner) or type(inner).__name__
+
+
+def _none_answered(what: str, failed: list[tuple[str, str, str]]) -> WireError:
+    """One error naming each (url, code, why) tried; its code is theirs when all failed
+    alike (a wrong pin, say), else unreachable."""
+    codes = {code for _, code, _ in failed}
+    return WireError(codes.pop() if len(codes) == 1 else "unreachable",
+                     f"{what}: " + "; ".join(": ".join(f) for f in failed), 503)
 
 
 class AdminClient:
     """Talks to the controllers at `url` (one, or several: every manager runs one),
     trusting only the CA that matches `pin` (or `ca_file`). A controller that does not
-    answer is passed over for the next; `url` is then the one that answered."""
+    answer, or whose certificate fails the pin (an impostor), is passed over for the next
+    (and named in `passed_over`); `url` is then the one that answered."""
 
     def __init__(self, url: str | list[str], token: str, pin: str = "",
                  ca_file: Path | None = None, timeout: float = 30.0) -> None:
@@ -46,43 +98,57 @@ class AdminClient:
         if not self.urls:
             raise WireError("no_url", "no controller URL")
         self.url = self.urls[0]
+        self.passed_over: list[str] = []
         self.timeout = timeout
         self.session = requests.Session()
         self.session.trust_env = False  # REQUESTS_CA_BUNDLE must not replace the pinned CA
-        self.session.verify = str(ca_file or self._pinned_ca(pin))
+        self.session.verify = str(ca_file or _cached_ca(pin) or self._fetch_ca(pin))
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def _pinned_ca(self, pin: str) -> Path:
-        error: WireError | None = None
+    def _fetch_ca(self, pin: str) -> Path:
+        """The CA from the first controller that passes the pin check, kept in the cache;
+        the others before it are passed over."""
+        failed: list[tuple[str, str, str]] = []
         for url in self.urls:
             try:
-                return _cached_ca(url, pin)
+                pem, _ = fetch_pinned_ca(url, pin)
             except WireError as exc:
-                if exc.code != "unreachable":
-                    raise
-                error = exc
-        assert error is not None
-        raise error
+                failed.append((url, exc.code, exc.message))
+                continue
+            self.passed_over += [": ".join(f) for f in failed]
+            self.url = url
+            path = _cache_path(pin)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(pem)
+            return path
+        raise _none_answered("no controller passed the pin check", failed)
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
                 params: dict[str, Any] | None = None) -> Any:
-        """Asked of the controller that answered last, else of the next that answers."""
+        """Asked of the controller that answered last, else of the next that answers. A
+        write goes on to the next only when it surely never reached the one before: it
+        may have been applied there, and must not be applied twice."""
         order = [self.url, *(u for u in self.urls if u != self.url)]
-        for i, url in enumerate(order):
+        failed: list[tuple[str, str, str]] = []
+        for url in order:
             try:
                 response = self.session.request(method, url + path, json=body, params=params,
                                                 timeout=self.timeout)
-            except requests.exceptions.SSLError as exc:
-                raise WireError("tls_failed", f"TLS to {url} failed: {exc}", 495) from None
             except requests.RequestException as exc:
-                if i + 1 < len(order):
-                    continue
-                tried = ", ".join(order)
-                raise WireError("unreachable", f"cannot reach {tried}: {type(exc).__name__}",
-                                503) from None
+                code, why = _why(exc, self.timeout)
+                if method not in ("GET", "HEAD") and not _nothing_sent(exc):
+                    raise WireError("no_answer", f"{url}: {code}: {why}, after {method} {path} "
+                                    "was sent; it may have been applied there, so it was not "
+                                    "sent to another controller: look before repeating it",
+                                    503) from None
+                failed.append((url, code, why))
+                continue
+            self.passed_over += [": ".join(f) for f in failed]
             self.url = url
             break
+        else:
+            raise _none_answered("no controller answered", failed)
         data = answer_json(response.status_code, response.content, path)
         if response.status_code >= 400:
             detail = {k: v for k, v in data.items() if k not in ("error", "message")}

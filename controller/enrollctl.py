@@ -68,9 +68,12 @@ class Context:
         return self._client
 
     def said_who(self) -> None:
-        """With several controllers to choose from, or found over mDNS, say which one
+        """With several controllers to choose from, or found over mDNS, say which ones were
+        passed over and why (an impostor among them is worth knowing of), and which one
         answered (stderr)."""
         if self._client is not None and self._several:
+            for why in self._client.passed_over:
+                click.echo(f"(passed over {why})", err=True)
             click.echo(f"(answered by {self._client.url})", err=True)
 
     def show(self, data: Any, columns: list[str] | None = None) -> None:
@@ -131,8 +134,8 @@ class Group(click.Group):
 @click.version_option(__version__, prog_name="enrollctl")
 @click.option("--url", envvar="ENROLLCTL_URL",
               help="Controller URL(s), https://host:8443, comma-separated (every manager runs "
-                   "one; the next is asked when one does not answer). Without it, with "
-                   "--pin: found over mDNS.")
+                   "one; the next is asked when one does not answer or fails the pin). "
+                   "Without it, with --pin: found over mDNS.")
 @click.option("--pin", envvar="ENROLLCTL_PIN", help="CA pin, sha256:…")
 @click.option("--token", envvar="ENROLLCTL_TOKEN", help="Admin token (prefer the env var).")
 @click.option("--ca-file", envvar="ENROLLCTL_CA_FILE", help="CA certificate instead of a pin.")

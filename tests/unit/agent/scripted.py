@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# (method, path, headers, body) -> (status, headers, body)
+# (method, path, headers, body) -> (status, headers, body); status 0: hang up
 Script = Callable[[str, str, dict[str, str], bytes], tuple[int, dict[str, str], bytes]]
 
 
@@ -39,6 +39,9 @@ def _handler(script: Script, seen: Seen) -> type[http.server.BaseHTTPRequestHand
             headers = {k.lower(): v for k, v in self.headers.items()}
             seen.requests.append((self.command, self.path, headers, body))
             status, extra, answer = script(self.command, self.path, headers, body)
+            if not status:  # hang up without an answer, as a controller that died mid-request
+                self.close_connection = True
+                return
             self.send_response(status)
             for key, value in extra.items():
                 self.send_header(key, value)

@@ -1,8 +1,10 @@
-"""enrollctl's pure helpers and its one-line errors (the journeys are in the lab tests)."""
+"""enrollctl's pure helpers, its one-line errors and its failover between controllers
+(real TLS servers on loopback; the journeys are in the lab tests)."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +14,9 @@ import click
 import pytest
 
 from controller.enrollctl import _cell, _seconds, _table
+
+from ..helpers import CA
+from .conftest import Serve
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -122,3 +127,39 @@ def test_an_ambiguous_name_shows_the_claimants_to_choose_from(
     approved = runner.invoke(enrollctl.main, [*args, "--fingerprint", "3f2a-9c41-07be"])
     assert approved.exit_code == 0 and "approved" in approved.output
     assert asked[-1] == ("PiLike-02", "", "3f2a-9c41-07be")
+
+
+def test_enrollctl_passes_over_an_impostor_among_its_urls_and_says_who_answered(
+        ca: CA, serve: Serve, dead_url: str, tmp_path: Path) -> None:
+    """`--url` lists every manager's controller; one of them is an impostor on the LAN,
+    one is dead. With the CA fetched by the pin check, then again with it cached (so each
+    URL is tried with verified TLS): the real one answers, and stderr says so."""
+    from click.testing import CliRunner
+
+    from controller import enrollctl
+
+    rogue, rogue_saw = serve(impostor=True)
+    real, _ = serve()
+    env = {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "ENROLLCTL_TOKEN": "sea_x", "ENROLLCTL_CA_FILE": ""}
+    args = ["--url", f"{rogue},{dead_url},{real}", "--pin", ca.pin, "--json", "health"]
+    for check in ("pin_mismatch", "tls_failed"):
+        result = CliRunner().invoke(enrollctl.main, args, env=env)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["status"] == "ok"
+        said = result.stderr.splitlines()
+        assert said[0].startswith(f"(passed over {rogue}: {check}: ")
+        assert said[1].startswith(f"(passed over {dead_url}: unreachable: ")
+        assert said[2:] == [f"(answered by {real})"]
+    assert rogue_saw.requests == []
+
+
+def test_enrollctl_names_each_url_and_why_when_none_answers(
+        ca: CA, serve: Serve, dead_url: str, tmp_path: Path) -> None:
+    rogue, _ = serve(impostor=True)
+    token = "sea_unit-secret-never-shown"
+    line = _one_line_error(_enrollctl(tmp_path, "--url", f"{rogue},{dead_url}", "--pin",
+                                      ca.pin, "--token", token, "nodes"))
+    assert line.startswith("Error: unreachable: ")
+    assert f"{rogue}: pin_mismatch: " in line and f"{dead_url}: unreachable: " in line
+    assert token not in line
