@@ -5,13 +5,16 @@ Two glibc knobs, where glibc is the C library (elsewhere nothing happens): at mo
 ARENAS malloc arenas (each thread that allocates would otherwise get its own, 8 per core,
 and memory freed in one cannot serve another), and malloc_trim() to hand freed pages back
 to the kernel once the process has been busy (more than BUSY seconds of CPU in the last
-CHECK_EVERY seconds): during and right after a burst, never while idle. The bench's
+CHECK_EVERY seconds): during and right after a burst, never while idle. Before each trim,
+a full garbage collection: objects in reference cycles wait for it, and after a burst
+nothing allocates enough to trigger one. The bench's
 "controller RSS idle after a storm" is what these are for (README: Performance).
 """
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import threading
 import time
@@ -58,6 +61,7 @@ def start_trimming(stop: threading.Event) -> None:
             now = time.process_time()
             was_busy, busy, last = busy, now - last > BUSY, now
             if busy or was_busy:  # the window after the last busy one: the burst's end
+                gc.collect()  # what the burst left in reference cycles, before the trim
                 trim(libc)
 
     threading.Thread(target=run, name="malloc-trim", daemon=True).start()

@@ -21,6 +21,7 @@ import threading
 from typing import Any
 
 from cheroot import errors, wsgi
+from cheroot.server import HTTPConnection
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from flask import Flask
 
@@ -47,8 +48,23 @@ class GatedSSLAdapter(BuiltinSSLAdapter):
         return s, {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
 
+class Connection(HTTPConnection):
+    """cheroot's connection without its per-connection caches of the peer's credentials
+    (UNIX sockets only; off on TLS): each wraps a method bound to the connection, stored
+    on the connection, a reference cycle that only the cyclic garbage collector frees.
+    Under a fleet's burst that collector runs late, and each closed connection would wait
+    for it with its TLS state and buffers (hundreds at once: megabytes, and freed memory
+    the allocator cannot give back); without the cycle a closed connection goes at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        del self.resolve_peer_creds, self.get_peer_creds  # the class's own methods again
+
+
 class GatedServer(wsgi.Server):
     """cheroot's WSGI server with controller.gate between its accept loop and its workers."""
+
+    ConnectionClass = Connection
 
     def __init__(self, *args: Any, gates: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

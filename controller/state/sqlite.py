@@ -11,7 +11,6 @@ documents on open, in one transaction (`legacy.documents_from_v1`).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from controller.state.backend import Changed, Conflict, Stored
+from controller.state.backend import Changed, Conflict, Stored, dump
 from controller.state.legacy import documents_from_v1
 
 SCHEMA_VERSION = 2
@@ -68,7 +67,7 @@ class SQLiteBackend:
                 docs = documents_from_v1(db)
                 db.row_factory = None
                 db.executemany("INSERT INTO docs VALUES (?, 1, ?)",
-                               [(k, json.dumps(b, sort_keys=True)) for k, b in docs])
+                               [(k, dump(b)) for k, b in docs])
                 for table in ("nodes", "tokens", "admins", "audit", "sightings"):
                     db.execute(f"DROP TABLE IF EXISTS {table}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -87,31 +86,31 @@ class SQLiteBackend:
     def load_all(self) -> list[Stored]:
         with self._lock:
             rows = self._db.execute("SELECT key, version, body FROM docs").fetchall()
-        return [Stored(k, v, json.loads(b)) for k, v, b in rows]
+        return [Stored(k, v, b) for k, v, b in rows]
 
     def get(self, key: str) -> Stored | None:
         with self._lock:
             row = self._db.execute("SELECT version, body FROM docs WHERE key = ?",
                                    (key,)).fetchone()
-        return Stored(key, row[0], json.loads(row[1])) if row else None
+        return Stored(key, row[0], row[1]) if row else None
 
     def create(self, key: str, body: dict[str, Any]) -> Stored:
+        text = dump(body)
         try:
             with self._tx() as db:
-                db.execute("INSERT INTO docs VALUES (?, 1, ?)",
-                           (key, json.dumps(body, sort_keys=True)))
+                db.execute("INSERT INTO docs VALUES (?, 1, ?)", (key, text))
         except sqlite3.IntegrityError:
             raise Conflict(key) from None
-        return Stored(key, 1, body)
+        return Stored(key, 1, text)
 
     def update(self, old: Stored, body: dict[str, Any]) -> Stored:
+        text = dump(body)
         with self._tx() as db:
             cur = db.execute("UPDATE docs SET version = version + 1, body = ? "
-                             "WHERE key = ? AND version = ?",
-                             (json.dumps(body, sort_keys=True), old.key, old.version))
+                             "WHERE key = ? AND version = ?", (text, old.key, old.version))
             if not cur.rowcount:
                 raise Conflict(old.key)
-        return Stored(old.key, old.version + 1, body)
+        return Stored(old.key, old.version + 1, text)
 
     def delete(self, old: Stored) -> None:
         with self._tx() as db:

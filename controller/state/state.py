@@ -145,58 +145,57 @@ class State:
         self._generation += 1
         old = self._docs.pop(key, None)
         self._changed_at.pop(key, None)
-        if old is not None:
-            self._unindex(old)
+        old_body = old.body if old is not None else None  # parsed once for both
+        if old_body is not None:
+            self._unindex(key, old_body)
         if stored is not None:
             self._docs[key] = stored
             self._changed_at[key] = self._generation
-            self._index(stored)
-        if old is not None:
-            self._forget_seen(old)
+            self._index(key, stored.body)
+        if old_body is not None:
+            self._forget_seen(key, old_body)
 
-    def _index(self, stored: Stored) -> None:
-        kind = stored.key.partition("/")[0]
-        body = stored.body
+    def _index(self, key: str, body: dict[str, Any]) -> None:
+        kind = key.partition("/")[0]
         if kind == "host":
             pending: Counter[str] = Counter()
             for r in body.get("records", []):
-                self._record_host[r["id"]] = stored.key
+                self._record_host[r["id"]] = key
                 if r["state"] == REVOKED:
                     for ident in (r["thumbprint"], r["hardware_id"]):
-                        self._revoked.setdefault(ident, set()).add(stored.key)
+                        self._revoked.setdefault(ident, set()).add(key)
                 elif r["state"] == PENDING:
                     pending[r.get("source", "")] += 1
             if pending:
-                self._pending[stored.key] = pending
+                self._pending[key] = pending
         elif kind == "token":
-            self._token_hash[body["hash"]] = stored.key
+            self._token_hash[body["hash"]] = key
         elif kind == "admin":
             self._admin_hash[body["hash"]] = body["name"]
 
-    def _unindex(self, stored: Stored) -> None:
-        kind = stored.key.partition("/")[0]
-        body = stored.body
+    def _unindex(self, key: str, body: dict[str, Any]) -> None:
+        kind = key.partition("/")[0]
         if kind == "host":
             for r in body.get("records", []):
-                if self._record_host.get(r["id"]) == stored.key:
+                if self._record_host.get(r["id"]) == key:
                     del self._record_host[r["id"]]
                 for ident in (r["thumbprint"], r["hardware_id"]):
                     keys = self._revoked.get(ident)
                     if keys is not None:
-                        keys.discard(stored.key)
+                        keys.discard(key)
                         if not keys:
                             del self._revoked[ident]
-            self._pending.pop(stored.key, None)
+            self._pending.pop(key, None)
         elif kind == "token":
             self._token_hash.pop(body["hash"], None)
         elif kind == "admin":
             self._admin_hash.pop(body["hash"], None)
 
-    def _forget_seen(self, old: Stored) -> None:
+    def _forget_seen(self, key: str, old: dict[str, Any]) -> None:
         """Last seen of the records that left with the old copy (removed, trimmed): kept
         only for records that exist, so whatever creates and drops records cannot grow it.
         After the new copy is indexed, since records that stay keep theirs."""
-        for r in old.body.get("records", []) if old.key.startswith("host/") else []:
+        for r in old.get("records", []) if key.startswith("host/") else []:
             if r["id"] not in self._record_host:
                 self._seen.pop(r["id"], None)
 
@@ -254,7 +253,7 @@ class State:
 
     def doc(self, key: str) -> dict[str, Any] | None:
         stored = self._stored(key)
-        return dict(stored.body) if stored else None
+        return stored.body if stored else None
 
     def doc_version(self, key: str) -> int:
         """Changes whenever this controller's copy of the document does (the store's own
@@ -271,8 +270,9 @@ class State:
         """Write `change(current body)` (None deletes) under the version it saw; a change
         may raise Unchanged to write nothing."""
         def apply(old: Stored | None) -> tuple[dict[str, Any] | None, None]:
-            body = change(dict(old.body) if old else None)
-            if (old.body if old else None) == body:
+            before = old.body if old else None
+            body = change(old.body if old else None)
+            if before == body:
                 raise Unchanged(None)
             return body, None
         self._update(key, apply)

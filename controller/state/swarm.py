@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -40,7 +39,14 @@ from typing import Any
 
 from agent.wire import safejson
 from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound
-from controller.state.backend import Changed, Conflict, Stored, StoreUnavailable, TooLarge
+from controller.state.backend import (
+    Changed,
+    Conflict,
+    Stored,
+    StoreUnavailable,
+    TooLarge,
+    dump,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +99,9 @@ class SwarmBackend:
         """The document in a config; ValueError if it is none (or malformed)."""
         try:
             labels = config["Spec"].get("Labels") or {}
-            body = safejson.loads(labels[DOC_LABEL])  # nesting bounded: no RecursionError
-            stored = Stored(str(labels[KEY_LABEL]), int(config["Version"]["Index"]), body)
+            text = labels[DOC_LABEL]
+            body = safejson.loads(text)  # nesting bounded: no RecursionError
+            stored = Stored(str(labels[KEY_LABEL]), int(config["Version"]["Index"]), text)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a swarm-enroll document ({type(exc).__name__})") from None
         if not isinstance(body, dict):
@@ -144,7 +151,8 @@ class SwarmBackend:
     # ---- writing ------------------------------------------------------------------------
 
     def create(self, key: str, body: dict[str, Any]) -> Stored:
-        labels = {STATE_LABEL: "1", KEY_LABEL: key, DOC_LABEL: json.dumps(body, sort_keys=True)}
+        text = dump(body)
+        labels = {STATE_LABEL: "1", KEY_LABEL: key, DOC_LABEL: text}
         try:
             with self._expecting(config_name(key)):
                 created = self._call(self.api.create_config, config_name(key), DATA, labels)
@@ -155,12 +163,12 @@ class SwarmBackend:
         with self._lock:
             self._ids[created["ID"]] = key
             self._id_of[key] = created["ID"]
-        return Stored(key, 0, body, exact=False)
+        return Stored(key, 0, text, exact=False)
 
     def update(self, old: Stored, body: dict[str, Any]) -> Stored:
         name = config_name(old.key)
-        spec = {"Name": name, "Labels": {STATE_LABEL: "1", KEY_LABEL: old.key,
-                                         DOC_LABEL: json.dumps(body, sort_keys=True)}}
+        text = dump(body)
+        spec = {"Name": name, "Labels": {STATE_LABEL: "1", KEY_LABEL: old.key, DOC_LABEL: text}}
         try:
             with self._expecting(name):
                 self._call(self.api.update_config, name, old.version, spec)
@@ -170,7 +178,7 @@ class SwarmBackend:
             if "out of sequence" in str(exc):
                 raise Conflict(old.key) from None
             raise
-        return Stored(old.key, old.version, body, exact=False)
+        return Stored(old.key, old.version, text, exact=False)
 
     @contextlib.contextmanager
     def _expecting(self, name: str) -> Iterator[None]:

@@ -72,3 +72,31 @@ def test_a_bad_token_sent_again_and_again_is_one_audit_row(
     events = live_controller.admin("GET", "/v1/audit",
                                    params={"action": "token.refused"}).json()["events"]
     assert len(events) == 1  # counted at most once a minute, never one row per request
+
+
+def test_closed_connections_are_freed_at_once_not_left_to_the_garbage_collector(
+        live_controller: LiveController) -> None:
+    """A burst of short TLS connections: each one the server closed is freed when it is
+    closed, with its TLS state, even while the cyclic garbage collector does not run (as
+    under a burst, where it runs late and the memory it frees late is not given back)."""
+    import gc
+    import time
+
+    from controller.server import Connection
+
+    def alive() -> int:
+        return sum(1 for o in gc.get_objects() if isinstance(o, Connection))
+
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(60):
+            with live_controller.session() as session:
+                assert session.get(live_controller.url + "/healthz", timeout=10).ok
+        held = 2 * 8  # the last connection each worker and gate thread still refers to
+        deadline = time.monotonic() + 15  # until the server has seen each client go
+        while alive() > held and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert alive() <= held
+    finally:
+        gc.enable()

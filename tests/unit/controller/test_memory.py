@@ -55,6 +55,8 @@ def test_memory_is_trimmed_after_a_busy_window_and_not_while_idle(
     windows = iter([0.0, 0.001, 1.0, 0.002, 0.001, 0.001])  # CPU used in each window
     checked = threading.Event()
     trims: list[int] = []
+    collected: list[int] = []
+    monkeypatch.setattr(memory.gc, "collect", lambda: collected.append(1) or 0)
 
     class Stop(threading.Event):
         def wait(self, timeout: float | None = None) -> bool:
@@ -70,6 +72,7 @@ def test_memory_is_trimmed_after_a_busy_window_and_not_while_idle(
     assert checked.wait(5)
     # idle, idle, busy (trim), the quiet window after it (trim: the burst's end), idle...
     assert trims == [0, 0, 0, 1, 2, 2, 2]
+    assert len(collected) == 2  # a full collection before each trim
 
 
 def test_without_glibc_nothing_is_called_and_no_thread_starts(
