@@ -71,7 +71,7 @@ demo-soak: deps venv
 test: deps venv
 	$(BIN)/enroll-lab down
 	$(BIN)/enroll-lab rootfs
-	$(BIN)/python -m pytest -q -ra --durations=30 -m "not cards" -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra --durations=30 -m "not cards" $(PYTEST_ARGS)
 
 # The card Pis `make test` leaves out (it runs one card journey): see README, The lab.
 test-cards: deps venv

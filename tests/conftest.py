@@ -29,21 +29,6 @@ def lab_unavailable() -> str | None:
     return None
 
 
-TESTS = Path(__file__).parent
-# Tests that use the lab, or the machine around it: one lab runs at a time on a machine.
-LAB_DIRS = frozenset({"bench_smoke", "cards", "deploy", "e2e"})
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test`: `-n 2 --dist loadgroup`), the lab's tests run one
-    after another, in their order, on one worker, while the others (pure logic, and
-    servers on loopback) run beside them on the other: the suite takes about as long as
-    its lab tests alone."""
-    for item in items:
-        if item.path.relative_to(TESTS).parts[0] in LAB_DIRS:
-            item.add_marker(pytest.mark.xdist_group("lab"))
-
-
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("lab") and (reason := lab_unavailable()):
         pytest.fail(f"lab test cannot run: {reason} (run it as root through 'make test', "
