@@ -68,10 +68,19 @@ SOAK_RUNS ?= 20
 demo-soak: deps venv
 	$(BIN)/python -m tests.bench.soak --runs $(SOAK_RUNS)
 
+# The lab's tests run one after another (one lab per machine); the others, pure logic and
+# servers on loopback, run beside them in a second pytest, whose report follows.
+LAB_TESTS = tests/e2e tests/deploy tests/cards tests/bench_smoke
+BESIDE_TESTS = tests/unit tests/attacks
 test: deps venv
 	$(BIN)/enroll-lab down
 	$(BIN)/enroll-lab rootfs
-	$(BIN)/python -m pytest -q -ra --durations=30 -m "not cards" $(PYTEST_ARGS)
+	@log=$$(mktemp); \
+	$(BIN)/python -m pytest -q -ra -p no:cacheprovider $(BESIDE_TESTS) >$$log 2>&1 & beside=$$!; \
+	$(BIN)/python -m pytest -q -ra --durations=30 -m "not cards" $(LAB_TESTS) $(PYTEST_ARGS); \
+	lab=$$?; wait $$beside; rc=$$?; \
+	echo "== $(BESIDE_TESTS), run beside the lab's tests:"; cat $$log; rm -f $$log; \
+	test $$lab -eq 0 && test $$rc -eq 0
 
 # The card Pis `make test` leaves out (it runs one card journey): see README, The lab.
 test-cards: deps venv
