@@ -13,6 +13,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -210,3 +211,95 @@ def avahi(lab: Lab, name: str) -> Iterator[LabAvahi]:
         yield daemon
     finally:
         daemon.stop()
+
+
+def processes_cpu(places: tuple[Path, ...]) -> dict[int, tuple[str, float, int]]:
+    """Every process on the host: pid -> (name, CPU seconds, start time). The name is the
+    command and, for a lab Pi's process, the Pi (the first `<place>/<pi>/` path in its
+    command line)."""
+    found: dict[int, tuple[str, float, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # it ended meanwhile
+        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+        found[int(entry.name)] = (_process_name(comm, argv, places),
+                                  (int(fields[11]) + int(fields[12])) / _TICK, int(fields[19]))
+    return found
+
+
+def _process_name(comm: str, argv: list[bytes], places: tuple[Path, ...]) -> str:
+    words = [a.decode(errors="replace") for a in argv if a]
+    script = next((Path(w).stem for w in words[1:3] if w.endswith(".py")), "")
+    if "-m" in words[:3]:
+        script = words[words.index("-m") + 1] if len(words) > words.index("-m") + 1 else ""
+    name = script if comm.startswith("python") and script else comm
+    for word in words:
+        for place in places:
+            _, sep, tail = word.partition(f"{place}/")
+            if sep and tail.split("/", 1)[0]:
+                return f"{name} ({tail.split('/', 1)[0]})"
+    return name
+
+
+def cpu_by_process(before: dict[int, tuple[str, float, int]],
+                   after: dict[int, tuple[str, float, int]], seconds: float,
+                   named: dict[int, str] | None = None) -> dict[str, float]:
+    """Cores each process (by name; `named` pids by the given names) used between two
+    `processes_cpu` readings, busiest first; processes that began meanwhile count whole,
+    those that ended are not seen."""
+    cores: dict[str, float] = {}
+    for pid, (name, cpu, started) in after.items():
+        used = cpu - before[pid][1] if pid in before and before[pid][2] == started else cpu
+        if used > 0:
+            label = (named or {}).get(pid, name)
+            cores[label] = cores.get(label, 0.0) + used / seconds
+    return dict(sorted(cores.items(), key=lambda kv: -kv[1]))
+
+
+class ProcessSampler:
+    """`processes_cpu` every `every` seconds in a thread, so that the per-process figures
+    cover the window in which `pid` (the controller under load) was busy, not the load
+    generator's start (its keys) or its check of the grants."""
+
+    def __init__(self, pid: int, places: tuple[Path, ...], every: float = 0.5) -> None:
+        self.pid = pid
+        self.places = places
+        self.every = every
+        self.samples: list[tuple[float, dict[int, tuple[str, float, int]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            self.samples.append((time.monotonic(), processes_cpu(self.places)))
+            if self._stop.wait(self.every):
+                self.samples.append((time.monotonic(), processes_cpu(self.places)))
+                return
+
+    def __enter__(self) -> ProcessSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def busy_window(self, below: float = 0.1) -> tuple[int, int]:
+        """Indexes of the samples around the intervals in which `pid` used `below` cores or
+        more."""
+        def cpu(i: int) -> float:
+            return self.samples[i][1].get(self.pid, ("", 0.0, 0))[1]
+        busy = [i for i in range(1, len(self.samples))
+                if cpu(i) - cpu(i - 1) >= below * (self.samples[i][0] - self.samples[i - 1][0])]
+        return (busy[0] - 1, busy[-1]) if busy else (0, len(self.samples) - 1)
+
+    def cores(self, named: dict[int, str]) -> dict[str, Any]:
+        first, last = self.busy_window()
+        (t0, before), (t1, after) = self.samples[first], self.samples[last]
+        return {"window_s": t1 - t0,
+                "cores": cpu_by_process(before, after, max(t1 - t0, 1e-9), named)}

@@ -76,9 +76,31 @@ def summarize_storm(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 k: summary([x[k] for x in restarts])
                 for k in ("rss_idle_mb", "rss_after_list_mb", "peak_rss_mb")}
             entry["restart_with_records"]["records"] = [x["records"] for x in restarts]
+        entry.update(_by_process(rs))
         entry["runs"] = [{k: v for k, v in r.items() if k != "profile"} for r in rs]
         by_n[str(n)] = entry
     return by_n
+
+
+def _by_process(runs: list[dict[str, Any]], least_ms: float = 0.1) -> dict[str, Any]:
+    """Each process's CPU per grant over the runs (the busiest first, those above
+    `least_ms`), and the cores all processes kept busy while the controller was."""
+    per_run = []
+    for r in runs:
+        cpu = r.get("cpu_by_process")
+        if cpu and r["granted"]:
+            scale = 1000 * cpu["window_s"] / r["granted"]
+            per_run.append({name: cores * scale for name, cores in cpu["cores"].items()})
+    if not per_run:
+        return {}
+    names = {name for ms in per_run for name in ms}
+    by_name = {name: summary([ms.get(name, 0.0) for ms in per_run]) for name in names}
+    shown = sorted((n for n in names if (by_name[n]["median"] or 0) >= least_ms),
+                   key=lambda n: -by_name[n]["median"])
+    return {"cpu_ms_per_grant_by_process": {n: by_name[n] for n in shown},
+            "cpu_ms_per_grant_all": summary([sum(ms.values()) for ms in per_run]),
+            "host_cores_busy": summary([sum(r["cpu_by_process"]["cores"].values())
+                                        for r in runs if r.get("cpu_by_process")])}
 
 
 def _med(s: dict[str, Any] | None) -> float | None:
@@ -213,6 +235,12 @@ def markdown(res: dict[str, Any]) -> str:
         row(b, "controller core busy", s["controller_cpu_share"], "", 2)
         row(b, "load generator core busy", s["client_cpu_share"], "", 2)
         row(b, "other processes during it (cores; noise)", s["other_cpu_cores"], "", 2)
+        if s.get("host_cores_busy"):
+            row(b, "all processes: cores busy while the controller was", s["host_cores_busy"],
+                "", 2)
+            row(b, "all processes: CPU per grant", s["cpu_ms_per_grant_all"], " ms", 1)
+            for name, ms in s["cpu_ms_per_grant_by_process"].items():
+                row(b, f"CPU per grant: {name}", ms, " ms", 1)
     fp = res.get("footprint", {})
     if "agent_rss_mb" in fp:
         row(f"footprint (agent idle {fp['agent_window_s']:.0f} s)", "agent RSS",
@@ -326,7 +354,12 @@ def findings(res: dict[str, Any]) -> list[str]:
             busy, client = s["controller_cpu_share"]["median"], s["client_cpu_share"]["median"]
             if busy is None or client is None:
                 continue
-            if busy < 0.8 and client < 0.8:
+            host = (s.get("host_cores_busy") or {}).get("median")
+            if host is not None and host >= 0.85 * (os.cpu_count() or 1):
+                why = (f"yet all processes together kept {host:.2f} of the host's "
+                       f"{os.cpu_count()} cores busy: the host's CPU is the limit (see CPU per "
+                       "grant by process).")
+            elif busy < 0.8 and client < 0.8:
                 why = ("neither is saturated, so requests wait on serialisation, not on CPU "
                        "(see the profile).")
             elif busy >= 0.8 and client >= 0.8:

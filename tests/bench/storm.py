@@ -36,6 +36,7 @@ from .benchlab import (
     FOLLOWER_PIS,
     LOAD_PI,
     STORM_PI,
+    ProcessSampler,
     avahi,
     cpu_seconds,
     loadavg,
@@ -302,10 +303,15 @@ def _storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
         vm0, cpu0, load0 = vm_kb(ctl.pid), cpu_seconds(ctl.pid), loadavg()
         fcpu0 = [cpu_seconds(pid) for pid in followers.pids]
         stop_profiler = during(ctl.pid) if during else None
+        sampler = ProcessSampler(ctl.pid, (lab.state_dir, lab.run_base))
         try:
-            out = run_load(lab, ctl, n, token, concurrency, deadline)
+            with sampler:
+                out = run_load(lab, ctl, n, token, concurrency, deadline)
         finally:
             profile = stop_profiler() if stop_profiler else None
+        named = {ctl.pid: f"controller, serving ({STORM_PI})",
+                 **{p.pid: f"controller, following ({name})"
+                    for name, p in followers.procs.items()}}
         cpu1, vm1 = cpu_seconds(ctl.pid), vm_kb(ctl.pid)
         fcpu = sum(cpu_seconds(pid) for pid in followers.pids) - sum(fcpu0)
         # what else the host ran during the storm (dockerd, the profiler, other people's
@@ -336,6 +342,7 @@ def _storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
             "managers": managers, **_followers_figures(fvm, fcpu, out["granted"]),
             "controller_avahi_services": announced,
             "controller_threads": _threads(ctl.pid), "settled_s": settled,
+            "cpu_by_process": sampler.cores(named),
             "loadavg_before": load0, "other_cpu_cores": other,
             "host_cores_busy_before": host_before,
         }

@@ -74,6 +74,7 @@ class Storm:
         self.deadline = 0.0
         self.lock = threading.Lock()
         self.errors: dict[str, int] = {}
+        self.phases: dict[str, list[float]] = {}  # step of an attempt -> seconds each took
         self.results: list[dict[str, Any] | None] = [None] * args.n
         self.ca_pem = b""
         self.checked: dict[bytes, ssl.SSLContext] = {}
@@ -115,23 +116,35 @@ class Storm:
                 self.checked[chain] = ctx
         return ctx
 
+    def phase(self, name: str, since: float) -> float:
+        """Note how long a step of an attempt took (from `since`); returns now."""
+        now = time.monotonic()
+        with self.lock:
+            self.phases.setdefault(name, []).append(now - since)
+        return now
+
     def attempt(self, i: int) -> tuple[int, dict[str, Any]]:
+        t = time.monotonic()
         ctx = self.pin_check()
+        t = self.phase("pin check (connect, bare handshake)", t)
         conn = http.client.HTTPSConnection(self.host, self.port, context=ctx,
                                            timeout=self.args.timeout)
         try:
             conn.request("HEAD", "/v1/nonce", headers={"User-Agent": "swarm-enroll-agent"})
             r = conn.getresponse()
             r.read()
+            t = self.phase("connect, verified handshake, HEAD /v1/nonce", t)
             nonce = r.getheader("Replay-Nonce", "")
             if r.status >= 400 or not nonce:
                 return r.status, {}
             body = sign_request(self.keys[i], self.payload(i), nonce, "/v1/enrollments")
+            t = self.phase("sign the request (Ed25519 JWS)", t)
             conn.request("POST", "/v1/enrollments", body=body,
                          headers={"Content-Type": "application/jose",
                                   "User-Agent": "swarm-enroll-agent"})
             r = conn.getresponse()
             data = r.read()
+            self.phase("POST /v1/enrollments until its answer", t)
             try:
                 answer = json.loads(data)
             except ValueError:
@@ -194,7 +207,15 @@ class Storm:
             "start": [round(r["start"], 4) for r in done],
             "grant": [round(r["grant"], 4) for r in done],
             "attempts_max": max((r["attempts"] for r in done), default=0),
+            "phases_s": {name: _quantiles(took) for name, took in self.phases.items()},
         }
+
+
+def _quantiles(took: list[float]) -> dict[str, float]:
+    """Median, p95 and mean of one step's durations, in seconds."""
+    took = sorted(took)
+    return {"p50": took[len(took) // 2], "p95": took[min(len(took) - 1, len(took) * 95 // 100)],
+            "mean": sum(took) / len(took)}
 
 
 def main(argv: list[str] | None = None) -> int:
