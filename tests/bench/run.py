@@ -22,7 +22,7 @@ from .benchlab import BenchLabSpec, bench_lab
 from .checkin import run_checkin
 from .join import Variant, run_join
 from .stats import summary
-from .storm import check_variant, storm_once, variant_env
+from .storm import IDLE_WAIT, check_variant, storm_once, variant_env
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -61,6 +61,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=256,
                    help="simulated agents in flight at once (all start at t0)")
     p.add_argument("--storm-deadline", type=float, default=300.0)
+    p.add_argument("--storm-idle", type=float, default=IDLE_WAIT,
+                   help="seconds after a storm before the controllers' idle RSS is read "
+                        "(they trim what a burst freed in the 5 s windows after it)")
     p.add_argument("--storm-managers", type=int, choices=(1, 3), default=3,
                    help="managers of the storm's swarm, each with a controller (1: the "
                         "serving controller alone, without Raft replication)")
@@ -85,6 +88,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.idle_seconds, args.profile_n, args.import_reps = 3.0, 12, 1
         args.checkin_reps = 1
         args.records_n, args.concurrency, args.storm_deadline = 12, 4, 120.0
+        args.storm_idle = 1.0  # nothing is measured: only that it runs
         args.try_proposals = True
     return args
 
@@ -138,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                    "manual": args.manual, "storm_n": ns, "storm_reps": args.storm_reps,
                    "concurrency": args.concurrency, "idle_seconds": args.idle_seconds,
                    "profile_n": args.profile_n, "records_n": args.records_n,
+                   "storm_idle_s": args.storm_idle,
                    "lab": {"prefix": spec.prefix, "subnet": spec.subnet,
                            "state_dir": str(spec.state_dir)}},
         "phases_s": {},
@@ -198,7 +203,8 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                 # warm-up, not counted: the first controller initialises swarm B and creates
                 # its baseline services there; their containers start meanwhile
                 storm_once(lab, min(50, max(ns)), "warmup", args.concurrency,
-                           args.storm_deadline, managers=args.storm_managers)
+                           args.storm_deadline, managers=args.storm_managers,
+                           idle=args.storm_idle)
                 for n in ns:
                     for rep in range(1, args.storm_reps + 1):
                         # the patched copy's run right after the tree's: same conditions
@@ -209,7 +215,7 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                             r = storm_once(lab, n, label, args.concurrency, args.storm_deadline,
                                            src=src, records_footprint=(n == args.records_n
                                                                        and src is None),
-                                           managers=args.storm_managers)
+                                           managers=args.storm_managers, idle=args.storm_idle)
                             into.append(r)
                             say(f"storm N={n} run {rep}{' (proposals)' if src else ''}: "
                                 f"{r['grants_per_s']:.1f} grants/s, all after "
@@ -247,7 +253,7 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                         r = storm_once(lab, args.profile_n, f"profile-{view}", args.concurrency,
                                        args.storm_deadline,
                                        during=lambda pid, p=path, i=idle: profiling.start(
-                                           pid, p, i))
+                                           pid, p, i), idle=args.storm_idle)
                         prof[view] = r["profile"]
                         prof[view]["storm_under_profiler"] = {
                             k: r[k] for k in ("grants_per_s", "latency_p99_s", "error_count")}
@@ -258,7 +264,8 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                         path = out_dir / f"storm-{args.profile_n}-cpu-proposals.txt"
                         r = storm_once(lab, args.profile_n, "profile-proposals",
                                        args.concurrency, args.storm_deadline, src=compare_src,
-                                       during=lambda pid, p=path: profiling.start(pid, p, False))
+                                       during=lambda pid, p=path: profiling.start(pid, p, False),
+                                       idle=args.storm_idle)
                         compare["profile_cpu"] = r["profile"]
                 res["profile"] = prof
                 res["phases_s"]["profile"] = time.monotonic() - t

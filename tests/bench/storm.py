@@ -276,17 +276,18 @@ def run_load(lab: Lab, ctl: StormController, n: int, token: str, concurrency: in
 
 def storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
                src: Path | None = None, during: Any = None,
-               records_footprint: bool = False, managers: int = 3) -> dict[str, Any]:
+               records_footprint: bool = False, managers: int = 3,
+               idle: float = IDLE_WAIT) -> dict[str, Any]:
     """One storm of N agents against a fresh controller; `during(pid)` may start a profiler
-    and return a stop() callable."""
+    and return a stop() callable; `idle`: seconds after the work before the idle RSS."""
     with avahi(lab, STORM_PI) as daemon:
         return _storm_once(lab, n, label, concurrency, deadline, src, during,
-                           records_footprint, managers, daemon)
+                           records_footprint, managers, daemon, idle)
 
 
 def _storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
                 src: Path | None, during: Any, records_footprint: bool, managers: int,
-                daemon: LabAvahi) -> dict[str, Any]:
+                daemon: LabAvahi, idle: float) -> dict[str, Any]:
     ctl = StormController(lab, label, src, daemon)
     ctl.init()
     followers = Followers(lab, label, ctl.ca)
@@ -320,7 +321,7 @@ def _storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
             out["elapsed"]
         for pid in followers.pids:  # until they have read what the storm wrote
             settle(pid, below=0.03, timeout=60)
-        time.sleep(IDLE_WAIT)
+        time.sleep(idle)
         vm_idle = vm_kb(ctl.pid)
         fvm = [vm_kb(pid) for pid in followers.pids]
         starts, grants = out.pop("start"), out.pop("grant")
@@ -350,7 +351,7 @@ def _storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
             result["profile"] = profile
         result.update(store_write_latency(lab))
         if records_footprint:
-            result["restart_with_records"] = _restart_footprint(ctl, n)
+            result["restart_with_records"] = _restart_footprint(ctl, n, idle)
         return result
     finally:
         followers.stop()
@@ -388,7 +389,7 @@ def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def _restart_footprint(ctl: StormController, n: int, idle: float = IDLE_WAIT) -> dict[str, Any]:
+def _restart_footprint(ctl: StormController, n: int, idle: float) -> dict[str, Any]:
     """The controller restarted over the N records of the storm: idle RSS, after listing."""
     ctl.stop()
     ctl.start()
