@@ -4,6 +4,11 @@ json.loads recurses once per nesting level: 5,000 brackets raise RecursionError,
 no caller expects (a signed request answered 500 with a traceback). Every document this
 protocol exchanges is a few levels deep, so anything deeper than MAX_DEPTH is refused as
 the ValueError that callers already turn into a 4xx, before the parser sees it.
+
+Bytes are read as UTF-8 only (RFC 8259: JSON between systems is UTF-8). json.loads
+would guess UTF-16 or UTF-32 from the first bytes, and the bracket count must see the
+very characters the parser sees: in UTF-16, "∠" is the bytes 20 22, a quote to a scanner
+of bytes, and 1,100 brackets went past it as a document one level deep.
 """
 
 from __future__ import annotations
@@ -31,8 +36,12 @@ def depth(data: bytes) -> int:
 
 
 def loads(data: str | bytes) -> Any:
-    """json.loads, refusing (ValueError) documents nested deeper than MAX_DEPTH."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    if depth(raw) > MAX_DEPTH:
+    """json.loads, refusing (ValueError) documents nested deeper than MAX_DEPTH and bytes
+    that are not UTF-8 (UnicodeDecodeError, a ValueError too)."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    if depth(text.encode("utf-8", "surrogatepass")) > MAX_DEPTH:
         raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels")
-    return json.loads(raw)
+    try:
+        return json.loads(text)
+    except RecursionError:  # the count above missed a way to nest: still a bad document
+        raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels") from None

@@ -43,7 +43,20 @@ def test_too_deep_is_a_value_error_before_the_parser_recurses() -> None:
         safejson.loads(DEEP)
 
 
-def _signed(key: OKPKey, header: str, payload: str) -> str:
+# UTF-16-LE, which json.loads would guess from the bytes: "∠" is 20 22 there, a quote to a
+# scanner of bytes, so the brackets between two of them looked like a string's
+DEEP_UTF16 = ('["∠",' + "[" * 1100 + '"∠"' + "]" * 1100 + "]").encode("utf-16-le")
+
+
+def test_bytes_are_utf8_only_so_no_other_encoding_hides_the_depth() -> None:
+    with pytest.raises(RecursionError):
+        json.loads(DEEP_UTF16)  # what the parser alone makes of it
+    with pytest.raises(ValueError):
+        safejson.loads(DEEP_UTF16)
+    assert safejson.loads('["∠", [1]]'.encode()) == ["∠", [1]]  # UTF-8 text parses
+
+
+def _signed(key: OKPKey, header: str, payload: str | bytes) -> str:
     signing_input = f"{b64url(header)}.{b64url(payload)}"
     return f"{signing_input}.{b64url(key.private_key.sign(signing_input.encode()))}"
 
@@ -54,6 +67,15 @@ def test_signed_request_with_deep_payload_is_bad_payload() -> None:
                          "nonce": "n", "url": URL})
     with pytest.raises(WireError) as err:
         verify_request(_signed(key, header, DEEP), URL)
+    assert (err.value.code, err.value.status) == ("bad_payload", 400)
+
+
+def test_signed_request_with_a_deep_utf16_payload_is_bad_payload() -> None:
+    key = OKPKey.generate_key("Ed25519")
+    header = json.dumps({"alg": AGENT_ALG, "jwk": dict(key.as_dict(private=False)),
+                         "nonce": "n", "url": URL})
+    with pytest.raises(WireError) as err:
+        verify_request(_signed(key, header, DEEP_UTF16), URL)
     assert (err.value.code, err.value.status) == ("bad_payload", 400)
 
 
