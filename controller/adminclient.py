@@ -7,6 +7,7 @@ import ssl
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from cryptography import x509
@@ -97,8 +98,15 @@ class AdminClient:
         self.urls = [u.rstrip("/") for u in ([url] if isinstance(url, str) else url) if u]
         if not self.urls:
             raise WireError("no_url", "no controller URL")
+        for u in self.urls:  # the admin token goes to each of them
+            parts = urlsplit(u)
+            if parts.scheme != "https" or not parts.hostname:
+                raise WireError("bad_url", f"{u!r} is not a controller URL: give "
+                                "https://<host>:<port> (the admin token never goes over "
+                                "plain HTTP)")
         self.url = self.urls[0]
         self.passed_over: list[str] = []
+        self._answered: set[str] = set()  # controllers that gave this client an answer
         self.timeout = timeout
         self.session = requests.Session()
         self.session.trust_env = False  # REQUESTS_CA_BUNDLE must not replace the pinned CA
@@ -118,6 +126,7 @@ class AdminClient:
                 continue
             self.passed_over += [": ".join(f) for f in failed]
             self.url = url
+            self._answered.add(url)
             path = _cache_path(pin)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(pem)
@@ -128,13 +137,28 @@ class AdminClient:
                 params: dict[str, Any] | None = None) -> Any:
         """Asked of the controller that answered last, else of the next that answers. A
         write goes on to the next only when it surely never reached the one before: it
-        may have been applied there, and must not be applied twice."""
+        may have been applied there, and must not be applied twice. So a write goes only
+        to a controller that has answered: if none has yet, a read (/healthz) finds one,
+        passing over any address that fails in any way (one that hangs up in the TLS
+        handshake, say, which a write could not tell from one that hung up after it)."""
+        if method not in ("GET", "HEAD") and self.url not in self._answered:
+            self._send("GET", "/healthz", None, None)
+        response = self._send(method, path, body, params)
+        data = answer_json(response.status_code, response.content, path)
+        if response.status_code >= 400:
+            detail = {k: v for k, v in data.items() if k not in ("error", "message")}
+            raise WireError(str(data.get("error", "error")), str(data.get("message", "")),
+                            response.status_code, detail)
+        return data
+
+    def _send(self, method: str, path: str, body: dict[str, Any] | None,
+              params: dict[str, Any] | None) -> requests.Response:
         order = [self.url, *(u for u in self.urls if u != self.url)]
         failed: list[tuple[str, str, str]] = []
         for url in order:
             try:
                 response = self.session.request(method, url + path, json=body, params=params,
-                                                timeout=self.timeout)
+                                                timeout=self.timeout, allow_redirects=False)
             except requests.RequestException as exc:
                 code, why = _why(exc, self.timeout)
                 if method not in ("GET", "HEAD") and not _nothing_sent(exc):
@@ -146,15 +170,9 @@ class AdminClient:
                 continue
             self.passed_over += [": ".join(f) for f in failed]
             self.url = url
-            break
-        else:
-            raise _none_answered("no controller answered", failed)
-        data = answer_json(response.status_code, response.content, path)
-        if response.status_code >= 400:
-            detail = {k: v for k, v in data.items() if k not in ("error", "message")}
-            raise WireError(str(data.get("error", "error")), str(data.get("message", "")),
-                            response.status_code, detail)
-        return data
+            self._answered.add(url)
+            return response
+        raise _none_answered("no controller answered", failed)
 
     def pages(self, path: str, key: str, cursor: str, params: dict[str, Any] | None = None,
               ) -> list[dict[str, Any]]:

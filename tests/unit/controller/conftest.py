@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -63,3 +64,30 @@ def dead_url() -> str:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         return f"https://127.0.0.1:{closed.getsockname()[1]}"
+
+
+@pytest.fixture
+def hangup_url() -> Iterator[str]:
+    """An address that takes each connection and closes it unanswered (in the TLS
+    handshake): a wrong port, or a stranger on the LAN who took a controller's address."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.recv(4096)  # the ClientHello
+            conn.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()

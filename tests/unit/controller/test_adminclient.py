@@ -51,7 +51,9 @@ def test_a_write_passes_over_an_impostor_and_a_dead_address_before_anything_is_s
     client = AdminClient([rogue, dead_url, real], TOKEN, ca_file=ca.cert_path, timeout=5)
     assert client.approve("pi-1")["state"] == "approved"
     assert rogue_saw.requests == []
-    assert [r[:2] for r in real_saw.requests] == [("POST", "/v1/nodes/pi-1/approve")]
+    # a write goes only to a controller that has answered: /healthz found it
+    assert [r[:2] for r in real_saw.requests] == [("GET", "/healthz"),
+                                                  ("POST", "/v1/nodes/pi-1/approve")]
     assert client.url == real
     assert client.passed_over == [
         f"{rogue}: tls_failed: its certificate fails the pinned CA "
@@ -59,10 +61,11 @@ def test_a_write_passes_over_an_impostor_and_a_dead_address_before_anything_is_s
         f"{dead_url}: unreachable: connection refused"]
 
 
-@pytest.mark.parametrize("ask", [lambda client: client.approve("pi-9"),
-                                 lambda client: client.node("pi-9")], ids=["write", "read"])
+@pytest.mark.parametrize(("ask", "asked"), [
+    (lambda client: client.approve("pi-9"), ["/healthz", "/v1/nodes/pi-9/approve"]),
+    (lambda client: client.node("pi-9"), ["/v1/nodes/pi-9"])], ids=["write", "read"])
 def test_a_genuine_controllers_answer_is_reported_not_asked_elsewhere(
-        ca: CA, serve: Serve, ask: Any) -> None:
+        ca: CA, serve: Serve, ask: Any, asked: list[str]) -> None:
     rogue, _ = serve(impostor=True)
     first, first_saw = serve()
     second, second_saw = serve()
@@ -70,7 +73,7 @@ def test_a_genuine_controllers_answer_is_reported_not_asked_elsewhere(
     with pytest.raises(WireError) as err:
         ask(client)
     assert (err.value.code, err.value.status) == ("not_found", 404)
-    assert len(first_saw.requests) == 1
+    assert [r[1] for r in first_saw.requests] == asked  # a write: after /healthz found it
     assert second_saw.requests == []
     assert client.url == first
 
@@ -85,7 +88,8 @@ def test_a_write_that_may_have_reached_a_controller_is_not_sent_to_another(
     assert err.value.code == "no_answer"
     assert err.value.message.startswith(f"{first}: unreachable: ")
     assert "may have been applied" in err.value.message and TOKEN not in err.value.message
-    assert [r[:2] for r in first_saw.requests] == [("POST", "/v1/nodes/pi-1/approve")]
+    assert [r[:2] for r in first_saw.requests] == [("GET", "/healthz"),
+                                                   ("POST", "/v1/nodes/pi-1/approve")]
     assert second_saw.requests == []  # approved at most once
 
 
@@ -118,3 +122,26 @@ def test_when_none_answers_one_error_names_each_and_why(
         AdminClient([rogue], TOKEN, timeout=5, **trusting).nodes()
     assert err.value.code == check
     assert rogue_saw.requests == []
+
+
+def test_a_write_passes_over_an_address_that_hangs_up_in_the_handshake(
+        ca: CA, serve: Serve, hangup_url: str) -> None:
+    """A write could not tell that hang-up from one after it was sent: a read finds a
+    controller that answers first, and the write goes there, once."""
+    real, real_saw = serve()
+    client = AdminClient([hangup_url, real], TOKEN, ca_file=ca.cert_path, timeout=5)
+    assert client.approve("pi-1")["state"] == "approved"
+    assert [r[:2] for r in real_saw.requests] == [("GET", "/healthz"),
+                                                  ("POST", "/v1/nodes/pi-1/approve")]
+    assert client.url == real and client.passed_over[0].startswith(f"{hangup_url}: ")
+    assert client.approve("pi-1")["state"] == "approved"  # it answered: no second probe
+    assert [r[0] for r in real_saw.requests].count("GET") == 1
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8443", "127.0.0.1:8443", "https://"])
+def test_a_url_that_is_not_https_is_refused_before_any_token_is_sent(
+        ca: CA, url: str) -> None:
+    with pytest.raises(WireError) as err:
+        AdminClient(["https://127.0.0.1:1", url], TOKEN, ca_file=ca.cert_path)
+    assert err.value.code == "bad_url" and "https://" in err.value.message
+    assert TOKEN not in err.value.message
