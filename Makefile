@@ -69,24 +69,31 @@ demo-soak: deps venv
 	$(BIN)/python -m tests.bench.soak --runs $(SOAK_RUNS)
 
 # The lab's tests run one after another (one lab per machine); the others, pure logic and
-# servers on loopback, run beside them in a second pytest, whose report follows.
+# servers on loopback, run beside them in a second pytest, whose report follows (ended with
+# the recipe if it is interrupted). PYTEST_ARGS="..." runs one pytest with those instead.
 LAB_TESTS = tests/e2e tests/deploy tests/cards tests/bench_smoke
 BESIDE_TESTS = tests/unit tests/attacks
+PYTEST = $(BIN)/python -m pytest -q -ra
 test: deps venv
 	$(BIN)/enroll-lab down
 	$(BIN)/enroll-lab rootfs
-	@log=$$(mktemp); \
-	$(BIN)/python -m pytest -q -ra -p no:cacheprovider $(BESIDE_TESTS) >$$log 2>&1 & beside=$$!; \
-	$(BIN)/python -m pytest -q -ra --durations=30 -m "not cards" $(LAB_TESTS) $(PYTEST_ARGS); \
-	lab=$$?; wait $$beside; rc=$$?; \
+ifneq ($(strip $(PYTEST_ARGS)),)
+	$(PYTEST) --durations=30 -m "not cards" $(PYTEST_ARGS)
+else
+	@log=$$(mktemp) || exit 1; \
+	$(PYTEST) -p no:cacheprovider $(BESIDE_TESTS) >$$log 2>&1 & beside=$$!; \
+	trap 'kill $$beside 2>/dev/null; rm -f $$log; exit 130' INT TERM; \
+	$(PYTEST) --durations=30 -m "not cards" $(LAB_TESTS); lab=$$?; \
+	wait $$beside; rc=$$?; trap - INT TERM; \
 	echo "== $(BESIDE_TESTS), run beside the lab's tests:"; cat $$log; rm -f $$log; \
 	test $$lab -eq 0 && test $$rc -eq 0
+endif
 
 # The card Pis `make test` leaves out (it runs one card journey): see README, The lab.
 test-cards: deps venv
 	$(BIN)/enroll-lab down
 	$(BIN)/enroll-lab rootfs
-	$(BIN)/python -m pytest -q -ra -m cards tests/cards $(PYTEST_ARGS)
+	$(PYTEST) -m cards tests/cards $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check agent controller deploy tests

@@ -58,7 +58,8 @@ class Connection(HTTPConnection):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        del self.resolve_peer_creds, self.get_peer_creds  # the class's own methods again
+        for cached in ("resolve_peer_creds", "get_peer_creds"):  # the class's own again
+            vars(self).pop(cached, None)  # (a cheroot without these caches: nothing to do)
 
 
 class GatedServer(wsgi.Server):
