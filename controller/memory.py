@@ -7,8 +7,8 @@ and memory freed in one cannot serve another), and malloc_trim() to hand freed p
 to the kernel once the process has been busy (more than BUSY seconds of CPU in the last
 CHECK_EVERY seconds): during and right after a burst, never while idle. Before each trim,
 a full garbage collection: objects in reference cycles wait for it, and after a burst
-nothing allocates enough to trigger one. The bench's
-"controller RSS idle after a storm" is what these are for (README: Performance).
+nothing allocates enough to trigger one. The bench's "controller RSS idle after a storm"
+is what these are for (README: Performance).
 """
 
 from __future__ import annotations

@@ -38,8 +38,11 @@ def depth(data: bytes) -> int:
 def loads(data: str | bytes) -> Any:
     """json.loads, refusing (ValueError) documents nested deeper than MAX_DEPTH and bytes
     that are not UTF-8 (UnicodeDecodeError, a ValueError too)."""
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
-    if depth(text.encode("utf-8", "surrogatepass")) > MAX_DEPTH:
+    if isinstance(data, bytes):
+        raw, text = data, data.decode("utf-8")  # the same characters, now known UTF-8
+    else:
+        raw, text = data.encode("utf-8", "surrogatepass"), data
+    if depth(raw) > MAX_DEPTH:
         raise TooDeep(f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
         return json.loads(text)

@@ -49,10 +49,6 @@ class Stored:
     text: str
     exact: bool = True
 
-    @classmethod
-    def of(cls, key: str, version: int, body: dict[str, Any], exact: bool = True) -> Stored:
-        return cls(key, version, dump(body), exact)
-
     @property
     def body(self) -> dict[str, Any]:
         return json.loads(self.text)  # type: ignore[no-any-return]

@@ -4,12 +4,15 @@ store is bounded, and said so with 429 and Retry-After."""
 
 from __future__ import annotations
 
+import gc
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent.wire.errors import WireError
+from controller.server import Connection
 
 from .conftest import LiveController
 
@@ -79,11 +82,6 @@ def test_closed_connections_are_freed_at_once_not_left_to_the_garbage_collector(
     """A burst of short TLS connections: each one the server closed is freed when it is
     closed, with its TLS state, even while the cyclic garbage collector does not run (as
     under a burst, where it runs late and the memory it frees late is not given back)."""
-    import gc
-    import time
-
-    from controller.server import Connection
-
     def alive() -> int:
         return sum(1 for o in gc.get_objects() if isinstance(o, Connection))
 

@@ -14,6 +14,7 @@ import pytest
 import controller.state.state as state_module
 from agent.wire.errors import WireError
 from controller.state import HostDoc, Record, State, Stored, Token, Unchanged
+from controller.state.backend import dump
 from controller.state.model import ARCHIVED_KEPT, EVENTS_KEPT
 from controller.state.sqlite import SQLiteBackend
 
@@ -306,7 +307,7 @@ def test_writes_elsewhere_reach_memory_through_watch(state: State, other: State)
     stored = other.backend.get("host/pi-1")
     state._changed("host/pi-1", stored)
     assert state.record(record.id) is not None
-    older = Stored.of(stored.key, stored.version - 1, {"hostname": "pi-1"})
+    older = Stored(stored.key, stored.version - 1, dump({"hostname": "pi-1"}))
     state._changed("host/pi-1", older)
     assert state.record(record.id) is not None
     state._changed("host/pi-1", None)
@@ -318,11 +319,11 @@ class Unsaid(SQLiteBackend):
 
     def create(self, key: str, body: dict[str, Any]) -> Stored:
         super().create(key, body)
-        return Stored.of(key, 0, body, exact=False)
+        return Stored(key, 0, dump(body), exact=False)
 
     def update(self, old: Stored, body: dict[str, Any]) -> Stored:
         super().update(old, body)
-        return Stored.of(old.key, old.version, body, exact=False)
+        return Stored(old.key, old.version, dump(body), exact=False)
 
 
 def test_a_write_whose_version_is_unsaid_is_read_again_before_the_next(path: Path) -> None:
@@ -406,9 +407,9 @@ def test_a_malformed_change_elsewhere_leaves_memory_as_it_was(state: State) -> N
     record = state.update_host("pi-1", claim(make_record("pi-1")))
     stored = state.backend.get("host/pi-1")
     for body in MALFORMED.values():
-        state._changed("host/pi-1", Stored.of("host/pi-1", stored.version + 1, body))
+        state._changed("host/pi-1", Stored("host/pi-1", stored.version + 1, dump(body)))
     assert state.record(record.id) is not None and state.pending_counts("")[0] == 1
-    state._changed("host/pi-2", Stored.of("host/pi-2", 1, {"hostname": "pi-2"}))
+    state._changed("host/pi-2", Stored("host/pi-2", 1, dump({"hostname": "pi-2"})))
     assert state.doc("host/pi-2") == {"hostname": "pi-2"}
 
 
@@ -418,11 +419,11 @@ def test_documents_of_a_newer_controller_are_read_without_their_new_fields(
     record = make_record("pi-1")
     token = Token("t1", "h" * 64, "d", "*", 3, 3, 1.0, 2e9, None, "admin:a")
     newer_event = {"at": 1.0, "actor": "a", "action": "node.request", "since": "v2"}
-    state._changed("host/pi-1", Stored.of("host/pi-1", 1, {
+    state._changed("host/pi-1", Stored("host/pi-1", 1, dump({
         "hostname": "pi-1", "shard": 3, "records": [{**record.to_json(), "tpm": "yes"}],
-        "events": [newer_event]}))
-    state._changed("token/t1", Stored.of("token/t1", 1, {
-        **token.to_json(), "scope": "lab", "events": [newer_event]}))
+        "events": [newer_event]})))
+    state._changed("token/t1", Stored("token/t1", 1, dump({
+        **token.to_json(), "scope": "lab", "events": [newer_event]})))
     assert state.record(record.id).hostname == "pi-1"
     assert state.token_by_hash("h" * 64).uses_left == 3
     assert state.token("t1").events[0].action == "node.request"

@@ -12,7 +12,7 @@ import pytest
 import controller.state.swarm as swarm_module
 from controller.dockerapi import APIError
 from controller.state import APPROVED, JOINED, HostDoc
-from controller.state.backend import Conflict, Stored
+from controller.state.backend import Conflict, Stored, dump
 from controller.state.swarm import DOC_LABEL, KEY_LABEL, STATE_LABEL, SwarmBackend, config_name
 
 from ...helpers import make_record
@@ -77,7 +77,7 @@ def test_our_event_before_dockers_answer_leaves_the_next_writers_event_to_be_rea
     api = EarlyEvents()
     backend = api.backend = SwarmBackend(api)
     backend._ids["cfg1"], backend._id_of["host/pi-1"] = "host/pi-1", "cfg1"
-    backend.update(Stored.of("host/pi-1", 3, {}), {"hostname": "pi-1"})
+    backend.update(Stored("host/pi-1", 3, dump({})), {"hostname": "pi-1"})
     assert api.calls == ["update"] and backend._own == {}  # its event came, and was ours
     backend._stop.set()
     backend._event(event("update"), lambda key, stored: None)  # another controller's write
@@ -92,7 +92,7 @@ def test_a_write_that_fails_expects_no_event() -> None:
 
     backend = SwarmBackend(Refusing())
     with pytest.raises(Conflict):
-        backend.update(Stored.of("host/pi-1", 3, {}), {"hostname": "pi-1"})
+        backend.update(Stored("host/pi-1", 3, dump({})), {"hostname": "pi-1"})
     assert backend._own == {}
     backend._stop.set()
 
@@ -174,7 +174,7 @@ def test_the_periodic_reread_finds_a_write_whose_event_passed_for_ours() -> None
     api = Store(config("cfg1", "host/pi-1", 3, {"hostname": "pi-1"}))
     backend = SwarmBackend(api)
     backend.load_all()
-    old = Stored.of("host/pi-1", 3, {"hostname": "pi-1"})
+    old = Stored("host/pi-1", 3, dump({"hostname": "pi-1"}))
     backend.update(old, {"hostname": "pi-1", "by": "us"})
     api.stored["cfg1"] = config("cfg1", "host/pi-1", 5, {"hostname": "pi-1", "by": "them"})
     heard = Heard()
