@@ -15,8 +15,12 @@ proposal, a few milliseconds; a document may be a few hundred KB (Raft refuses a
 over about 1.5 MB), and documents are bounded far below that (model.trim). Writes need a
 Raft quorum: without one they fail with StoreUnavailable and nothing is half-written.
 
-Other controllers' writes arrive as Docker's config events; after the event stream
-breaks, every document is read again. A write of our own is not read back (its event is
+Other controllers' writes arrive as Docker's config events, and the configs they name
+are read in batches: the first FLUSH_DELAY after a quiet spell, then at most one read
+every FLUSH_EVERY while the writes keep coming (a follower's read goes through the Raft
+leader's daemon: read after each event, a fleet enrolling through another controller
+would cost the managers nearly a read per write). After the event stream breaks, every
+document is read again. A write of our own is not read back (its event is
 skipped, and its new version is learnt at the next read): with a fleet enrolling, those
 reads would cost the controller as much as the writes. Docker drops events for a slow
 subscriber without breaking the stream, and a lost event of ours would let the next
@@ -56,6 +60,7 @@ KEY_LABEL = "swarm-enroll.key"
 DOC_LABEL = "swarm-enroll.doc"
 DATA = b"swarm-enroll cluster state: the document is in the label swarm-enroll.doc"
 FLUSH_DELAY = 0.05  # seconds events are gathered before the configs they name are read
+FLUSH_EVERY = 0.25  # seconds between two reads while other controllers' writes keep coming
 FLUSH_BATCH = 100
 OWN_EVENT_WAIT = 30.0  # seconds after which our write's event is no longer expected
 REREAD_EVERY = 60.0  # seconds between two listings of the whole store
@@ -276,15 +281,16 @@ class SwarmBackend:
     def _flush(self, changed: Changed) -> None:
         """Read what the events named, many configs in one call: a fleet enrolling makes
         hundreds of writes a second, and one read each would double the daemon's work."""
-        self._stop.wait(FLUSH_DELAY)
-        retry = RETRY_FIRST
+        wait, retry = FLUSH_DELAY, RETRY_FIRST
         while True:
+            self._stop.wait(wait)
             with self._lock:
                 ids, self._dirty = sorted(self._dirty)[:FLUSH_BATCH], set(
                     sorted(self._dirty)[FLUSH_BATCH:])
                 if not ids:
                     self._flusher = None
                     return
+                wait = 0.0 if self._dirty else FLUSH_EVERY  # a full batch: the rest at once
             try:
                 configs = self._call(self.api.configs, filters={"id": ids})
             except (APIError, StoreUnavailable) as exc:
@@ -297,7 +303,7 @@ class SwarmBackend:
                     with self._lock:
                         self._flusher = None
                     return
-                retry = min(retry * 2, RETRY_MOST)
+                retry, wait = min(retry * 2, RETRY_MOST), 0.0
                 continue
             retry = RETRY_FIRST
             for stored in self._documents(configs):

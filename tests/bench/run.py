@@ -20,6 +20,7 @@ from typing import Any
 from . import footprint, profiling, report
 from .benchlab import BenchLabSpec, bench_lab
 from .checkin import run_checkin
+from .floor import store_floor, summarize_floor
 from .join import Variant, run_join
 from .stats import summary
 from .storm import IDLE_WAIT, check_variant, storm_once, variant_env
@@ -227,6 +228,12 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                                 f"{100 * r['client_cpu_share']:.0f}% / other "
                                 f"{r['other_cpu_cores']:.2f} cores")
                 res["storm"] = report.summarize_storm(runs)
+                floor_n = min(1000, max(ns))
+                say(f"store floor: {floor_n} config writes straight to the leader's daemon, "
+                    f"{args.storm_reps} runs")
+                res["storm_floor"] = summarize_floor(
+                    [store_floor(lab, floor_n, f"r{rep}")
+                     for rep in range(1, args.storm_reps + 1)])
                 if cruns:
                     compare["storm"] = report.summarize_storm(cruns)
                 restart = res["storm"].get(str(args.records_n), {}).get("restart_with_records")

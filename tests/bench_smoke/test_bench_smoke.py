@@ -58,6 +58,8 @@ def test_every_benchmark_runs_at_tiny_n(tmp_path: Path) -> None:
         # the storm Pi's controller announced through its avahi-daemon, as on Pi OS
         assert all(r["controller_avahi_services"] == ["swarm-enroll.service"]
                    for r in storm["runs"])
+    floor = res["storm_floor"]  # Docker's own writes, one host document each
+    assert floor["n"] == 12 and floor["writes_per_s"]["n"] >= 1 and floor["doc_bytes"] > 0
     restart = res["storm"]["12"]["restart_with_records"]
     assert restart["records"] == [12]
 

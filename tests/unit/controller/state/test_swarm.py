@@ -156,6 +156,30 @@ def test_configs_not_read_for_want_of_a_leader_are_read_once_there_is_one(
     assert api.calls == ["read"] * 4 and backend._dirty == set()
 
 
+def test_a_stream_of_other_writers_events_is_read_once_per_pause_not_once_per_event(
+        monkeypatch: Any) -> None:
+    """A fleet enrolling through another controller: each read goes through the Raft
+    leader's daemon, so while the events keep coming they are read in one batch per
+    FLUSH_EVERY."""
+    monkeypatch.setattr(swarm_module, "FLUSH_DELAY", 0.0)
+    monkeypatch.setattr(swarm_module, "FLUSH_EVERY", 1.0)
+    api = Store(*(config(f"c{i}", f"host/pi-{i}", 1, {"hostname": f"pi-{i}"})
+                  for i in range(6)))
+    backend = SwarmBackend(api)
+    heard = Heard()
+    backend._event(event("update", "c0"), heard)
+    deadline = time.monotonic() + 5
+    while not heard.docs and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert api.calls == ["read"]  # the first at once
+    for i in range(1, 6):  # then writes 10 ms apart, as a storm makes them
+        backend._event(event("update", f"c{i}"), heard)
+        time.sleep(0.01)
+    flushed(backend)
+    assert api.calls == ["read", "read"]
+    assert sorted(key for key, _ in heard.docs) == [f"host/pi-{i}" for i in range(6)]
+
+
 def test_a_late_remove_of_an_old_config_leaves_the_document_made_again() -> None:
     api = Store(config("old", "host/pi-1", 3, {"hostname": "pi-1"}))
     backend = SwarmBackend(api)

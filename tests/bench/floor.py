@@ -1,0 +1,72 @@
+"""The store's floor: Docker's own config writes on the storm's swarm, with no controller.
+
+Each Pi's enrollment costs at least one write to the swarm's Raft store: its hostname's
+document, created under the name's compare-and-swap. Writing N configs of a real host
+document's size (one the storm left) straight to the Raft leader's daemon, from as many
+threads as the controller serves requests with, shows what the store alone takes on this
+host, and what each manager's dockerd spends on one write: no storm with one write per Pi
+can be faster. The configs carry a label of their own (never the state's), and are removed
+afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from controller.dockerapi import DockerAPI
+from controller.state.swarm import DOC_LABEL, KEY_LABEL, STATE_LABEL
+from deploy.lab.lab import Lab, LabError
+
+from .benchlab import FOLLOWER_PIS, STORM_PI, cpu_by_process, processes_cpu, settle_host
+from .stats import summary
+
+THREADS = 8  # the controller's server threads (controller/server.py: make_server)
+FLOOR_LABEL = "swarm-enroll-bench.floor"
+
+
+def host_document(api: DockerAPI) -> str:
+    """The text of one host document the storm wrote: the size every write carries."""
+    for config in api.configs(filters={"label": [STATE_LABEL]}):
+        labels = config["Spec"].get("Labels") or {}
+        if labels.get(KEY_LABEL, "").startswith("host/"):
+            return str(labels[DOC_LABEL])
+    raise LabError("no host document in the storm's swarm: run a storm first")
+
+
+def store_floor(lab: Lab, n: int, label: str) -> dict[str, Any]:
+    """N config writes by THREADS threads to the storm Pi's daemon (the Raft leader)."""
+    api = DockerAPI(lab.docker_host(STORM_PI))
+    doc = host_document(api)
+    names = [f"swarm-enroll-bench-floor-{label}-{i}" for i in range(n)]
+
+    def write(name: str) -> None:
+        api.create_config(name, b"floor", {FLOOR_LABEL: "1", DOC_LABEL: doc})
+
+    settle_host()
+    places = (lab.state_dir, lab.run_base)
+    before, t0 = processes_cpu(places), time.monotonic()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(write, names))
+    elapsed = time.monotonic() - t0
+    cores = cpu_by_process(before, processes_cpu(places), elapsed)
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(api.remove_config, names))
+    managers = {f"dockerd ({pi})" for pi in (STORM_PI, *FOLLOWER_PIS)}
+    daemons = {name: 1000 * c * elapsed / n for name, c in cores.items() if name in managers}
+    return {"n": n, "threads": THREADS, "doc_bytes": len(doc.encode()), "elapsed_s": elapsed,
+            "writes_per_s": n / elapsed, "dockerd_ms_per_write": daemons,
+            "dockerd_ms_per_write_all": sum(daemons.values()),
+            "host_cores_busy": sum(cores.values())}
+
+
+def summarize_floor(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    names = sorted({name for r in runs for name in r["dockerd_ms_per_write"]})
+    return {"n": runs[0]["n"], "threads": runs[0]["threads"], "doc_bytes": runs[0]["doc_bytes"],
+            **{k: summary([r[k] for r in runs])
+               for k in ("elapsed_s", "writes_per_s", "dockerd_ms_per_write_all",
+                         "host_cores_busy")},
+            "dockerd_ms_per_write": {name: summary([r["dockerd_ms_per_write"].get(name, 0.0)
+                                                    for r in runs]) for name in names},
+            "runs": runs}
