@@ -116,11 +116,12 @@ def _watch_role(swarm: Swarm, registry: Registry, server: object, demoted: threa
     while True:
         try:
             swarm.local()
-        except SwarmError:
-            demoted.set()
-            threading.Thread(target=server.stop, daemon=True).start()  # type: ignore
-            return
-        except Exception:  # the daemon is restarting: ask again later
+        except SwarmError as exc:
+            if exc.code == "not_a_manager":
+                demoted.set()
+                threading.Thread(target=server.stop, daemon=True).start()  # type: ignore
+                return
+        except Exception:  # the daemon answers strangely: ask again later
             pass
         registry.heartbeat()
         for read in shared:

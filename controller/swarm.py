@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.dockerapi import APIError, DockerAPI, NotFound
+from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound
 
 SWARM_PORT = 2377
 
@@ -81,7 +81,7 @@ class Swarm:
             self._facts = None
 
     def local(self) -> LocalNode:
-        info = self.api.info()
+        info = self._call("reading the local daemon", self.api.info)
         swarm = info["Swarm"]
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
             raise SwarmError("not_a_manager", "the local Docker daemon is not a swarm manager",
@@ -90,17 +90,28 @@ class Swarm:
                          swarm.get("NodeAddr", ""))
 
     def worker_token(self) -> str:
-        return self.api.inspect_swarm()["JoinTokens"]["Worker"]
+        return self._swarm()["JoinTokens"]["Worker"]
 
     def manager_token(self) -> str:
         """Only ever read by managers' controllers, to seal and open the shared CA key."""
-        return self.api.inspect_swarm()["JoinTokens"]["Manager"]
+        return self._swarm()["JoinTokens"]["Manager"]
+
+    def _swarm(self) -> dict[str, Any]:
+        swarm = self._call("reading the swarm", self.api.inspect_swarm)
+        if swarm is None:
+            raise SwarmError("not_a_manager", "the local Docker daemon is not a swarm manager",
+                             503)
+        return swarm  # type: ignore[no-any-return]
 
     def is_manager(self) -> bool:
+        """False only when the daemon says it is no manager; SwarmError when it cannot say
+        (down, restarting): a manager's keys must never go for want of an answer."""
         try:
             self.local()
-        except SwarmError:
-            return False
+        except SwarmError as exc:
+            if exc.code == "not_a_manager":
+                return False
+            raise
         return True
 
     def manager_addresses(self, first: str = "") -> list[str]:
@@ -166,12 +177,13 @@ class Swarm:
                 return False
             try:
                 self.api.update_node(node_id, node["Version"]["Index"], spec)
+            except DockerError as exc:
+                raise _down(f"updating node {node_id}", exc) from None
             except APIError as exc:
                 if "update out of sequence" in str(exc):
                     continue
                 if _no_leader(exc):
-                    raise quorum_lost(int(self.api.info()["Swarm"].get("Managers") or 0)
-                                      ) from None
+                    raise self._quorum_lost() from None
                 raise SwarmError("swarm_update_failed",
                                  f"could not update node {node_id}: {exc.explanation}",
                                  502) from None
@@ -183,15 +195,25 @@ class Swarm:
     # -- removing nodes without breaking the swarm: drain, demote, remove, rotate --
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Docker's errors as SwarmError: no quorum, the daemon down (restarting, say), or
+        an error answer in Docker's own words. None for 404."""
         try:
             return fn(*args, **kwargs)
         except NotFound:
             return None
         except APIError as exc:
             if _no_leader(exc):
-                total = int(self.api.info()["Swarm"].get("Managers") or 0)
-                raise quorum_lost(total) from None
+                raise self._quorum_lost() from None
             raise SwarmError("swarm_update_failed", f"{what}: {exc.explanation}", 502) from None
+        except DockerError as exc:
+            raise _down(what, exc) from None
+
+    def _quorum_lost(self) -> SwarmError:
+        """The no-quorum error, with the swarm's manager count from the local daemon."""
+        try:
+            return quorum_lost(int(self.api.info()["Swarm"].get("Managers") or 0))
+        except (APIError, DockerError) as exc:
+            return _down("reading the local daemon", exc)
 
     def nodes_named(self, hostname: str) -> list[dict[str, Any]]:
         return [a for a in self.nodes()
@@ -254,10 +276,15 @@ class Swarm:
         return True
 
     def rotate_worker_token(self) -> None:
-        swarm = self._call("reading the swarm", self.api.inspect_swarm) or {}
+        swarm = self._swarm()
         self._call("rotating the worker join token", self.api.update_swarm,
                    swarm["Version"]["Index"], swarm["Spec"], rotate_worker_token=True)
         self._forget_facts()
+
+
+def _down(what: str, exc: Exception) -> SwarmError:
+    return SwarmError("docker_unavailable", f"{what}: the local Docker daemon does not answer "
+                      f"({exc}); is it running?", 503)
 
 
 def _no_leader(exc: APIError) -> bool:

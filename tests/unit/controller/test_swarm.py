@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from controller.dockerapi import APIError, NotFound
+from controller.dockerapi import APIError, DockerError, NotFound
 from controller.swarm import Swarm, SwarmError
 
 from .baseline.fakedocker import out_of_sequence
@@ -97,3 +97,36 @@ def test_grants_name_this_manager_first_and_never_a_down_one() -> None:
         manager("198.18.0.13:2377", reachability="unreachable")]))
     assert swarm.manager_addresses(first="198.18.0.19:2377") == [
         "198.18.0.19:2377", "198.18.0.12:2377"]
+
+
+class DownApi:
+    """A daemon that does not answer (restarting, or stopped): every call fails so."""
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            raise DockerError("cannot connect to unix:///run/docker.sock "
+                              "(ConnectionRefusedError)")
+        return call
+
+
+def test_a_daemon_that_does_not_answer_is_a_plain_503_never_a_crash() -> None:
+    swarm = Swarm(DownApi())  # type: ignore[arg-type]
+    for ask in (swarm.local, swarm.join_facts, swarm.manager_token, swarm.nodes,
+                swarm.rotate_worker_token, lambda: swarm.update_node("n1", promote)):
+        with pytest.raises(SwarmError) as err:
+            ask()
+        assert (err.value.code, err.value.status) == ("docker_unavailable", 503)
+        assert "does not answer" in err.value.message
+
+
+def test_only_the_daemons_own_word_makes_this_node_no_manager() -> None:
+    """A manager whose daemon restarts is still one: is_manager cannot say (its controller
+    keeps the CA key), where a daemon that answers "not a manager" makes it False."""
+    with pytest.raises(SwarmError):
+        Swarm(DownApi()).is_manager()  # type: ignore[arg-type]
+
+    class Worker:
+        def info(self) -> dict[str, Any]:
+            return {"Name": "pi-3", "Swarm": {"LocalNodeState": "active",
+                                              "ControlAvailable": False}}
+    assert Swarm(Worker()).is_manager() is False  # type: ignore[arg-type]
