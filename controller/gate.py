@@ -48,10 +48,11 @@ MAX_PENDING_PER_ADDRESS = 512
 # What the gate reads ahead at most: cheroot refuses anything longer from memory.
 MAX_AHEAD = MAX_HEAD_BYTES + MAX_BODY_BYTES + 1024
 WARN_EVERY = 60.0  # seconds between warnings that the caps are closing connections
-_PLAIN_HTTP_MESSAGE = b"This port speaks HTTPS only: use an https:// URL.\n"
-PLAIN_HTTP_ANSWER = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close"
-                     b"\r\nContent-Length: %d\r\n\r\n%s" % (len(_PLAIN_HTTP_MESSAGE),
-                                                            _PLAIN_HTTP_MESSAGE))
+_PLAIN_HTTP_MESSAGE = (b'{"error": "https_only", "message": "this port speaks HTTPS only: use '
+                       b'an https:// URL"}')
+PLAIN_HTTP_ANSWER = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(_PLAIN_HTTP_MESSAGE), _PLAIN_HTTP_MESSAGE))
 
 
 class ReadAheadSSLSocket(ssl.SSLSocket):

@@ -14,6 +14,7 @@ request arrives.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import resource
 import signal
@@ -21,7 +22,7 @@ import threading
 from typing import Any
 
 from cheroot import errors, wsgi
-from cheroot.server import HTTPConnection
+from cheroot.server import HTTPConnection, HTTPRequest
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from flask import Flask
 
@@ -48,6 +49,35 @@ class GatedSSLAdapter(BuiltinSSLAdapter):
         return s, {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
 
+# cheroot's own refusals (before the app sees the request), as the API's error codes
+_ERRORS = {"400": "bad_request", "405": "method_not_allowed", "414": "uri_too_long",
+           "501": "not_implemented", "503": "unavailable", "505": "http_version_not_supported"}
+
+
+class Request(HTTPRequest):
+    """cheroot's request, whose own error answers (a malformed or oversized request,
+    refused before the app) are JSON `{"error", "message"}` like every other."""
+
+    def simple_response(self, status: Any, msg: str = "") -> None:
+        status = str(status)
+        number = status[:3]
+        if number == "413":
+            error = "headers_too_large" if "headers" in str(msg) else "body_too_large"
+        else:
+            error = _ERRORS.get(number, "bad_request" if number < "500" else "unavailable")
+        body = json.dumps({"error": error, "message": str(msg) or status[4:]}).encode()
+        head = [f"{self.server.protocol} {status}", "Content-Type: application/json",
+                f"Content-Length: {len(body)}"]
+        if number in ("413", "414"):  # the rest of the request is not read: no keep-alive
+            self.close_connection = True
+            head.append("Connection: close")
+        try:
+            self.conn.wfile.write("\r\n".join(head).encode("ISO-8859-1") + b"\r\n\r\n" + body)
+        except OSError as exc:
+            if exc.args[0] not in errors.socket_errors_to_ignore:
+                raise
+
+
 class Connection(HTTPConnection):
     """cheroot's connection without its per-connection caches of the peer's credentials
     (UNIX sockets only; off on TLS): each wraps a method bound to the connection, stored
@@ -55,6 +85,8 @@ class Connection(HTTPConnection):
     Under a fleet's burst that collector runs late, and each closed connection would wait
     for it with its TLS state and buffers (hundreds at once: megabytes, and freed memory
     the allocator cannot give back); without the cycle a closed connection goes at once."""
+
+    RequestHandlerClass = Request
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
