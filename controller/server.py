@@ -31,6 +31,12 @@ from controller.config import ControllerConfig
 from controller.gate import MAX_HEAD_BYTES, MAX_PENDING, Gates, ReadAheadSSLSocket
 
 log = logging.getLogger(__name__)
+# Idle connections kept open for their next request. An agent's first contact is a HEAD
+# for a nonce, then its signed POST on the same connection; past cheroot's default of 10
+# idle connections, as soon as a few dozen Pis enroll at once, the HEAD's answer closed
+# the connection and each POST cost a TLS handshake more on both sides. Bounded: each
+# waits at most the socket timeout, and the gate bounds the connections not yet idle.
+KEEP_ALIVE = 128
 
 
 class GatedSSLAdapter(BuiltinSSLAdapter):
@@ -103,6 +109,7 @@ class GatedServer(wsgi.Server):
         super().__init__(*args, **kwargs)
         self.max_request_header_size = MAX_HEAD_BYTES
         self.max_request_body_size = MAX_BODY_BYTES
+        self.keep_alive_conn_limit = KEEP_ALIVE
         self.gate = Gates(functools.partial(wsgi.Server.process_conn, self), self.timeout,
                           gates)
 
