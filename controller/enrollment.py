@@ -590,8 +590,11 @@ class EnrollmentService:
             return False
         try:
             local = self.swarm.local()
-        except SwarmError:
-            return False
+        except SwarmError as exc:
+            if exc.code == "not_a_manager":
+                return False
+            # the daemon cannot say now: asked again, not handled as a stranger's Pi
+            raise WireError(exc.code, exc.message, exc.status) from None
         return (req.swarm.node_id == local.node_id
                 and req.hostname.lower() == local.hostname.lower())
 

@@ -56,8 +56,9 @@ class GatedSSLAdapter(BuiltinSSLAdapter):
 
 
 # cheroot's own refusals (before the app sees the request), as the API's error codes
-_ERRORS = {"400": "bad_request", "405": "method_not_allowed", "414": "uri_too_long",
-           "501": "not_implemented", "503": "unavailable", "505": "http_version_not_supported"}
+_ERRORS = {"400": "bad_request", "405": "method_not_allowed", "408": "request_timeout",
+           "414": "uri_too_long", "500": "internal", "501": "not_implemented",
+           "505": "http_version_not_supported"}
 
 
 class Request(HTTPRequest):
@@ -70,13 +71,13 @@ class Request(HTTPRequest):
         if number == "413":
             error = "headers_too_large" if "headers" in str(msg) else "body_too_large"
         else:
-            error = _ERRORS.get(number, "bad_request" if number < "500" else "unavailable")
+            error = _ERRORS.get(number, "bad_request" if number < "500" else "internal")
         body = json.dumps({"error": error, "message": str(msg) or status[4:]}).encode()
+        # cheroot closes the connection after its own answers (after 413 and 414 the rest
+        # of the request is not even read): said so, unlike cheroot's
+        self.close_connection = True
         head = [f"{self.server.protocol} {status}", "Content-Type: application/json",
-                f"Content-Length: {len(body)}"]
-        if number in ("413", "414"):  # the rest of the request is not read: no keep-alive
-            self.close_connection = True
-            head.append("Connection: close")
+                f"Content-Length: {len(body)}", "Connection: close"]
         try:
             self.conn.wfile.write("\r\n".join(head).encode("ISO-8859-1") + b"\r\n\r\n" + body)
         except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound
+
+log = logging.getLogger(__name__)
 
 SWARM_PORT = 2377
 
@@ -81,9 +84,16 @@ class Swarm:
             self._facts = None
 
     def local(self) -> LocalNode:
+        """This manager; SwarmError not_a_manager only when the daemon says so (outside
+        any swarm, or a worker), swarm_not_ready while it cannot say (pending, locked,
+        error: a manager restarting is pending until it reaches a Raft leader)."""
         info = self._call("reading the local daemon", self.api.info)
         swarm = info["Swarm"]
-        if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):
+        state = swarm.get("LocalNodeState")
+        if state not in ("active", "inactive"):
+            raise SwarmError("swarm_not_ready", f"the local Docker daemon's swarm membership "
+                             f"is {str(state)[:20]!r} for now; try again shortly", 503)
+        if state != "active" or not swarm.get("ControlAvailable"):
             raise SwarmError("not_a_manager", "the local Docker daemon is not a swarm manager",
                              503)
         return LocalNode(swarm["NodeID"], info["Name"], swarm["Cluster"]["ID"],
@@ -119,7 +129,8 @@ class Swarm:
         own address, certainly alive) in front. A manager that just died still shows as
         reachable for a few seconds; one that is Down is never named."""
         addrs = []
-        for node in self.api.nodes(filters={"role": "manager"}):
+        for node in self._call("listing managers", self.api.nodes,
+                               filters={"role": "manager"}) or []:
             status = node.get("ManagerStatus") or {}
             if (status.get("Reachability") == "reachable" and status.get("Addr")
                     and (node.get("Status") or {}).get("State") != "down"):
@@ -127,10 +138,7 @@ class Swarm:
         return sorted(addrs, key=lambda a: (a != first, a))
 
     def node(self, node_id: str) -> dict[str, Any] | None:
-        try:
-            return self.api.inspect_node(node_id)
-        except NotFound:
-            return None
+        return self._call("reading node", self.api.inspect_node, node_id)  # type: ignore[no-any-return]
 
     def nodes(self) -> list[dict[str, Any]]:
         return self._call("listing nodes", self.api.nodes) or []
@@ -283,8 +291,10 @@ class Swarm:
 
 
 def _down(what: str, exc: Exception) -> SwarmError:
-    return SwarmError("docker_unavailable", f"{what}: the local Docker daemon does not answer "
-                      f"({exc}); is it running?", 503)
+    """The answer names no address (it reaches agents); the log says what failed."""
+    log.warning("%s: the local Docker daemon does not answer (%s)", what, exc)
+    return SwarmError("docker_unavailable", f"{what}: the local Docker daemon does not "
+                      "answer; is it running?", 503)
 
 
 def _no_leader(exc: APIError) -> bool:

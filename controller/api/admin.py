@@ -178,7 +178,7 @@ def _swarm_view(records: list[Record]) -> list[dict[str, Any]]:
     stale_after = app_state.config.stale_after_minutes * 60
     try:
         swarm = {a["ID"]: a for a in app_state.enrollment.swarm.nodes()}
-    except SwarmError:  # no quorum: still show the records
+    except SwarmError:  # no quorum, or the daemon does not answer: still show the records
         swarm = {}
     rows = []
     for record in records:

@@ -17,19 +17,18 @@ Raft quorum: without one they fail with StoreUnavailable and nothing is half-wri
 
 Other controllers' writes arrive as Docker's config events, and the configs they name
 are read in batches: the first FLUSH_DELAY after a quiet spell, then at most one read
-every FLUSH_EVERY while the writes keep coming (a follower's read goes through the Raft
-leader's daemon: read after each event, a fleet enrolling through another controller
-would cost the managers nearly a read per write). After the event stream breaks, every
-document is read again. A write of our own is not read back (its event is
-skipped, and its new version is learnt at the next read): with a fleet enrolling, those
-reads would cost the controller as much as the writes. Docker drops events for a slow
-subscriber without breaking the stream, and a lost event of ours would let the next
-event of that config (another controller's write) pass for ours: so every REREAD_EVERY
-seconds the whole store is listed again, and what changed since it was last read is
-handed on (the newer version wins). Only documents whose version moved are parsed, so a
-re-read of 5,000 unchanged documents costs about one listing (see README: Every manager
-runs the controller).
-"""
+every FLUSH_EVERY while the writes keep coming, back to back while more than FLUSH_BATCH
+wait. (A follower's read goes through the Raft leader's daemon: read after each event, a
+fleet enrolling through another controller would cost the managers nearly a read per
+write.) After the event stream breaks, every document is read again. A write of our own
+is not read back (its event is skipped, and its new version is learnt at the next read):
+with a fleet enrolling, those reads would cost the controller as much as the writes.
+Docker drops events for a slow subscriber without breaking the stream, and a lost event
+of ours would let the next event of that config (another controller's write) pass for
+ours: so every REREAD_EVERY seconds the whole store is listed again, and what changed
+since it was last read is handed on (the newer version wins). Only documents whose
+version moved are parsed, so a re-read of 5,000 unchanged documents costs about one
+listing (see README: Every manager runs the controller). """
 
 from __future__ import annotations
 
@@ -285,8 +284,8 @@ class SwarmBackend:
         while True:
             self._stop.wait(wait)
             with self._lock:
-                ids, self._dirty = sorted(self._dirty)[:FLUSH_BATCH], set(
-                    sorted(self._dirty)[FLUSH_BATCH:])
+                dirty = sorted(self._dirty)
+                ids, self._dirty = dirty[:FLUSH_BATCH], set(dirty[FLUSH_BATCH:])
                 if not ids:
                     self._flusher = None
                     return

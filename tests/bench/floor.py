@@ -39,7 +39,7 @@ def store_floor(lab: Lab, n: int, label: str) -> dict[str, Any]:
     """N config writes by THREADS threads to the storm Pi's daemon (the Raft leader)."""
     api = DockerAPI(lab.docker_host(STORM_PI))
     doc = host_document(api)
-    names = [f"swarm-enroll-bench-floor-{label}-{i}" for i in range(n)]
+    names = [f"bench-floor-{label}-{i}" for i in range(n)]  # never the state's prefix
 
     def write(name: str) -> None:
         api.create_config(name, b"floor", {FLOOR_LABEL: "1", DOC_LABEL: doc})

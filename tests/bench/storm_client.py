@@ -1,22 +1,24 @@
 """Load generator of the enrollment storm: N simulated agents, run inside a lab Pi.
 
-Each simulated agent does what a real agent does on first contact, with real code:
-a fresh Ed25519 key (made before the clock starts), the bare TLS handshake that reads the
+Each simulated agent does what a real agent does on first contact, with real code: a
+fresh Ed25519 key (made before the clock starts), the bare TLS handshake that reads the
 controller's chain to check it against the CA pin (the check itself, fetch_pinned_ca,
 runs once per distinct chain and the verifying TLS context is shared: the controller's
 work is the same, the load generator's smaller), then a TLS connection verified against
-that CA, `HEAD /v1/nonce` for a real nonce, and
-`POST /v1/enrollments` signed with agent.wire.jws.sign_request and carrying the bootstrap
-token, until a 200 with a grant. The POST goes on the HEAD's connection unless the answer
-closed it (cheroot keeps at most 10 connections alive, so in a storm most do): then, as
-http.client (the agent's) does, on a new verified one. All N start at t0; at most
-`--concurrency` are in flight (a thread pool). A failed attempt (transport error, timeout,
-any non-200) counts as an error and the agent retries after a jittered backoff, like the
-real one, within a global deadline. Grants are verified (verify_grant, against the pinned
-CA and the agent's own thumbprint) after the clock stops. Prints one JSON object.
+that CA, `HEAD /v1/nonce` for a real nonce, and `POST /v1/enrollments` signed with
+agent.wire.jws.sign_request and carrying the bootstrap token, until a 200 with a grant.
+The POST goes on the HEAD's connection unless the answer closed it (the controller keeps
+up to 128 idle connections alive; with cheroot's default of 10, most did in a storm):
+then, as http.client (the agent's) does, on a new verified one. All N start at t0; at
+most `--concurrency` are in flight (a thread pool). A failed attempt (transport error,
+timeout, any non-200) counts as an error and the agent retries after a jittered backoff,
+like the real one, within a global deadline. Grants are verified (verify_grant, against
+the pinned CA and the agent's own thumbprint) after the clock stops. Prints one JSON
+object.
 
-Its own CPU (about 5 ms per agent on loopback, 6.7-8.6 in the lab) is nearly all TLS: about
-1.5 ms of client CPU per handshake with OpenSSL 3.0, some 2.6 connections per agent. Not the
+Its own CPU (about 5 ms per agent on loopback, 6.7-8.6 in the lab, measured with cheroot's
+default of 10 kept-alive connections; 6.2 in the lab with 128) is nearly all TLS: about 1.5 ms
+of client CPU per handshake with OpenSSL 3.0, some 2.6 connections per agent then. Not the
 threads: one agent at a time costs the same per agent, and asyncio (streams, or
 non-blocking SSLSocket on the loop) was no cheaper (measured 2026-12-02).
 

@@ -10,6 +10,11 @@ import controller.serving as serving
 from controller.swarm import SwarmError
 
 
+class Exhausted(BaseException):
+    """More questions than answers: the watch went on past "not a manager" (a
+    BaseException, which its `except Exception` does not swallow)."""
+
+
 class Answers:
     """Swarm.local() answering each call with the next of `answers` (an error to raise)."""
 
@@ -17,6 +22,8 @@ class Answers:
         self.answers = list(answers)
 
     def local(self) -> None:
+        if not self.answers:
+            raise Exhausted
         answer = self.answers.pop(0)
         if answer is not None:
             raise answer
@@ -38,9 +45,10 @@ def test_a_daemon_that_does_not_answer_for_a_while_does_not_stop_the_controller(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(serving, "ROLE_CHECK", 0.0)
     down = SwarmError("docker_unavailable", "the local Docker daemon does not answer", 503)
+    pending = SwarmError("swarm_not_ready", "the swarm membership is 'pending' for now", 503)
     demoted = threading.Event()
     both = Counting()
-    swarm = Answers(down, None, down, SwarmError("not_a_manager", "not a manager", 503))
+    swarm = Answers(down, None, pending, SwarmError("not_a_manager", "not a manager", 503))
     serving._watch_role(swarm, both, both, demoted, [])  # type: ignore[arg-type]
     assert both.heartbeats == 3  # it went on through the daemon's silences
     assert demoted.is_set() and both.stopped.wait(5)  # and stopped when told "no manager"

@@ -18,7 +18,7 @@ class FakeApi:
     def __init__(self) -> None:
         self.spec: dict[str, Any] = {"Role": "worker", "Labels": {}}
         self.version = 1
-        self.refuse: APIError | None = None
+        self.refuse: APIError | DockerError | None = None
         self.reads = 0
         self.race = 0  # the next n reads are overtaken by another writer before updating
 
@@ -112,11 +112,18 @@ class DownApi:
 def test_a_daemon_that_does_not_answer_is_a_plain_503_never_a_crash() -> None:
     swarm = Swarm(DownApi())  # type: ignore[arg-type]
     for ask in (swarm.local, swarm.join_facts, swarm.manager_token, swarm.nodes,
+                swarm.manager_addresses, lambda: swarm.node("n1"),
                 swarm.rotate_worker_token, lambda: swarm.update_node("n1", promote)):
         with pytest.raises(SwarmError) as err:
             ask()
         assert (err.value.code, err.value.status) == ("docker_unavailable", 503)
         assert "does not answer" in err.value.message
+        assert "docker.sock" not in err.value.message  # agents read it: no address
+    api = FakeApi()  # the daemon goes away between the read and the write
+    api.refuse = DockerError("cannot connect to unix:///run/docker.sock")
+    with pytest.raises(SwarmError) as err:
+        Swarm(api).update_node("n1", promote)  # type: ignore[arg-type]
+    assert err.value.code == "docker_unavailable"
 
 
 def test_only_the_daemons_own_word_makes_this_node_no_manager() -> None:
@@ -125,8 +132,16 @@ def test_only_the_daemons_own_word_makes_this_node_no_manager() -> None:
     with pytest.raises(SwarmError):
         Swarm(DownApi()).is_manager()  # type: ignore[arg-type]
 
-    class Worker:
+    class Daemon:
+        def __init__(self, state: str, manager: bool) -> None:
+            self.state, self.manager = state, manager
+
         def info(self) -> dict[str, Any]:
-            return {"Name": "pi-3", "Swarm": {"LocalNodeState": "active",
-                                              "ControlAvailable": False}}
-    assert Swarm(Worker()).is_manager() is False  # type: ignore[arg-type]
+            return {"Name": "pi-3", "Swarm": {"LocalNodeState": self.state,
+                                              "ControlAvailable": self.manager}}
+    assert Swarm(Daemon("active", False)).is_manager() is False  # type: ignore[arg-type]
+    assert Swarm(Daemon("inactive", False)).is_manager() is False  # type: ignore[arg-type]
+    for state in ("pending", "locked", "error"):  # a manager restarting, say: cannot say yet
+        with pytest.raises(SwarmError) as err:
+            Swarm(Daemon(state, False)).is_manager()  # type: ignore[arg-type]
+        assert (err.value.code, err.value.status) == ("swarm_not_ready", 503)

@@ -15,6 +15,7 @@ from agent.wire.adoption import local_proof
 from agent.wire.jws import verify_grant
 from agent.wire.keys import fingerprint
 from controller.sightings import Sightings
+from controller.swarm import SwarmError
 
 from ...helpers import Controller, FakeAgent, swarm_node_id
 
@@ -250,6 +251,24 @@ def test_the_local_agent_is_adopted_once(controller: Controller) -> None:
     assert other["status"] == "pending"
     adopted = controller.state.events(action="node.adopt")
     assert len(adopted) == 1
+
+
+def test_the_local_agent_is_asked_again_while_its_daemon_cannot_answer(
+        controller: Controller) -> None:
+    """Not handled as a stranger's Pi (a pending record would hide it for good): 503, and
+    adopted once the daemon answers."""
+    secret = controller.config.adoption_secret.read_bytes()
+    local = controller.agent("ctl-1")
+    controller.swarm.fail_local = SwarmError("docker_unavailable", "the local Docker daemon "
+                                             "does not answer; is it running?", 503)
+    proof = local_proof(secret, local.thumbprint)
+    refused = local.enroll(swarm={"node_id": controller.swarm.local_node.node_id,
+                                  "state": "active", "manager": True}, local_proof=proof)
+    assert (refused.status_code, refused.get_json()["error"]) == (503, "docker_unavailable")
+    assert controller.state.in_state("pending") == []
+    controller.swarm.fail_local = None
+    answer = local_request(controller, local, local_proof(secret, local.thumbprint))
+    assert (answer["status"], answer["role"]) == ("joined", "manager")
 
 
 # ---- a Pi that rejoins under a new node id leaves no ghost (issue 10, 5) ---------------------
