@@ -20,7 +20,7 @@ from typing import Any
 from . import footprint, profiling, report
 from .benchlab import BenchLabSpec, bench_lab
 from .checkin import run_checkin
-from .floor import store_floor, summarize_floor
+from .floor import SHARED, store_floor, summarize_floor
 from .join import Variant, run_join
 from .stats import summary
 from .storm import IDLE_WAIT, check_variant, storm_once, variant_env
@@ -229,11 +229,12 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                                 f"{r['other_cpu_cores']:.2f} cores")
                 res["storm"] = report.summarize_storm(runs)
                 floor_n = min(1000, max(ns))
-                say(f"store floor: {floor_n} config writes straight to the leader's daemon, "
-                    f"{args.storm_reps} runs")
-                res["storm_floor"] = summarize_floor(
-                    [store_floor(lab, floor_n, f"r{rep}")
-                     for rep in range(1, args.storm_reps + 1)])
+                for key, per_write in (("storm_floor", 1), ("storm_floor_shared", SHARED)):
+                    say(f"store floor: {floor_n} host documents, {per_write} per write, "
+                        f"straight to the leader's daemon, {args.storm_reps} runs")
+                    res[key] = summarize_floor(
+                        [store_floor(lab, floor_n, f"{per_write}-r{rep}", per_write)
+                         for rep in range(1, args.storm_reps + 1)])
                 if cruns:
                     compare["storm"] = report.summarize_storm(cruns)
                 restart = res["storm"].get(str(args.records_n), {}).get("restart_with_records")
