@@ -28,7 +28,8 @@ of ours would let the next event of that config (another controller's write) pas
 ours: so every REREAD_EVERY seconds the whole store is listed again, and what changed
 since it was last read is handed on (the newer version wins). Only documents whose
 version moved are parsed, so a re-read of 5,000 unchanged documents costs about one
-listing (see README: Every manager runs the controller). """
+listing (see README: Every manager runs the controller).
+"""
 
 from __future__ import annotations
 
