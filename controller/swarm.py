@@ -15,6 +15,7 @@ from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound
 log = logging.getLogger(__name__)
 
 SWARM_PORT = 2377
+WARN_EVERY = 60.0  # seconds between two warnings that the local daemon does not answer
 
 
 class SwarmError(Exception):
@@ -94,8 +95,7 @@ class Swarm:
             raise SwarmError("swarm_not_ready", f"the local Docker daemon's swarm membership "
                              f"is {str(state)[:20]!r} for now; try again shortly", 503)
         if state != "active" or not swarm.get("ControlAvailable"):
-            raise SwarmError("not_a_manager", "the local Docker daemon is not a swarm manager",
-                             503)
+            raise _not_a_manager()
         return LocalNode(swarm["NodeID"], info["Name"], swarm["Cluster"]["ID"],
                          swarm.get("NodeAddr", ""))
 
@@ -109,8 +109,7 @@ class Swarm:
     def _swarm(self) -> dict[str, Any]:
         swarm = self._call("reading the swarm", self.api.inspect_swarm)
         if swarm is None:
-            raise SwarmError("not_a_manager", "the local Docker daemon is not a swarm manager",
-                             503)
+            raise _not_a_manager()
         return swarm  # type: ignore[no-any-return]
 
     def is_manager(self) -> bool:
@@ -290,11 +289,21 @@ class Swarm:
         self._forget_facts()
 
 
+_warned = [-WARN_EVERY]  # when _down last logged
+
+
 def _down(what: str, exc: Exception) -> SwarmError:
-    """The answer names no address (it reaches agents); the log says what failed."""
-    log.warning("%s: the local Docker daemon does not answer (%s)", what, exc)
+    """The answer names no address (it reaches agents); the log says what failed, at most
+    once every WARN_EVERY seconds (each request of a stranger may come here)."""
+    if time.monotonic() - _warned[0] > WARN_EVERY:
+        _warned[0] = time.monotonic()
+        log.warning("%s: the local Docker daemon does not answer (%s)", what, exc)
     return SwarmError("docker_unavailable", f"{what}: the local Docker daemon does not "
                       "answer; is it running?", 503)
+
+
+def _not_a_manager() -> SwarmError:
+    return SwarmError("not_a_manager", "the local Docker daemon is not a swarm manager", 503)
 
 
 def _no_leader(exc: APIError) -> bool:

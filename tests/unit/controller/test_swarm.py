@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+import controller.swarm as swarm_module
 from controller.dockerapi import APIError, DockerError, NotFound
 from controller.swarm import Swarm, SwarmError
 
@@ -145,3 +146,15 @@ def test_only_the_daemons_own_word_makes_this_node_no_manager() -> None:
         with pytest.raises(SwarmError) as err:
             Swarm(Daemon(state, False)).is_manager()  # type: ignore[arg-type]
         assert (err.value.code, err.value.status) == ("swarm_not_ready", 503)
+
+
+def test_a_silent_daemon_is_logged_once_a_minute_not_once_a_request(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Strangers' requests reach the daemon too: their count must not set the log's size."""
+    monkeypatch.setattr(swarm_module, "_warned", [-swarm_module.WARN_EVERY])
+    swarm = Swarm(DownApi())  # type: ignore[arg-type]
+    for _ in range(5):
+        with pytest.raises(SwarmError):
+            swarm.local()
+    assert [r.levelname for r in caplog.records if "does not answer" in r.message] == [
+        "WARNING"]
