@@ -1,26 +1,28 @@
 """Load generator of the enrollment storm: N simulated agents, run inside a lab Pi.
 
-Each simulated agent does what a real agent does on first contact, with real code: a
-fresh Ed25519 key (made before the clock starts), the bare TLS handshake that reads the
-controller's chain to check it against the CA pin (the check itself, fetch_pinned_ca,
-runs once per distinct chain and the verifying TLS context is shared: the controller's
-work is the same, the load generator's smaller), then a TLS connection verified against
-that CA, `HEAD /v1/nonce` for a real nonce, and `POST /v1/enrollments` signed with
-agent.wire.jws.sign_request and carrying the bootstrap token, until a 200 with a grant.
-The POST goes on the HEAD's connection unless the answer closed it (the controller keeps
-up to 128 idle connections alive; with cheroot's default of 10, most did in a storm):
-then, as http.client (the agent's) does, on a new verified one. All N start at t0; at
-most `--concurrency` are in flight (a thread pool). A failed attempt (transport error,
-timeout, any non-200) counts as an error and the agent retries after a jittered backoff,
-like the real one, within a global deadline. Grants are verified (verify_grant, against
-the pinned CA and the agent's own thumbprint) after the clock stops. Prints one JSON
-object.
+Each simulated agent does what a real agent does on first contact
+(agent/wire/pinning.py connect_pinned, agent/client.py), with real code: a fresh Ed25519
+key (made before the clock starts), the bare TLS handshake that reads the controller's
+chain to check it against the CA pin (the check itself, fetch_pinned_ca, runs once per
+distinct chain: the controller's work is the same, the load generator's smaller), then,
+on that same connection, `HEAD /v1/nonce` for a real nonce and `POST
+/v1/enrollments` signed with agent.wire.jws.sign_request and carrying the bootstrap
+token, until a 200 with a grant: one TLS handshake per attempt, as the agent's. The POST
+goes on the HEAD's connection unless the answer closed it (the controller keeps up to 128
+idle connections alive; with cheroot's default of 10, most did in a storm): then, as
+http.client (the agent's) does, on a new one verified against the pinned CA. All N start
+at t0; at most `--concurrency` are in flight (a thread pool). A failed attempt (transport
+error, timeout, any non-200) counts as an error and the agent retries after a jittered
+backoff, like the real one, within a global deadline. Grants are verified (verify_grant,
+against the pinned CA and the agent's own thumbprint) after the clock stops. Prints one
+JSON object.
 
-Its own CPU (about 5 ms per agent on loopback, 6.7-8.6 in the lab, measured with cheroot's
-default of 10 kept-alive connections; 6.2 in the lab with 128) is nearly all TLS: about 1.5 ms
-of client CPU per handshake with OpenSSL 3.0, some 2.6 connections per agent then. Not the
-threads: one agent at a time costs the same per agent, and asyncio (streams, or
-non-blocking SSLSocket on the loop) was no cheaper (measured 2026-12-02).
+Its own CPU is nearly all TLS: about 1.5 ms of client CPU per handshake with OpenSSL 3.0.
+Until 2026-12-02 it made a second, verified connection after the pin check, as agents
+did before their first request rode on the checked one (two handshakes per agent on both
+sides; with cheroot's default of 10 kept-alive connections, some 2.6). Not the threads:
+one agent at a time costs the same per agent, and asyncio (streams, or non-blocking
+SSLSocket on the loop) was no cheaper (measured 2026-12-02).
 
 Usage: storm_client.py --url https://IP:PORT --pin sha256:... --token seb_... --n 1000
 """
@@ -104,26 +106,36 @@ class Storm:
             bootstrap_token=self.args.token, swarm=SwarmState(),
         ).to_json()
 
-    def pin_check(self) -> ssl.SSLContext:
+    def pin_check(self) -> tuple[ssl.SSLSocket, ssl.SSLContext]:
         """The agent's first contact: a bare handshake that reads the presented chain, which
-        must match the pin. The handshake is done for every agent (the controller's cost);
-        the chain's check (fetch_pinned_ca: parse, pin, issuer signature) once per distinct
-        chain, so that the load generator's own CPU goes into load."""
-        with socket.create_connection((self.host, self.port), timeout=self.args.timeout) as raw, \
-                self.bare_ctx.wrap_socket(raw, server_hostname=self.host) as tls:
+        must match the pin; the first request then rides on this connection. The handshake
+        is done for every agent (the controller's cost); the chain's check (fetch_pinned_ca:
+        parse, pin, issuer signature) once per distinct chain, so that the load generator's
+        own CPU goes into load. Returns the connection and the context verified against the
+        pinned CA, for any later connection."""
+        raw = socket.create_connection((self.host, self.port), timeout=self.args.timeout)
+        try:
+            tls = self.bare_ctx.wrap_socket(raw, server_hostname=self.host)
+        except BaseException:
+            raw.close()
+            raise
+        try:
             getter = getattr(tls, "get_unverified_chain", None) or \
                 tls._sslobj.get_unverified_chain  # type: ignore[attr-defined]
             chain = b"".join(c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
                              for c in getter())
-        with self.lock:
-            ctx = self.checked.get(chain)
-        if ctx is None:
-            pem, _ = fetch_pinned_ca(self.args.url, self.args.pin, timeout=self.args.timeout)
-            ctx = ssl.create_default_context(cadata=pem.decode())
             with self.lock:
-                self.ca_pem = pem
-                self.checked[chain] = ctx
-        return ctx
+                ctx = self.checked.get(chain)
+            if ctx is None:
+                pem, _ = fetch_pinned_ca(self.args.url, self.args.pin, timeout=self.args.timeout)
+                ctx = ssl.create_default_context(cadata=pem.decode())
+                with self.lock:
+                    self.ca_pem = pem
+                    self.checked[chain] = ctx
+        except BaseException:
+            tls.close()
+            raise
+        return tls, ctx
 
     def phase(self, name: str, since: float) -> float:
         """Note how long a step of an attempt took (from `since`); returns now."""
@@ -134,15 +146,16 @@ class Storm:
 
     def attempt(self, i: int) -> tuple[int, dict[str, Any]]:
         t = time.monotonic()
-        ctx = self.pin_check()
+        tls, ctx = self.pin_check()
         t = self.phase("pin check (connect, bare handshake)", t)
         conn = http.client.HTTPSConnection(self.host, self.port, context=ctx,
                                            timeout=self.args.timeout)
+        conn.sock = tls  # the checked connection carries the first request, as the agent's
         try:
             conn.request("HEAD", "/v1/nonce", headers={"User-Agent": "swarm-enroll-agent"})
             r = conn.getresponse()
             r.read()
-            t = self.phase("connect, verified handshake, HEAD /v1/nonce", t)
+            t = self.phase("HEAD /v1/nonce", t)
             nonce = r.getheader("Replay-Nonce", "")
             if r.status >= 400 or not nonce:
                 return r.status, {}
