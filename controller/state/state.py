@@ -8,7 +8,14 @@ function of the document (`update_host`), never a blind overwrite. The backend t
 writes made elsewhere (`watch`), so the memory follows the other controllers.
 
 Token uses are spent in groups: requests that arrive together for one token share one
-write (with hundreds of Pis and one token, one write each would queue them all).
+read of it, and each write takes a few uses more than the group needs, kept in memory for
+the next groups (a reservation, at most RESERVE_MOST and never more than 1/RESERVE_SHARE
+of the uses left: a token of fewer than RESERVE_SHARE uses is spent exactly). With
+hundreds of Pis and one token, a write per group would still be a third of the store's
+writes; the read before each group is what makes a revocation or expiry decided on any
+controller count at once. Uses reserved and not spent go back to the token after
+RETURN_AFTER seconds without a spend, and when the controller stops; a controller that
+dies holding some takes them with it (at most RESERVE_MOST).
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ NO_QUORUM = (
     "surviving manager. Two managers tolerate no failure: run one, three or five (the "
     "quorum keeper keeps an odd number).")
 SEEN_WRITE_AFTER = 900.0  # a record's last_seen is written back at most this often
+RESERVE_MOST = 32  # token uses a write may take beyond what its group needs
+RESERVE_SHARE = 16  # ... and at most this fraction (1/16) of the uses left
+RETURN_AFTER = 10.0  # seconds without a spend after which reserved uses go back
 
 
 class Unchanged(Exception):
@@ -68,11 +78,14 @@ class _Waiter:
 
 @dataclass
 class _Spending:
-    """The requests waiting to spend a use of one token, and the one write at a time."""
+    """The requests waiting to spend a use of one token, the one read or write at a time,
+    and the uses this controller has taken from the token and not spent yet."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     write: threading.Lock = field(default_factory=threading.Lock)
     waiting: list[_Waiter] = field(default_factory=list)
+    spare: int = 0  # reserved (written off the token's uses_left), not yet spent
+    used_at: float = 0.0  # monotonic time of the last spend
 
 
 class State:
@@ -90,6 +103,8 @@ class State:
         self._generation = 0  # counts changes of memory's copies; never goes back
         self._changed_at: dict[str, int] = {}  # key -> the generation of its last change
         self._spending: dict[str, _Spending] = {}
+        self._returner: threading.Thread | None = None
+        self._closing = threading.Event()
         self.reload()
         backend.watch(self._changed)
 
@@ -354,8 +369,17 @@ class State:
         self._write(token_key(token.id), None, token.to_json())
 
     def token(self, token_id: str) -> Token | None:
+        """The token as this controller sees it: its uses left count the ones this
+        controller holds in reserve (another controller's reserve is not counted)."""
         stored = self._stored(token_key(token_id))
-        return Token.from_json(stored.body) if stored else None
+        if stored is None:
+            return None
+        token = Token.from_json(stored.body)
+        with self._lock:
+            spending = self._spending.get(token_id)
+        if spending is not None and token.revoked_at is None:
+            token.uses_left += spending.spare
+        return token
 
     def token_by_hash(self, digest: str) -> Token | None:
         with self._lock:
@@ -393,36 +417,89 @@ class State:
                 batch, spending.waiting = spending.waiting, []
             granted = 0
             try:
-                granted = self._take_uses(token_id, len(batch))
+                granted = self._take_uses(token_id, spending, len(batch))
             finally:  # on an error, the whole batch is told no (and the error goes up)
                 for i, waiter in enumerate(batch):
                     waiter.granted, waiter.done = i < granted, True
         return me.granted
 
-    def _take_uses(self, token_id: str, wanted: int) -> int:
-        def take(token: Token) -> int:
-            now = time.time()
-            if token.revoked_at is not None or token.expires_at <= now:
-                raise Unchanged(0)
-            got = min(wanted, token.uses_left)
-            if not got:
-                raise Unchanged(0)
-            token.uses_left -= got
-            return got
-        try:
-            return self.update_token(token_id, take)
-        except WireError as exc:
-            if exc.code == "not_found":
-                return 0
-            raise
+    def _take_uses(self, token_id: str, spending: _Spending, wanted: int) -> int:
+        """Up to `wanted` uses, from the reserve when it has them, after reading the token
+        (exact: a revocation or expiry elsewhere counts at once). Holds spending.write."""
+        stored = self.refresh(token_key(token_id))
+        if stored is None:
+            spending.spare = 0
+            return 0
+        token = Token.from_json(stored.body)
+        if token.revoked_at is not None or token.expires_at <= time.time():
+            spending.spare = 0  # no use of it will be spent (nor given back)
+            return 0
+        spending.used_at = time.monotonic()
+        if spending.spare < wanted:
+            def reserve(token: Token) -> int:
+                if token.revoked_at is not None or token.expires_at <= time.time():
+                    raise Unchanged(0)
+                need = wanted - spending.spare
+                extra = min(RESERVE_MOST, (token.uses_left - need) // RESERVE_SHARE)
+                got = min(token.uses_left, need + max(extra, 0))
+                if not got:
+                    raise Unchanged(0)
+                token.uses_left -= got
+                return got
+            try:
+                spending.spare += self.update_token(token_id, reserve)
+            except WireError as exc:
+                if exc.code != "not_found":
+                    raise
+            self._start_returner()
+        got = min(wanted, spending.spare)
+        spending.spare -= got
+        return got
 
     def refund_token(self, token_id: str) -> None:
-        """Give back a use that was spent for an approval that another request made."""
-        def give(token: Token) -> None:
-            if token.uses_left >= token.uses_total:
-                raise Unchanged(None)
-            token.uses_left += 1
-        self.update_token(token_id, give)
+        """Give back a use that was spent for an approval that another request made: to
+        this controller's reserve, which goes back to the token when it is no longer used."""
+        with self._lock:
+            spending = self._spending.setdefault(token_id, _Spending())
+        with spending.write:
+            spending.spare += 1
+            spending.used_at = time.monotonic()
+        self._start_returner()
+
+    def _start_returner(self) -> None:
+        with self._lock:
+            if self._returner is None and not self._closing.is_set():
+                self._returner = threading.Thread(target=self._return_spares,
+                                                  name="token-reserve", daemon=True)
+                self._returner.start()
+
+    def _return_spares(self) -> None:
+        while not self._closing.wait(RETURN_AFTER / 4):
+            self.return_spares(idle=RETURN_AFTER)
+
+    def return_spares(self, idle: float = 0.0) -> None:
+        """Give the uses reserved and not spent back to their tokens (those unused for
+        `idle` seconds); a failed write keeps them for the next round."""
+        with self._lock:
+            held = list(self._spending.items())
+        for token_id, spending in held:
+            with spending.write:
+                if not spending.spare or time.monotonic() - spending.used_at < idle:
+                    continue
+                spare = spending.spare
+
+                def give(token: Token, spare: int = spare) -> None:
+                    if token.revoked_at is not None or token.expires_at <= time.time():
+                        raise Unchanged(None)
+                    token.uses_left = min(token.uses_total, token.uses_left + spare)
+                try:
+                    self.update_token(token_id, give)
+                except WireError as exc:
+                    if exc.code != "not_found":
+                        log.info("cannot give %d reserved uses back to %s now (%s)", spare,
+                                 token_id, exc.code)
+                        continue
+                spending.spare = 0
 
     # ---- admins -------------------------------------------------------------------------
 
@@ -472,6 +549,11 @@ class State:
         return found[:limit]
 
     def close(self) -> None:
+        self._closing.set()
+        try:
+            self.return_spares()
+        except Exception as exc:  # stopping anyway: the reserve is lost, at most RESERVE_MOST
+            log.warning("could not give reserved token uses back (%s)", type(exc).__name__)
         self.backend.close()
 
 

@@ -206,8 +206,17 @@ def token(uses: int) -> Token:
     return Token("tok_1", "h" * 64, "", "", uses, uses, 0.0, 4e9, None, "admin:a")
 
 
-def test_token_uses_are_exact_under_a_crowd_on_two_controllers(state: State,
-                                                               other: State) -> None:
+def stored_uses(state: State) -> int:
+    """Uses left as written in the store (without any controller's reserve)."""
+    return state.backend.get("token/tok_1").body["uses_left"]
+
+
+def revoke(t: Token) -> None:
+    t.revoked_at = 1.0
+
+
+def test_token_uses_are_never_overspent_on_two_controllers(state: State,
+                                                           other: State) -> None:
     state.create_token(token(25), "admin:a")
     other.refresh("token/tok_1")
     granted: list[bool] = []
@@ -222,29 +231,91 @@ def test_token_uses_are_exact_under_a_crowd_on_two_controllers(state: State,
         t.start()
     for t in threads:
         t.join()
-    assert granted.count(True) == 25 and granted.count(False) == 15
-    assert state.backend.get("token/tok_1").body["uses_left"] == 0
+    spent = granted.count(True)
+    assert spent <= 25 and len(granted) == 40
+    # a use one controller reserved and did not spend goes back; then every use is spent
+    state.return_spares()
+    other.return_spares()
+    assert stored_uses(state) == 25 - spent
+    while other.spend_token("tok_1"):
+        spent += 1
+    other.return_spares()
+    assert spent == 25 and stored_uses(state) == 0 and not state.spend_token("tok_1")
 
 
-def test_a_crowd_spending_one_token_shares_writes(state: State,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    state.create_token(token(100), "admin:a")
-    writes: list[int] = []
-    real = state.backend.update
+def test_a_token_is_read_before_each_spend_and_written_once_per_reserve(
+        state: State, monkeypatch: pytest.MonkeyPatch) -> None:
+    state.create_token(token(1000), "admin:a")
+    reads, writes = [], []
+    real_get, real_update = state.backend.get, state.backend.update
 
-    def slow(old: Stored, body: dict[str, Any]) -> Stored:
+    def get(key: str) -> Stored | None:
+        reads.append(key)
+        return real_get(key)
+
+    def update(old: Stored, body: dict[str, Any]) -> Stored:
         writes.append(old.body["uses_left"] - body["uses_left"])
-        threading.Event().wait(0.05)
-        return real(old, body)
+        return real_update(old, body)
 
-    monkeypatch.setattr(state.backend, "update", slow)
-    threads = [threading.Thread(target=state.spend_token, args=("tok_1",)) for _ in range(30)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sum(writes) == 30 and len(writes) < 30  # grouped: fewer writes than uses
-    assert state.tokens()[0].uses_left == 70
+    monkeypatch.setattr(state.backend, "get", get)
+    monkeypatch.setattr(state.backend, "update", update)
+    assert all(state.spend_token("tok_1") for _ in range(100))
+    assert len(reads) == 100  # exact: what another controller wrote counts at once
+    block = state_module.RESERVE_MOST + 1
+    assert writes == [block] * -(-100 // block)
+    assert state.tokens()[0].uses_left == 900  # this controller counts its reserve
+    assert stored_uses(state) == 1000 - len(writes) * block
+    state.return_spares()
+    assert stored_uses(state) == 900
+
+
+def test_a_small_token_is_spent_exactly(state: State) -> None:
+    state.create_token(token(state_module.RESERVE_SHARE), "admin:a")
+    assert state.spend_token("tok_1")
+    assert stored_uses(state) == state_module.RESERVE_SHARE - 1
+
+
+def test_a_revocation_elsewhere_stops_the_reserve_at_once(state: State, other: State) -> None:
+    state.create_token(token(1000), "admin:a")
+    assert state.spend_token("tok_1")
+    other.refresh("token/tok_1")
+    other.update_token("tok_1", revoke)  # SQLite tells `state` nothing: only its read can
+    assert not state.spend_token("tok_1")
+    assert state.tokens()[0].uses_left == stored_uses(state)  # the reserve is dropped
+
+
+def test_reserved_uses_go_back_after_a_quiet_spell(state: State,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_module, "RETURN_AFTER", 0.2)
+    state.create_token(token(1000), "admin:a")
+    assert state.spend_token("tok_1")
+    assert stored_uses(state) < 999
+    for _ in range(100):
+        if stored_uses(state) == 999:
+            break
+        threading.Event().wait(0.05)
+    assert stored_uses(state) == 999 and state.tokens()[0].uses_left == 999
+
+
+def test_a_refund_goes_to_the_reserve_and_back_to_the_token(state: State) -> None:
+    state.create_token(token(3), "admin:a")
+    assert state.spend_token("tok_1") and stored_uses(state) == 2
+    state.refund_token("tok_1")
+    assert state.tokens()[0].uses_left == 3 and stored_uses(state) == 2
+    state.return_spares()
+    assert stored_uses(state) == 3
+
+
+def test_a_stopping_controller_gives_its_reserve_back(path: Path) -> None:
+    first = State(SQLiteBackend(path))
+    first.create_token(token(1000), "admin:a")
+    assert first.spend_token("tok_1")
+    first.close()
+    again = State(SQLiteBackend(path))
+    try:
+        assert again.tokens()[0].uses_left == 999
+    finally:
+        again.close()
 
 
 def test_loose_audit_events_are_bounded(state: State, monkeypatch: pytest.MonkeyPatch) -> None:
