@@ -16,7 +16,8 @@ STORM_KEYS = ("grants_per_s", "makespan_s", "latency_p50_s", "latency_p95_s", "l
               "controller_rss_after_idle_mb", "controller_cpu_ms_per_grant",
               "controller_cpu_share", "client_cpu_share", "other_cpu_cores",
               "store_write_p50_ms", "store_write_p95_ms", "follower_peak_rss_mb",
-              "follower_rss_after_idle_mb", "follower_cpu_ms_per_grant")
+              "follower_rss_after_idle_mb", "follower_cpu_ms_per_grant",
+              "connections_per_agent")
 JOIN_KEYS = ("total_s", "start_to_first_log_s", "start_to_found_s", "start_to_docker_s",
              "start_to_approved_s", "start_to_joining_s", "first_log_to_found_s",
              "found_to_joining_s", "approved_to_joining_s", "joining_to_ready_s")
@@ -220,6 +221,9 @@ def markdown(res: dict[str, Any]) -> str:
         row(b, "request->grant p99", s["latency_p99_s"])
         row(b, "t0->grant p99 (fleet view)", s["since_t0_p99_s"])
         row(b, "errors / not granted", s["error_count"], "", 0)
+        if s.get("connections_per_agent", {}).get("median") is not None:
+            row(b, "TLS connections per agent (handshakes on both sides)",
+                s["connections_per_agent"], "", 2)
         row(b, "controller CPU per grant", s["controller_cpu_ms_per_grant"], " ms", 1)
         row(b, "controller peak RSS (VmHWM)", s["controller_peak_rss_mb"], " MB", 1)
         row(b, "controller RSS idle after it", s["controller_rss_after_idle_mb"], " MB", 1)
@@ -306,7 +310,11 @@ def markdown(res: dict[str, Any]) -> str:
                                      ("error_count", "errors", ""),
                                      ("controller_cpu_share", "controller core busy", ""),
                                      ("controller_cpu_ms_per_grant", "CPU per grant", " ms"),
+                                     ("connections_per_agent", "TLS connections per agent",
+                                      ""),
                                      ("controller_peak_rss_mb", "peak RSS", " MB")):
+                if before[key]["median"] is None or after[key]["median"] is None:
+                    continue
                 lines.append(f"| storm N={int(n):,} | {label} | {before[key]['median']:.2f}{unit}"
                              f" | {after[key]['median']:.2f}{unit} |")
     notes = findings(res)

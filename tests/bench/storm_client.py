@@ -85,6 +85,7 @@ class Storm:
         self.deadline = 0.0
         self.lock = threading.Lock()
         self.errors: dict[str, int] = {}
+        self.connections = 0  # TLS connections made (handshakes), all attempts
         self.phases: dict[str, list[float]] = {}  # step of an attempt -> seconds each took
         self.results: list[dict[str, Any] | None] = [None] * args.n
         self.ca_pem = b""
@@ -147,6 +148,8 @@ class Storm:
     def attempt(self, i: int) -> tuple[int, dict[str, Any]]:
         t = time.monotonic()
         tls, ctx = self.pin_check()
+        with self.lock:
+            self.connections += 1
         t = self.phase("pin check (connect, bare handshake)", t)
         conn = http.client.HTTPSConnection(self.host, self.port, context=ctx,
                                            timeout=self.args.timeout)
@@ -161,6 +164,9 @@ class Storm:
                 return r.status, {}
             body = sign_request(self.keys[i], self.payload(i), nonce, "/v1/enrollments")
             t = self.phase("sign the request (Ed25519 JWS)", t)
+            if conn.sock is None:  # the HEAD's answer closed it: http.client connects anew
+                with self.lock:
+                    self.connections += 1
             conn.request("POST", "/v1/enrollments", body=body,
                          headers={"Content-Type": "application/jose",
                                   "User-Agent": "swarm-enroll-agent"})
@@ -225,6 +231,7 @@ class Storm:
             "granted": len(done), "not_granted": n - len(done), "errors": self.errors,
             "error_count": sum(self.errors.values()), "grants_verified": verified,
             "grants_bad": bad, "client_cpu_s": client_cpu, "host_busy_s": host_busy,
+            "connections_per_agent": self.connections / n if n else 0.0,
             "client_cpu_share": client_cpu / elapsed if elapsed else 0.0,
             "start": [round(r["start"], 4) for r in done],
             "grant": [round(r["grant"], 4) for r in done],
