@@ -213,22 +213,29 @@ def avahi(lab: Lab, name: str) -> Iterator[LabAvahi]:
         daemon.stop()
 
 
-def processes_cpu(places: tuple[Path, ...]) -> dict[int, tuple[str, float, int]]:
+def processes_cpu(places: tuple[Path, ...], names: dict[tuple[int, int], str] | None = None,
+                  ) -> dict[int, tuple[str, float, int]]:
     """Every process on the host: pid -> (name, CPU seconds, start time). The name is the
     command and, for a lab Pi's process, the Pi (the first `<place>/<pi>/` path in its
-    command line)."""
+    command line). `names` keeps each process's name by (pid, start time), so that a
+    sampler reads a command line once per process: it shares the storm's two cores."""
+    names = {} if names is None else names
     found: dict[int, tuple[str, float, int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            fields = stat.rsplit(")", 1)[1].split()
+            pid, start = int(entry.name), int(fields[19])
+            name = names.get((pid, start))
+            if name is None:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                name = names[pid, start] = _process_name(
+                    stat[stat.index("(") + 1:stat.rindex(")")], argv, places)
         except OSError:
             continue  # it ended meanwhile
-        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat.rsplit(")", 1)[1].split()
-        found[int(entry.name)] = (_process_name(comm, argv, places),
-                                  (int(fields[11]) + int(fields[12])) / _TICK, int(fields[19]))
+        found[pid] = (name, (int(fields[11]) + int(fields[12])) / _TICK, start)
     return found
 
 
@@ -271,14 +278,15 @@ class ProcessSampler:
         self.places = places
         self.every = every
         self.samples: list[tuple[float, dict[int, tuple[str, float, int]]]] = []
+        self._names: dict[tuple[int, int], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while True:
-            self.samples.append((time.monotonic(), processes_cpu(self.places)))
+            self.samples.append((time.monotonic(), processes_cpu(self.places, self._names)))
             if self._stop.wait(self.every):
-                self.samples.append((time.monotonic(), processes_cpu(self.places)))
+                self.samples.append((time.monotonic(), processes_cpu(self.places, self._names)))
                 return
 
     def __enter__(self) -> ProcessSampler:

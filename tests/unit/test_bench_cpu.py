@@ -1,10 +1,12 @@
-"""The storm's CPU-by-process figures (tests/bench/benchlab.py), on made-up /proc readings."""
+"""The storm's CPU-by-process figures (tests/bench/benchlab.py), on made-up /proc readings,
+and the order of an A/B storm."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from tests.bench.benchlab import _process_name, cpu_by_process
+from tests.bench.run import storm_pair
 
 PLACES = (Path("/var/lib/swarm-enroll-bench"), Path("/run/sebench-"))
 
@@ -31,3 +33,13 @@ def test_cpu_is_counted_per_name_between_readings_and_a_reused_pid_from_zero() -
     assert cores == {"storm_client": 1.5, "controller, serving": 1.0,
                      "dockerd (storm2)": 0.5, "new": 0.25}
     assert list(cores) == ["storm_client", "controller, serving", "dockerd (storm2)", "new"]
+
+
+def test_the_tree_and_the_patched_copy_take_turns_going_first() -> None:
+    runs: list[object] = []
+    cruns: list[object] = []
+    src = Path("/tmp/patched")
+    orders = [[s for s, _ in storm_pair(rep, runs, cruns, src)] for rep in (1, 2, 3, 4)]
+    assert orders == [[None, src], [src, None], [None, src], [src, None]]
+    assert [into for _, into in storm_pair(2, runs, cruns, src)] == [cruns, runs]
+    assert storm_pair(2, runs, cruns, None) == [(None, runs)]  # no copy: the tree alone
