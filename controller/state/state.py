@@ -93,6 +93,8 @@ class State:
         self.backend = backend
         self._lock = threading.RLock()
         self._docs: dict[str, Stored] = {}
+        self._of_kind: dict[str, set[str]] = {}  # kind -> its keys: every answer lists the
+        # controllers, and scanning thousands of keys each time cost a grant 0.1-0.5 ms
         # indexes, each kept per document so that a document's old entries can be dropped
         self._record_host: dict[str, str] = {}  # record id -> host key
         self._revoked: dict[str, set[str]] = {}  # thumbprint or hardware id -> host keys
@@ -159,12 +161,16 @@ class State:
     def _put(self, key: str, stored: Stored | None) -> None:
         self._generation += 1
         old = self._docs.pop(key, None)
+        kind = "".join(key.partition("/")[:2])  # "host/", or "ca" (no kind)
+        if old is not None:
+            self._of_kind[kind].discard(key)
         self._changed_at.pop(key, None)
         old_body = old.body if old is not None else None  # parsed once for both
         if old_body is not None:
             self._unindex(key, old_body)
         if stored is not None:
             self._docs[key] = stored
+            self._of_kind.setdefault(kind, set()).add(key)
             self._changed_at[key] = self._generation
             self._index(key, stored.body)
         if old_body is not None:
@@ -220,7 +226,7 @@ class State:
 
     def _keys(self, kind: str) -> list[str]:
         with self._lock:
-            return [k for k in self._docs if k.startswith(kind + "/")]
+            return list(self._of_kind.get(kind + "/", ()))
 
     # ---- writing one document under its version -----------------------------------------
 
