@@ -18,7 +18,7 @@ from agent.dockerapi import Docker, DockerError, JSONLines, message
 
 MAX_ANSWER = 256 << 20  # a listing of 5,000 state documents is ~20 MB; the daemon is trusted
 
-__all__ = ["APIError", "DockerAPI", "DockerError", "NotFound", "connect"]
+__all__ = ["APIError", "DockerAPI", "DockerError", "NotFound", "connect", "no_leader"]
 
 
 class APIError(Exception):
@@ -31,6 +31,12 @@ class APIError(Exception):
 
 class NotFound(APIError):
     """Docker answered 404: no such node, service, config or task."""
+
+
+def no_leader(exc: APIError) -> bool:
+    """Docker refused because the swarm's Raft has no leader (its quorum is lost)."""
+    text = f"{exc.explanation} {exc}".lower()
+    return "does not have a leader" in text or "quorum" in text
 
 
 def _filters(filters: dict[str, Any] | None) -> dict[str, str] | None:

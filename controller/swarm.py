@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound
+from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound, no_leader
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Swarm:
             except APIError as exc:
                 if "update out of sequence" in str(exc):
                     continue
-                if _no_leader(exc):
+                if no_leader(exc):
                     raise self._quorum_lost() from None
                 raise SwarmError("swarm_update_failed",
                                  f"could not update node {node_id}: {exc.explanation}",
@@ -209,7 +209,7 @@ class Swarm:
         except NotFound:
             return None
         except APIError as exc:
-            if _no_leader(exc):
+            if no_leader(exc):
                 raise self._quorum_lost() from None
             raise SwarmError("swarm_update_failed", f"{what}: {exc.explanation}", 502) from None
         except DockerError as exc:
@@ -304,10 +304,6 @@ def _down(what: str, exc: Exception) -> SwarmError:
 
 def _not_a_manager() -> SwarmError:
     return SwarmError("not_a_manager", "the local Docker daemon is not a swarm manager", 503)
-
-
-def _no_leader(exc: APIError) -> bool:
-    return "does not have a leader" in str(exc) or "quorum" in str(exc).lower()
 
 
 def quorum_lost(total: int, reachable: int | None = None) -> SwarmError:

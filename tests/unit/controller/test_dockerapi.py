@@ -17,7 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from agent.dockerapi import MAX_ANSWER
-from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound
+from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound, no_leader
+from controller.state.swarm import _is_unavailable
 
 from ..agent.scripted import unix_http
 
@@ -146,3 +147,19 @@ def test_events_stream_line_by_line_and_close_wakes_the_reader(tmp_path: Path) -
         server.release.set()
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(("said", "lost", "store_down"), [
+    ("rpc error: code = Unknown desc = The swarm does not have a leader", True, True),
+    ("rpc error: code = Unknown desc = raft: no elected cluster leader; quorum", True, True),
+    ("rpc error: code = DeadlineExceeded desc = context deadline exceeded", False, True),
+    ("rpc error: code = Unavailable desc = lost leader", False, True),
+    ("This node is not a swarm manager.", False, True),
+    ("rpc error: code = InvalidArgument desc = config name must be valid", False, False),
+])
+def test_no_leader_is_told_apart_from_an_election_and_from_a_refusal(
+        said: str, lost: bool, store_down: bool) -> None:
+    """Node changes call only a leaderless swarm a lost quorum (its message tells the admin
+    to force a new cluster); the store cannot be used in every one of these cases."""
+    assert no_leader(APIError(500, said)) is lost
+    assert _is_unavailable(APIError(500, said)) is store_down
