@@ -433,18 +433,14 @@ class State:
         """Up to `wanted` uses, from the reserve when it has them, after reading the token
         (exact: a revocation or expiry elsewhere counts at once). Holds spending.write."""
         stored = self.refresh(token_key(token_id))
-        if stored is None:
-            spending.spare = 0
-            return 0
-        token = Token.from_json(stored.body)
-        if token.revoked_at is not None or token.expires_at <= time.time():
+        if stored is None or _spent_out(Token.from_json(stored.body)):
             spending.spare = 0  # no use of it will be spent (nor given back)
             return 0
         spending.used_at = time.monotonic()
         if spending.spare < wanted:
-            def reserve(token: Token) -> int:
-                if token.revoked_at is not None or token.expires_at <= time.time():
-                    raise Unchanged(0)
+            def reserve(token: Token) -> int | None:
+                if _spent_out(token):  # revoked or expired since it was read
+                    raise Unchanged(None)
                 need = wanted - spending.spare
                 extra = min(RESERVE_MOST, (token.uses_left - need) // RESERVE_SHARE)
                 got = min(token.uses_left, need + max(extra, 0))
@@ -453,10 +449,15 @@ class State:
                 token.uses_left -= got
                 return got
             try:
-                spending.spare += self.update_token(token_id, reserve)
+                got = self.update_token(token_id, reserve)
             except WireError as exc:
                 if exc.code != "not_found":
                     raise
+                got = None
+            if got is None:
+                spending.spare = 0
+                return 0
+            spending.spare += got
             self._start_returner()
         got = min(wanted, spending.spare)
         spending.spare -= got
@@ -495,7 +496,7 @@ class State:
                 spare = spending.spare
 
                 def give(token: Token, spare: int = spare) -> None:
-                    if token.revoked_at is not None or token.expires_at <= time.time():
+                    if _spent_out(token):
                         raise Unchanged(None)
                     token.uses_left = min(token.uses_total, token.uses_left + spare)
                 try:
@@ -561,6 +562,11 @@ class State:
         except Exception as exc:  # stopping anyway: the reserve is lost, at most RESERVE_MOST
             log.warning("could not give reserved token uses back (%s)", type(exc).__name__)
         self.backend.close()
+
+
+def _spent_out(token: Token) -> bool:
+    """No use of the token may be spent any more: revoked, or expired."""
+    return token.revoked_at is not None or token.expires_at <= time.time()
 
 
 def _check(stored: Stored) -> None:

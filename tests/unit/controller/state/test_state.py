@@ -284,6 +284,26 @@ def test_a_revocation_elsewhere_stops_the_reserve_at_once(state: State, other: S
     assert state.tokens()[0].uses_left == stored_uses(state)  # the reserve is dropped
 
 
+def test_a_revocation_between_the_read_and_the_reserve_spends_nothing(
+        state: State, other: State, monkeypatch: pytest.MonkeyPatch) -> None:
+    state.create_token(token(40), "admin:a")
+    assert state.spend_token("tok_1")
+    spending = state._spending["tok_1"]
+    assert spending.spare == 2  # (40 - 1) // RESERVE_SHARE more than the one use
+    before = state.refresh("token/tok_1")  # what the group's read will see: still valid
+    other.refresh("token/tok_1")
+    other.update_token("tok_1", revoke)  # ...revoked just after it
+    real, calls = state.refresh, []
+
+    def first_read_is_before(key: str) -> Stored | None:
+        calls.append(key)
+        return before if len(calls) == 1 else real(key)
+
+    monkeypatch.setattr(state, "refresh", first_read_is_before)
+    assert state._take_uses("tok_1", spending, 5) == 0  # 5 wanted: more than the reserve
+    assert spending.spare == 0 and len(calls) == 2
+
+
 def test_reserved_uses_go_back_after_a_quiet_spell(state: State,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(state_module, "RETURN_AFTER", 0.2)
