@@ -34,9 +34,10 @@ class NotFound(APIError):
 
 
 def no_leader(exc: APIError) -> bool:
-    """Docker refused because the swarm's Raft has no leader (its quorum is lost)."""
+    """Docker refused because the swarm's Raft has no leader (its quorum is lost); not
+    its refusal of a change that would lose the quorum ("... loss of quorum")."""
     text = f"{exc.explanation} {exc}".lower()
-    return "does not have a leader" in text or "quorum" in text
+    return "does not have a leader" in text or "no elected cluster leader" in text
 
 
 def _filters(filters: dict[str, Any] | None) -> dict[str, str] | None:

@@ -152,8 +152,8 @@ def main(ctx: click.Context, url: str | None, pin: str | None, token: str | None
                       as_json)
 
 
-NODE_COLUMNS = ["hostname", "state", "role", "kind", "swarm_state", "stale", "fingerprint",
-                "hardware_id", "source", "first_seen", "last_seen", "id"]
+NODE_COLUMNS = ["hostname", "state", "role", "kind", "swarm_state", "swarm_role", "stale",
+                "fingerprint", "hardware_id", "source", "first_seen", "last_seen", "id"]
 CLAIMANT_COLUMNS = ["id", "state", "kind", "fingerprint", "hardware_id", "source",
                     "first_seen", "last_seen"]
 

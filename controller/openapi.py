@@ -181,7 +181,8 @@ SCHEMAS: dict[str, Any] = {
     "Node": {"type": "object", "required": ["id", "hostname", "state"], "properties": {
         "id": _STRING, "hostname": _STRING, "state": _STRING, "kind": _STRING,
         "role": _STRING, "fingerprint": _STRING, "hardware_id": _STRING, "source": _STRING,
-        "first_seen": _TIME, "last_seen": _TIME, "agent_id": _STRING}},
+        "first_seen": _TIME, "last_seen": _TIME, "agent_id": _STRING,
+        "swarm_state": _STRING, "swarm_role": _STRING}},
     "Token": {"type": "object", "required": ["id", "uses_left", "expires_at"], "properties": {
         "id": _STRING, "description": _STRING, "hostname_glob": _STRING,
         "uses_total": {"type": "integer"}, "uses_left": {"type": "integer"},

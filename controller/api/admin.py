@@ -199,12 +199,12 @@ def _swarm_view(records: list[Record]) -> list[dict[str, Any]]:
 
 
 def _swarm_fields(attrs: dict[str, Any] | None, stale_after: float) -> dict[str, Any]:
-    """A swarm node's state, and its role there: what the swarm says once a Pi has joined
-    (the quorum keeper or an admin may have promoted or demoted it since)."""
+    """A swarm node's state, and its role there, which may no longer be the role it was
+    enrolled with (`role`): the quorum keeper or an admin may have promoted or demoted it."""
     if attrs is None:
-        return {"swarm_state": "", "stale": False}
+        return {"swarm_state": "", "swarm_role": "", "stale": False}
     swarm_state = attrs["Status"]["State"]
-    return {"swarm_state": swarm_state, "role": attrs["Spec"].get("Role", ""),
+    return {"swarm_state": swarm_state, "swarm_role": attrs["Spec"].get("Role", ""),
             "stale": swarm_state == "down" and down_for(attrs) >= stale_after}
 
 

@@ -10,12 +10,13 @@ writes made elsewhere (`watch`), so the memory follows the other controllers.
 Token uses are spent in groups: requests that arrive together for one token share one
 read of it, and each write takes a few uses more than the group needs, kept in memory for
 the next groups (a reservation, at most RESERVE_MOST and never more than 1/RESERVE_SHARE
-of the uses left: a token of fewer than RESERVE_SHARE uses is spent exactly). With
-hundreds of Pis and one token, a write per group would still be a third of the store's
-writes; the read before each group is what makes a revocation or expiry decided on any
-controller count at once. Uses reserved and not spent go back to the token after
-RETURN_AFTER seconds without a spend, and when the controller stops; a controller that
-dies holding some takes them with it (at most RESERVE_MOST).
+of the uses left: a token with RESERVE_SHARE uses left or fewer is spent one use per
+request). With hundreds of Pis and one token, a write per group would still be a third
+of the store's writes; the read before each group is what makes a revocation or expiry
+decided on any controller count at once. Uses reserved and not spent go back to the token
+after RETURN_AFTER seconds without a spend, and when the controller stops; a controller
+that dies holding some, or whose write to give them back fails, loses them (at most
+RESERVE_MOST): never are they given back twice.
 """
 
 from __future__ import annotations
@@ -438,11 +439,14 @@ class State:
             return 0
         spending.used_at = time.monotonic()
         if spending.spare < wanted:
+            closing = self._closing.is_set()  # no reserve that nothing would give back
+
             def reserve(token: Token) -> int | None:
                 if _spent_out(token):  # revoked or expired since it was read
                     raise Unchanged(None)
                 need = wanted - spending.spare
-                extra = min(RESERVE_MOST, (token.uses_left - need) // RESERVE_SHARE)
+                extra = 0 if closing else min(RESERVE_MOST,
+                                              (token.uses_left - need) // RESERVE_SHARE)
                 got = min(token.uses_left, need + max(extra, 0))
                 if not got:
                     raise Unchanged(0)
@@ -486,14 +490,17 @@ class State:
 
     def return_spares(self, idle: float = 0.0) -> None:
         """Give the uses reserved and not spent back to their tokens (those unused for
-        `idle` seconds); a failed write keeps them for the next round."""
+        `idle` seconds). A write that fails may still have been applied (the store answered
+        "deadline exceeded" as its leader changed), and giving them again would let the
+        token be spent more than its uses: so they are given back once, and lost if that
+        write fails (logged; at most RESERVE_MOST per token)."""
         with self._lock:
             held = list(self._spending.items())
         for token_id, spending in held:
             with spending.write:
                 if not spending.spare or time.monotonic() - spending.used_at < idle:
                     continue
-                spare = spending.spare
+                spare, spending.spare = spending.spare, 0
 
                 def give(token: Token, spare: int = spare) -> None:
                     if _spent_out(token):
@@ -501,12 +508,11 @@ class State:
                     token.uses_left = min(token.uses_total, token.uses_left + spare)
                 try:
                     self.update_token(token_id, give)
-                except WireError as exc:
-                    if exc.code != "not_found":
-                        log.info("cannot give %d reserved uses back to %s now (%s)", spare,
-                                 token_id, exc.code)
-                        continue
-                spending.spare = 0
+                except Exception as exc:  # (not_found: the token is gone, and its uses)
+                    if not (isinstance(exc, WireError) and exc.code == "not_found"):
+                        log.warning("%d reserved uses of token %s could not be given back "
+                                    "and are lost (%s)", spare, token_id,
+                                    getattr(exc, "code", type(exc).__name__))
 
     # ---- admins -------------------------------------------------------------------------
 

@@ -151,15 +151,18 @@ def test_events_stream_line_by_line_and_close_wakes_the_reader(tmp_path: Path) -
 
 @pytest.mark.parametrize(("said", "lost", "store_down"), [
     ("rpc error: code = Unknown desc = The swarm does not have a leader", True, True),
-    ("rpc error: code = Unknown desc = raft: no elected cluster leader; quorum", True, True),
+    ("rpc error: code = Unknown desc = raft: no elected cluster leader", True, True),
+    ("rpc error: code = FailedPrecondition desc = raft: can't remove member from the raft: "
+     "this would result in a loss of quorum", False, False),
     ("rpc error: code = DeadlineExceeded desc = context deadline exceeded", False, True),
     ("rpc error: code = Unavailable desc = lost leader", False, True),
     ("This node is not a swarm manager.", False, True),
     ("rpc error: code = InvalidArgument desc = config name must be valid", False, False),
 ])
-def test_no_leader_is_told_apart_from_an_election_and_from_a_refusal(
+def test_no_leader_is_told_apart_from_an_election_and_from_refusals(
         said: str, lost: bool, store_down: bool) -> None:
     """Node changes call only a leaderless swarm a lost quorum (its message tells the admin
-    to force a new cluster); the store cannot be used in every one of these cases."""
+    to force a new cluster); the store cannot be used while there is no leader, during an
+    election or on a node no longer a manager, but a refusal is Docker's answer."""
     assert no_leader(APIError(500, said)) is lost
     assert _is_unavailable(APIError(500, said)) is store_down

@@ -109,12 +109,14 @@ def test_prune_removes_only_down_nodes(controller: Controller) -> None:
     assert states["man-4"] == "pruned" and states["man-5"] == "joined"
 
 
-def test_the_listing_shows_the_role_a_joined_pi_has_in_the_swarm(controller: Controller) -> None:
-    """The quorum keeper (or an admin) promotes a worker: the list says manager."""
+def test_the_listing_shows_the_role_a_joined_pi_has_in_the_swarm_now(
+        controller: Controller) -> None:
+    """The quorum keeper (or an admin) promotes a worker: the list says so beside the role
+    it was enrolled with."""
     node_id = _join(controller, controller.agent("man-6"))
     controller.swarm.members[node_id]["Spec"]["Role"] = "manager"
     pending = controller.agent("man-7").enroll().get_json()
     listed = {r["hostname"]: r for r in controller.admin_get("/v1/nodes").get_json()["nodes"]}
-    assert listed["man-6"]["role"] == "manager"
-    assert controller.state.record(listed["man-6"]["id"]).role == "worker"  # as enrolled
-    assert listed["man-7"]["role"] == "worker" and pending["status"] == "pending"
+    assert (listed["man-6"]["role"], listed["man-6"]["swarm_role"]) == ("worker", "manager")
+    assert (listed["man-7"]["role"], listed["man-7"]["swarm_role"]) == ("worker", "")
+    assert pending["status"] == "pending"

@@ -14,7 +14,7 @@ import pytest
 import controller.state.state as state_module
 from agent.wire.errors import WireError
 from controller.state import HostDoc, Record, State, Stored, Token, Unchanged
-from controller.state.backend import Conflict, dump
+from controller.state.backend import Conflict, StoreUnavailable, dump
 from controller.state.model import ARCHIVED_KEPT, EVENTS_KEPT
 from controller.state.sqlite import SQLiteBackend
 
@@ -324,6 +324,39 @@ def test_a_refund_goes_to_the_reserve_and_back_to_the_token(state: State) -> Non
     assert state.tokens()[0].uses_left == 3 and stored_uses(state) == 2
     state.return_spares()
     assert stored_uses(state) == 3
+
+
+@pytest.mark.parametrize("failure", [StoreUnavailable("context deadline exceeded"),
+                                     RuntimeError("unforeseen")])
+def test_reserved_uses_whose_return_fails_are_lost_never_given_twice(
+        state: State, monkeypatch: pytest.MonkeyPatch, failure: Exception,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The failed write may have been applied all the same (its leader changed): giving
+    the uses again could let the token be spent more than its uses."""
+    state.create_token(token(1000), "admin:a")
+    assert state.spend_token("tok_1")
+    reserved = stored_uses(state)
+    real = state.backend.update
+
+    def applied_but_failed(old: Stored, body: dict[str, Any]) -> Stored:
+        real(old, body)
+        raise failure
+
+    monkeypatch.setattr(state.backend, "update", applied_but_failed)
+    state.return_spares()  # does not raise: the returning thread goes on
+    monkeypatch.setattr(state.backend, "update", real)
+    state.return_spares()
+    assert stored_uses(state) == 999 > reserved  # given back once, by the failed write
+    state.refresh("token/tok_1")
+    assert state.tokens()[0].uses_left == 999  # and no reserve left to count
+    assert "could not be given back and are lost" in caplog.text
+
+
+def test_a_controller_that_is_stopping_reserves_nothing(state: State) -> None:
+    state.create_token(token(1000), "admin:a")
+    state._closing.set()  # close() has begun: no thread would give a reserve back
+    assert state.spend_token("tok_1")
+    assert stored_uses(state) == 999
 
 
 def test_a_stopping_controller_gives_its_reserve_back(path: Path) -> None:
