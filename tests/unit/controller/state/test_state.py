@@ -269,10 +269,13 @@ def test_a_token_is_read_before_each_spend_and_written_once_per_reserve(
     assert stored_uses(state) == 900
 
 
-def test_a_small_token_is_spent_exactly(state: State) -> None:
-    state.create_token(token(state_module.RESERVE_SHARE), "admin:a")
+@pytest.mark.parametrize(("uses", "reserved"), [(state_module.RESERVE_SHARE, 0),
+                                                (state_module.RESERVE_SHARE + 1, 1)])
+def test_a_token_with_few_uses_left_is_spent_one_use_at_a_time(state: State, uses: int,
+                                                               reserved: int) -> None:
+    state.create_token(token(uses), "admin:a")
     assert state.spend_token("tok_1")
-    assert stored_uses(state) == state_module.RESERVE_SHARE - 1
+    assert stored_uses(state) == uses - 1 - reserved
 
 
 def test_a_revocation_elsewhere_stops_the_reserve_at_once(state: State, other: State) -> None:
