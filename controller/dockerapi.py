@@ -17,6 +17,7 @@ from urllib.parse import quote
 from agent.dockerapi import Docker, DockerError, JSONLines, message
 
 MAX_ANSWER = 256 << 20  # a listing of 5,000 state documents is ~20 MB; the daemon is trusted
+KEEP_ALIVE = 8  # idle connections to the daemon kept for the next calls (the workers')
 
 __all__ = ["APIError", "DockerAPI", "DockerError", "NotFound", "connect", "no_leader"]
 
@@ -56,7 +57,8 @@ class DockerAPI:
     """One daemon (`unix:///var/run/docker.sock` or `tcp://host:port`); thread-safe."""
 
     def __init__(self, host: str, timeout: float = 30.0) -> None:
-        self.docker = Docker(host, timeout=timeout, max_answer=MAX_ANSWER)
+        self.docker = Docker(host, timeout=timeout, max_answer=MAX_ANSWER,
+                             keep_alive=KEEP_ALIVE)
         self.host = host
 
     def _do(self, method: str, path: str, body: Any = None,

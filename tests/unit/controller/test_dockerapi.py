@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from agent.dockerapi import MAX_ANSWER
+from agent.dockerapi import MAX_ANSWER, Docker
 from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound, no_leader
 from controller.state.swarm import _is_unavailable
 
@@ -166,3 +166,41 @@ def test_no_leader_is_told_apart_from_an_election_and_from_refusals(
     election or on a node no longer a manager, but a refusal is Docker's answer."""
     assert no_leader(APIError(500, said)) is lost
     assert _is_unavailable(APIError(500, said)) is store_down
+
+
+def test_the_controller_keeps_its_connections_to_docker_for_the_next_calls(
+        tmp_path: Path) -> None:
+    with unix_http(tmp_path / "d.sock", lambda *_: _json(200, [])) as seen:
+        api = DockerAPI(f"unix://{tmp_path / 'd.sock'}")
+        for _ in range(5):
+            assert api.configs() == []
+    assert (len(seen.requests), seen.connections) == (5, 1)
+
+
+def test_a_kept_connection_the_daemon_closed_is_replaced_once(tmp_path: Path) -> None:
+    """The daemon restarted: the call is made again on a new connection, and it counts."""
+    def script(method: str, path: str, *_: Any) -> tuple[int, dict[str, str], bytes]:
+        return (0, {}, b"") if len(seen.requests) == 2 else _json(200, {"ID": "n1"})
+
+    with unix_http(tmp_path / "d.sock", script) as seen:
+        api = DockerAPI(f"unix://{tmp_path / 'd.sock'}")
+        assert api.info() == {"ID": "n1"}
+        assert api.info() == {"ID": "n1"}  # its kept connection hung up: asked anew
+    assert (len(seen.requests), seen.connections) == (3, 2)
+
+
+def test_a_new_connection_that_fails_is_not_tried_again(tmp_path: Path) -> None:
+    with unix_http(tmp_path / "d.sock", lambda *_: (0, {}, b"")) as seen:
+        api = DockerAPI(f"unix://{tmp_path / 'd.sock'}")
+        with pytest.raises(DockerError):
+            api.info()
+    assert (len(seen.requests), seen.connections) == (1, 1)
+
+
+def test_the_agent_makes_a_connection_per_call(tmp_path: Path) -> None:
+    """The agent makes a few calls and keeps nothing open between them."""
+    with unix_http(tmp_path / "d.sock", lambda *_: _json(200, {})) as seen:
+        docker = Docker(f"unix://{tmp_path / 'd.sock'}")
+        docker.get("/info")
+        docker.get("/info")
+    assert seen.connections == 2
