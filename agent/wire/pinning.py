@@ -25,13 +25,18 @@ from agent.wire.errors import WireError
 from agent.wire.keys import pin_of_certificate
 
 
-def _handshake(host: str, port: int, timeout: float,
-               ) -> tuple[ssl.SSLSocket, list[x509.Certificate]]:
-    """A TLS connection and the chain it presented, not yet trusted: nothing is sent on
-    it before the chain is checked against the pin."""
+def bare_context() -> ssl.SSLContext:
+    """TLS that reads whatever chain the server presents: trusted only once it is checked."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False  # checked by hand below, once the pin says whom to trust
+    ctx.check_hostname = False  # checked by hand, once the pin says whom to trust
     ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def presented_chain(ctx: ssl.SSLContext, host: str, port: int, timeout: float,
+                    ) -> tuple[ssl.SSLSocket, list[bytes]]:
+    """A TLS connection made with `ctx` (bare_context) and the chain it presented (DER),
+    not yet trusted: nothing is sent on it before the chain is checked against the pin."""
     raw = socket.create_connection((host, port), timeout=timeout)
     try:
         tls = ctx.wrap_socket(raw, server_hostname=host)
@@ -40,7 +45,16 @@ def _handshake(host: str, port: int, timeout: float,
         raise
     try:
         getter = getattr(tls, "get_unverified_chain", None) or tls._sslobj.get_unverified_chain
-        ders = [c.public_bytes(ssl._ssl.ENCODING_DER) for c in getter()]  # type: ignore[attr-defined]
+        return tls, [c.public_bytes(ssl._ssl.ENCODING_DER) for c in getter()]  # type: ignore[attr-defined]
+    except BaseException:
+        tls.close()
+        raise
+
+
+def _handshake(host: str, port: int, timeout: float,
+               ) -> tuple[ssl.SSLSocket, list[x509.Certificate]]:
+    tls, ders = presented_chain(bare_context(), host, port, timeout)
+    try:
         return tls, [x509.load_der_x509_certificate(d) for d in ders]
     except BaseException:
         tls.close()

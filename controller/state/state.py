@@ -94,9 +94,9 @@ class State:
         self.backend = backend
         self._lock = threading.RLock()
         self._docs: dict[str, Stored] = {}
-        self._of_kind: dict[str, set[str]] = {}  # kind -> its keys: every answer lists the
-        # controllers, and scanning thousands of keys each time cost a grant 0.1-0.5 ms
         # indexes, each kept per document so that a document's old entries can be dropped
+        self._of_kind: dict[str, set[str]] = {}  # "host/" -> its keys (every answer lists
+        # the controllers: scanning every key for them cost a grant 0.1-0.5 ms)
         self._record_host: dict[str, str] = {}  # record id -> host key
         self._revoked: dict[str, set[str]] = {}  # thumbprint or hardware id -> host keys
         self._pending: dict[str, Counter[str]] = {}  # host key -> pending records by source
@@ -563,10 +563,7 @@ class State:
 
     def close(self) -> None:
         self._closing.set()
-        try:
-            self.return_spares()
-        except Exception as exc:  # stopping anyway: the reserve is lost, at most RESERVE_MOST
-            log.warning("could not give reserved token uses back (%s)", type(exc).__name__)
+        self.return_spares()  # (a failure is logged there, never raised)
         self.backend.close()
 
 

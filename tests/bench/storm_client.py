@@ -35,7 +35,6 @@ import json
 import os
 import random
 import resource
-import socket
 import ssl
 import sys
 import threading
@@ -50,7 +49,7 @@ from agent import __version__
 from agent.wire.jws import sign_request, verify_grant
 from agent.wire.keys import ca_public_key
 from agent.wire.messages import EnrollmentRequest, SwarmState
-from agent.wire.pinning import fetch_pinned_ca
+from agent.wire.pinning import bare_context, fetch_pinned_ca, presented_chain
 
 
 def host_busy_seconds() -> float:
@@ -90,9 +89,7 @@ class Storm:
         self.results: list[dict[str, Any] | None] = [None] * args.n
         self.ca_pem = b""
         self.checked: dict[bytes, ssl.SSLContext] = {}
-        self.bare_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        self.bare_ctx.check_hostname = False  # only to read the chain, as the agent does
-        self.bare_ctx.verify_mode = ssl.CERT_NONE
+        self.bare_ctx = bare_context()  # only to read the chain, as the agent does
 
     def error(self, kind: str) -> None:
         with self.lock:
@@ -114,17 +111,9 @@ class Storm:
         parse, pin, issuer signature) once per distinct chain, so that the load generator's
         own CPU goes into load. Returns the connection and the context verified against the
         pinned CA, for any later connection."""
-        raw = socket.create_connection((self.host, self.port), timeout=self.args.timeout)
+        tls, ders = presented_chain(self.bare_ctx, self.host, self.port, self.args.timeout)
+        chain = b"".join(ders)
         try:
-            tls = self.bare_ctx.wrap_socket(raw, server_hostname=self.host)
-        except BaseException:
-            raw.close()
-            raise
-        try:
-            getter = getattr(tls, "get_unverified_chain", None) or \
-                tls._sslobj.get_unverified_chain  # type: ignore[attr-defined]
-            chain = b"".join(c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
-                             for c in getter())
             with self.lock:
                 ctx = self.checked.get(chain)
             if ctx is None:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from agent.dockerapi import MAX_ANSWER, Docker
+from agent.dockerapi import MAX_ANSWER
 from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound, no_leader
 from controller.state.swarm import _is_unavailable
 
@@ -195,12 +195,3 @@ def test_a_new_connection_that_fails_is_not_tried_again(tmp_path: Path) -> None:
         with pytest.raises(DockerError):
             api.info()
     assert (len(seen.requests), seen.connections) == (1, 1)
-
-
-def test_the_agent_makes_a_connection_per_call(tmp_path: Path) -> None:
-    """The agent makes a few calls and keeps nothing open between them."""
-    with unix_http(tmp_path / "d.sock", lambda *_: _json(200, {})) as seen:
-        docker = Docker(f"unix://{tmp_path / 'd.sock'}")
-        docker.get("/info")
-        docker.get("/info")
-    assert seen.connections == 2
