@@ -213,12 +213,15 @@ def avahi(lab: Lab, name: str) -> Iterator[LabAvahi]:
         daemon.stop()
 
 
-def processes_cpu(places: tuple[Path, ...], names: dict[tuple[int, int], str] | None = None,
+def processes_cpu(places: tuple[Path, ...],
+                  names: dict[tuple[int, int, str], str] | None = None,
                   ) -> dict[int, tuple[str, float, int]]:
     """Every process on the host: pid -> (name, CPU seconds, start time). The name is the
     command and, for a lab Pi's process, the Pi (the first `<place>/<pi>/` path in its
-    command line). `names` keeps each process's name by (pid, start time), so that a
-    sampler reads a command line once per process: it shares the storm's two cores."""
+    command line). `names` keeps each process's name by (pid, start time, command), so
+    that a sampler reads a command line once per program a process runs (an exec keeps
+    the pid and start time: the load generator is nsenter, then taskset, then python):
+    it shares the storm's two cores."""
     names = {} if names is None else names
     found: dict[int, tuple[str, float, int]] = {}
     for entry in Path("/proc").iterdir():
@@ -228,11 +231,11 @@ def processes_cpu(places: tuple[Path, ...], names: dict[tuple[int, int], str] | 
             stat = (entry / "stat").read_text()
             fields = stat.rsplit(")", 1)[1].split()
             pid, start = int(entry.name), int(fields[19])
-            name = names.get((pid, start))
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            name = names.get((pid, start, comm))
             if name is None:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
-                name = names[pid, start] = _process_name(
-                    stat[stat.index("(") + 1:stat.rindex(")")], argv, places)
+                name = names[pid, start, comm] = _process_name(comm, argv, places)
         except OSError:
             continue  # it ended meanwhile
         found[pid] = (name, (int(fields[11]) + int(fields[12])) / _TICK, start)
@@ -254,14 +257,22 @@ def _process_name(comm: str, argv: list[bytes], places: tuple[Path, ...]) -> str
 
 
 def cpu_by_process(before: dict[int, tuple[str, float, int]],
-                   after: dict[int, tuple[str, float, int]], seconds: float,
-                   named: dict[int, str] | None = None) -> dict[str, float]:
+                   after: dict[int, tuple[str, float, int]] | list[dict[int, tuple[str, float,
+                                                                           int]]],
+                   seconds: float, named: dict[int, str] | None = None) -> dict[str, float]:
     """Cores each process (by name; `named` pids by the given names) used between two
-    `processes_cpu` readings, busiest first; processes that began meanwhile count whole,
-    those that ended are not seen."""
+    `processes_cpu` readings, busiest first; processes that began meanwhile count whole.
+    `after` may be the readings taken since `before`, oldest first: a process counts what
+    it used until the last of them it appears in (the storm's load generator exits before
+    the sampler's last reading, and was missing from half the runs' figures)."""
+    last: dict[tuple[int, int], tuple[str, float]] = {}
+    for reading in [after] if isinstance(after, dict) else after:
+        for pid, (name, cpu, started) in reading.items():
+            last[pid, started] = (name, cpu)
     cores: dict[str, float] = {}
-    for pid, (name, cpu, started) in after.items():
-        used = cpu - before[pid][1] if pid in before and before[pid][2] == started else cpu
+    for (pid, started), (name, cpu) in last.items():
+        old = before.get(pid)
+        used = cpu - old[1] if old is not None and old[2] == started else cpu
         if used > 0:
             label = (named or {}).get(pid, name)
             cores[label] = cores.get(label, 0.0) + used / seconds
@@ -278,7 +289,7 @@ class ProcessSampler:
         self.places = places
         self.every = every
         self.samples: list[tuple[float, dict[int, tuple[str, float, int]]]] = []
-        self._names: dict[tuple[int, int], str] = {}
+        self._names: dict[tuple[int, int, str], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -308,6 +319,7 @@ class ProcessSampler:
 
     def cores(self, named: dict[int, str]) -> dict[str, Any]:
         first, last = self.busy_window()
-        (t0, before), (t1, after) = self.samples[first], self.samples[last]
+        (t0, before), t1 = self.samples[first], self.samples[last][0]
+        since = [reading for _, reading in self.samples[first + 1:last + 1]]
         return {"window_s": t1 - t0,
-                "cores": cpu_by_process(before, after, max(t1 - t0, 1e-9), named)}
+                "cores": cpu_by_process(before, since, max(t1 - t0, 1e-9), named)}

@@ -3,9 +3,11 @@ and the order of an A/B storm."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
-from tests.bench.benchlab import _process_name, cpu_by_process
+from tests.bench.benchlab import _process_name, cpu_by_process, processes_cpu
 from tests.bench.run import storm_pair
 
 PLACES = (Path("/var/lib/swarm-enroll-bench"), Path("/run/sebench-"))
@@ -33,6 +35,36 @@ def test_cpu_is_counted_per_name_between_readings_and_a_reused_pid_from_zero() -
     assert cores == {"storm_client": 1.5, "controller, serving": 1.0,
                      "dockerd (storm2)": 0.5, "new": 0.25}
     assert list(cores) == ["storm_client", "controller, serving", "dockerd (storm2)", "new"]
+
+
+def test_a_process_is_named_again_after_it_execs_another_program() -> None:
+    """The sampler's names are kept per process, and the load generator's process first
+    runs nsenter and taskset: what it runs next must not keep their name."""
+    proc = subprocess.Popen(["sh", "-c", "read line; exec sleep 30"], stdin=subprocess.PIPE)
+    try:
+        names: dict[tuple[int, int, str], str] = {}
+        assert processes_cpu(PLACES, names)[proc.pid][0] == "sh"
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while processes_cpu(PLACES, names)[proc.pid][0] != "sleep":
+            assert time.monotonic() < deadline, "still named sh after its exec"
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_process_that_ended_before_the_last_reading_counts_until_its_last() -> None:
+    before = {1: ("controller", 10.0, 100), 4: ("storm_client", 1.0, 950)}
+    middle = {1: ("controller", 11.0, 100), 4: ("storm_client", 3.0, 950),
+              5: ("short", 0.4, 960)}  # began and ended within the window
+    last = {1: ("controller", 12.0, 100),  # the load generator has exited: not in it
+            5: ("reused", 0.2, 990)}  # pid 5 ended and a new process got its number
+    cores = cpu_by_process(before, [middle, last], 2.0)
+    assert cores == {"storm_client": 1.0, "controller": 1.0, "short": 0.2, "reused": 0.1}
+    assert cpu_by_process(before, last, 2.0) == {"controller": 1.0, "reused": 0.1}
 
 
 def test_the_tree_and_the_patched_copy_take_turns_going_first() -> None:
