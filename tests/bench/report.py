@@ -245,6 +245,13 @@ def markdown(res: dict[str, Any]) -> str:
             row(b, "all processes: CPU per grant", s["cpu_ms_per_grant_all"], " ms", 1)
             for name, ms in s["cpu_ms_per_grant_by_process"].items():
                 row(b, f"CPU per grant: {name}", ms, " ms", 1)
+    warmup = res.get("storm_warmup")
+    if warmup:
+        b = f"storm warm-up N={warmup['n']:,}, not counted (the lab's first storm)"
+        row(b, "all granted after", summary([warmup["makespan_s"]]))
+        row(b, "request->grant p99", summary([warmup["latency_p99_s"]]))
+        row(b, "controller CPU per grant", summary([warmup["controller_cpu_ms_per_grant"]]),
+            " ms", 1)
     for floor in (res.get("storm_floor"), res.get("storm_floor_shared")):
         if not floor:
             continue

@@ -31,6 +31,7 @@ RESULTS = HERE / "results"
 PROPOSALS = HERE / "proposals"
 ALL = ("join", "footprint", "checkin", "storm", "profile", "import")
 # the agent of a patched copy (PYTHONPATH): the same entry point as the enroll-agent script
+WARMUP_MOST = 1000  # agents in the storms' warm-up (the largest N, up to this)
 PATCHED_AGENT = [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())"]
 
 
@@ -212,11 +213,20 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
             if "storm" in only:
                 t = time.monotonic()
                 runs, cruns = [], []
-                # warm-up, not counted: the first controller initialises swarm B and creates
-                # its baseline services there; their containers start meanwhile
-                storm_once(lab, min(50, max(ns)), "warmup", args.concurrency,
-                           args.storm_deadline, managers=args.storm_managers,
-                           idle=args.storm_idle)
+                # Warm-up, not counted: the first controller initialises swarm B and creates
+                # its baseline services there (their containers start meanwhile); and the
+                # first storm of that size after the lab came up ran 1.3-2 times slower in
+                # every process (likely because this host is a VM whose memory is backed at
+                # first touch: 25 us a page after boot), so the warm-up is as large as the
+                # largest storm, up to WARMUP_MOST agents.
+                warmup = storm_once(lab, min(WARMUP_MOST, max(ns)), "warmup",
+                                    args.concurrency, args.storm_deadline,
+                                    managers=args.storm_managers, idle=args.storm_idle)
+                res["storm_warmup"] = {k: warmup[k] for k in (
+                    "n", "makespan_s", "latency_p99_s", "controller_cpu_ms_per_grant")}
+                say(f"storm warm-up N={warmup['n']} (not counted): all after "
+                    f"{warmup['makespan_s']:.2f}s, p99 {warmup['latency_p99_s']:.2f}s, "
+                    f"{warmup['controller_cpu_ms_per_grant']:.1f} ms CPU/grant")
                 for n in ns:
                     for rep in range(1, args.storm_reps + 1):
                         for src, into in storm_pair(rep, runs, cruns, compare_src):
