@@ -19,7 +19,7 @@ from agent.dockerapi import Docker, DockerError, JSONLines, message
 MAX_ANSWER = 256 << 20  # a listing of 5,000 state documents is ~20 MB; the daemon is trusted
 KEEP_ALIVE = 8  # idle connections to the daemon kept for the next calls (the workers')
 
-__all__ = ["APIError", "DockerAPI", "DockerError", "NotFound", "connect", "no_leader"]
+__all__ = ["NO_LEADER", "APIError", "DockerAPI", "DockerError", "NotFound", "connect", "no_leader"]
 
 
 class APIError(Exception):
@@ -34,11 +34,15 @@ class NotFound(APIError):
     """Docker answered 404: no such node, service, config or task."""
 
 
+# Docker's words when the swarm's Raft has no leader (its quorum is lost); not its refusal
+# of a change that would lose the quorum ("... loss of quorum")
+NO_LEADER = ("does not have a leader", "no elected cluster leader")
+
+
 def no_leader(exc: APIError) -> bool:
-    """Docker refused because the swarm's Raft has no leader (its quorum is lost); not
-    its refusal of a change that would lose the quorum ("... loss of quorum")."""
+    """Docker refused because the swarm's Raft has no leader."""
     text = f"{exc.explanation} {exc}".lower()
-    return "does not have a leader" in text or "no elected cluster leader" in text
+    return any(mark in text for mark in NO_LEADER)
 
 
 def _filters(filters: dict[str, Any] | None) -> dict[str, str] | None:

@@ -377,14 +377,15 @@ class State:
 
     def token(self, token_id: str) -> Token | None:
         """The token as this controller sees it: its uses left count the ones this
-        controller holds in reserve (another controller's reserve is not counted)."""
+        controller holds in reserve (another controller's reserve is not counted), until
+        no use of it can be spent any more (revoked, expired)."""
         stored = self._stored(token_key(token_id))
         if stored is None:
             return None
         token = Token.from_json(stored.body)
         with self._lock:
             spending = self._spending.get(token_id)
-        if spending is not None and token.revoked_at is None:
+        if spending is not None and not _spent_out(token):
             token.uses_left += spending.spare
         return token
 

@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from agent.wire import safejson
-from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound, no_leader
+from controller.dockerapi import NO_LEADER, APIError, DockerAPI, DockerError, NotFound
 from controller.state.backend import (
     Changed,
     Conflict,
@@ -65,7 +65,8 @@ FLUSH_BATCH = 100
 OWN_EVENT_WAIT = 30.0  # seconds after which our write's event is no longer expected
 REREAD_EVERY = 60.0  # seconds between two listings of the whole store
 RETRY_FIRST, RETRY_MOST = 0.5, 10.0  # seconds before a failed read is tried again (doubling)
-_UNAVAILABLE = ("deadline exceeded", "unavailable", "not a swarm manager", "lost leader")
+_UNAVAILABLE = (*NO_LEADER, "deadline exceeded", "unavailable", "not a swarm manager",
+                "lost leader")
 
 
 def config_name(key: str) -> str:
@@ -82,7 +83,7 @@ def _is_unavailable(exc: APIError) -> bool:
     """No Raft leader to answer (a quorum lost, an election under way), or this node no
     longer a manager: the store cannot be read or written here now."""
     text = f"{exc.explanation} {exc}".lower()
-    return no_leader(exc) or any(mark in text for mark in _UNAVAILABLE)
+    return any(mark in text for mark in _UNAVAILABLE)
 
 
 class SwarmBackend:

@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +80,10 @@ def hangup_url() -> Iterator[str]:
                 conn, _ = listener.accept()
             except TimeoutError:
                 continue
-            conn.recv(4096)  # the ClientHello
-            conn.close()
+            with conn:
+                conn.settimeout(5)  # a client that sends nothing holds this thread no longer
+                with suppress(OSError):
+                    conn.recv(4096)  # the ClientHello
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

@@ -287,6 +287,14 @@ def test_a_revocation_elsewhere_stops_the_reserve_at_once(state: State, other: S
     assert state.tokens()[0].uses_left == stored_uses(state)  # the reserve is dropped
 
 
+def test_an_expired_tokens_listing_counts_no_reserve(state: State) -> None:
+    """No use of it can be spent any more: neither is the reserve counted as left."""
+    state.create_token(token(1000), "admin:a")
+    assert state.spend_token("tok_1") and state.tokens()[0].uses_left == 999
+    state.update_token("tok_1", lambda t: setattr(t, "expires_at", 1.0))
+    assert state.tokens()[0].uses_left == stored_uses(state) < 999
+
+
 def test_a_revocation_between_the_read_and_the_reserve_spends_nothing(
         state: State, other: State, monkeypatch: pytest.MonkeyPatch) -> None:
     state.create_token(token(40), "admin:a")
