@@ -30,8 +30,8 @@ REPO = HERE.parents[1]
 RESULTS = HERE / "results"
 PROPOSALS = HERE / "proposals"
 ALL = ("join", "footprint", "checkin", "storm", "profile", "import")
-# the agent of a patched copy (PYTHONPATH): the same entry point as the enroll-agent script
 WARMUP_MOST = 1000  # agents in the storms' warm-up (the largest N, up to this)
+# the agent of a patched copy (PYTHONPATH): the same entry point as the enroll-agent script
 PATCHED_AGENT = [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())"]
 
 
