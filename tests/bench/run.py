@@ -214,10 +214,10 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                 t = time.monotonic()
                 runs, cruns = [], []
                 # Warm-up, not counted: the first controller initialises swarm B and creates
-                # its baseline services there (their containers start meanwhile); and the
-                # first storm of that size after the lab came up ran 1.3-2 times slower in
-                # every process (likely because this host is a VM whose memory is backed at
-                # first touch: 25 us a page after boot), so the warm-up is as large as the
+                # its baseline services there (their containers start meanwhile); and in two
+                # labs of five the first storm of that size ran 1.3-2 times slower in every
+                # process (this host is a VM whose memory is backed at first touch, 25 us a
+                # page after boot: a likely cause), so the warm-up is as large as the
                 # largest storm, up to WARMUP_MOST agents.
                 warmup = storm_once(lab, min(WARMUP_MOST, max(ns)), "warmup",
                                     args.concurrency, args.storm_deadline,
