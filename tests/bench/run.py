@@ -215,7 +215,7 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                 runs, cruns = [], []
                 # Warm-up, not counted: the first controller initialises swarm B and creates
                 # its baseline services there (their containers start meanwhile); and in two
-                # labs of five the first storm of that size ran 1.3-2 times slower in every
+                # labs of six the first storm of that size ran 1.3-2 times slower in every
                 # process (this host is a VM whose memory is backed at first touch, 25 us a
                 # page after boot: a likely cause), so the warm-up is as large as the
                 # largest storm, up to WARMUP_MOST agents.
