@@ -213,17 +213,19 @@ def avahi(lab: Lab, name: str) -> Iterator[LabAvahi]:
         daemon.stop()
 
 
+Reading = dict[int, tuple[str, float, int]]  # pid -> (name, CPU seconds, start time)
+
+
 def processes_cpu(places: tuple[Path, ...],
-                  names: dict[tuple[int, int, str], str] | None = None,
-                  ) -> dict[int, tuple[str, float, int]]:
+                  names: dict[tuple[int, int, str], str] | None = None) -> Reading:
     """Every process on the host: pid -> (name, CPU seconds, start time). The name is the
     command and, for a lab Pi's process, the Pi (the first `<place>/<pi>/` path in its
-    command line). `names` keeps each process's name by (pid, start time, command), so
-    that a sampler reads a command line once per program a process runs (an exec keeps
-    the pid and start time: the load generator is nsenter, then taskset, then python):
-    it shares the storm's two cores."""
+    command line). `names` keeps each process's name by (pid, start time, command name),
+    so that a sampler reads a command line once per command a process runs (an exec keeps
+    the pid and start time: the load generator is nsenter, then taskset, then python;
+    an exec of the same command keeps its name): it shares the storm's two cores."""
     names = {} if names is None else names
-    found: dict[int, tuple[str, float, int]] = {}
+    found: Reading = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -256,10 +258,8 @@ def _process_name(comm: str, argv: list[bytes], places: tuple[Path, ...]) -> str
     return name
 
 
-def cpu_by_process(before: dict[int, tuple[str, float, int]],
-                   after: dict[int, tuple[str, float, int]] | list[dict[int, tuple[str, float,
-                                                                           int]]],
-                   seconds: float, named: dict[int, str] | None = None) -> dict[str, float]:
+def cpu_by_process(before: Reading, after: Reading | list[Reading], seconds: float,
+                   named: dict[int, str] | None = None) -> dict[str, float]:
     """Cores each process (by name; `named` pids by the given names) used between two
     `processes_cpu` readings, busiest first; processes that began meanwhile count whole.
     `after` may be the readings taken since `before`, oldest first: a process counts what
@@ -288,7 +288,7 @@ class ProcessSampler:
         self.pid = pid
         self.places = places
         self.every = every
-        self.samples: list[tuple[float, dict[int, tuple[str, float, int]]]] = []
+        self.samples: list[tuple[float, Reading]] = []
         self._names: dict[tuple[int, int, str], str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -343,7 +343,7 @@ def _storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
             "managers": managers, **_followers_figures(fvm, fcpu, out["granted"]),
             "controller_avahi_services": announced,
             "controller_threads": _threads(ctl.pid), "settled_s": settled,
-            "cpu_by_process": sampler.cores(named),
+            "cpu_by_process": _with_client(sampler.cores(named), out["client_cpu_s"]),
             "loadavg_before": load0, "other_cpu_cores": other,
             "host_cores_busy_before": host_before,
         }
@@ -356,6 +356,13 @@ def _storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
     finally:
         followers.stop()
         ctl.stop()
+
+
+def _with_client(cpu: dict[str, Any], client_cpu_s: float) -> dict[str, Any]:
+    """The load generator by its own count, from t0: the sampler's counts it from before
+    it began, with the keys it makes before t0."""
+    cores = {**cpu["cores"], CLIENT.stem: client_cpu_s / max(cpu["window_s"], 1e-9)}
+    return {**cpu, "cores": dict(sorted(cores.items(), key=lambda kv: -kv[1]))}
 
 
 def _followers_figures(vms: list[dict[str, int]], cpu_s: float,

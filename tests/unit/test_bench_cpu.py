@@ -7,8 +7,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.bench.benchlab import _process_name, cpu_by_process, processes_cpu
+from tests.bench import report
+from tests.bench.benchlab import ProcessSampler, _process_name, cpu_by_process, processes_cpu
 from tests.bench.run import storm_pair
+from tests.bench.storm import _with_client
 
 PLACES = (Path("/var/lib/swarm-enroll-bench"), Path("/run/sebench-"))
 
@@ -65,6 +67,36 @@ def test_a_process_that_ended_before_the_last_reading_counts_until_its_last() ->
     cores = cpu_by_process(before, [middle, last], 2.0)
     assert cores == {"storm_client": 1.0, "controller": 1.0, "short": 0.2, "reused": 0.1}
     assert cpu_by_process(before, last, 2.0) == {"controller": 1.0, "reused": 0.1}
+
+
+def test_the_samplers_window_counts_a_process_that_exited_within_it() -> None:
+    sampler = ProcessSampler(1, PLACES)
+    sampler.samples = [  # (time, reading): the controller (pid 1) busy from 1 s to 3 s
+        (0.0, {1: ("controller", 5.0, 100)}),
+        (1.0, {1: ("controller", 5.0, 100), 4: ("storm_client", 0.5, 950)}),
+        (2.0, {1: ("controller", 6.0, 100), 4: ("storm_client", 1.5, 950)}),
+        (3.0, {1: ("controller", 7.0, 100)}),  # the load generator has exited
+        (4.0, {1: ("controller", 7.0, 100)})]
+    assert sampler.cores({1: "controller, serving"}) == {
+        "window_s": 2.0, "cores": {"controller, serving": 1.0, "storm_client": 0.5}}
+
+
+def test_the_load_generator_is_counted_by_its_own_figure_from_t0() -> None:
+    cpu = {"window_s": 2.0, "cores": {"controller": 0.9, "storm_client": 0.6}}
+    assert _with_client(cpu, 0.4) == {"window_s": 2.0,
+                                      "cores": {"controller": 0.9, "storm_client": 0.2}}
+    assert list(_with_client(cpu, 4.0)["cores"]) == ["storm_client", "controller"]
+
+
+def test_the_warm_up_storm_is_reported_apart() -> None:
+    machine = {"arch": "x86_64", "nproc": 2, "cpu_model": "cpu", "mem_total_mb": 2048,
+               "kernel": "6", "python": "3.11", "dockerd": "Docker"}
+    res = {"date": "now", "machine": machine, "params": {"mode": "full"}, "storm_warmup": {
+        "n": 1000, "makespan_s": 12.5, "latency_p99_s": 3.9, "controller_cpu_ms_per_grant": 5.2}}
+    text = report.markdown(res)
+    assert "| storm warm-up N=1,000, not counted (the lab's first storm) | all granted after " \
+           "| 12.50 s |" in text
+    assert "controller CPU per grant | 5.2 ms |" in text
 
 
 def test_the_tree_and_the_patched_copy_take_turns_going_first() -> None:

@@ -81,7 +81,7 @@ def hangup_url() -> Iterator[str]:
             except TimeoutError:
                 continue
             with conn:
-                conn.settimeout(5)  # a client that sends nothing holds this thread no longer
+                conn.settimeout(1)  # a client that sends nothing holds it 1 s at most
                 with suppress(OSError):
                     conn.recv(4096)  # the ClientHello
 
