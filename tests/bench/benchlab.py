@@ -258,15 +258,15 @@ def _process_name(comm: str, argv: list[bytes], places: tuple[Path, ...]) -> str
     return name
 
 
-def cpu_by_process(before: Reading, after: Reading | list[Reading], seconds: float,
+def cpu_by_process(before: Reading, since: list[Reading], seconds: float,
                    named: dict[int, str] | None = None) -> dict[str, float]:
-    """Cores each process (by name; `named` pids by the given names) used between two
-    `processes_cpu` readings, busiest first; processes that began meanwhile count whole.
-    `after` may be the readings taken since `before`, oldest first: a process counts what
-    it used until the last of them it appears in (the storm's load generator exits before
-    the sampler's last reading, and was missing from half the runs' figures)."""
+    """Cores each process (by name; `named` pids by the given names) used from the
+    `processes_cpu` reading `before` to the readings taken `since` (oldest first), busiest
+    first; processes that began meanwhile count whole. A process counts what it used until
+    the last reading it appears in (the storm's load generator exits before the sampler's
+    last reading, and was missing from half the runs' figures)."""
     last: dict[tuple[int, int], tuple[str, float]] = {}
-    for reading in [after] if isinstance(after, dict) else after:
+    for reading in since:
         for pid, (name, cpu, started) in reading.items():
             last[pid, started] = (name, cpu)
     cores: dict[str, float] = {}

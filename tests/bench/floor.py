@@ -56,7 +56,7 @@ def store_floor(lab: Lab, n: int, label: str, per_write: int = 1) -> dict[str, A
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(write, names))
     elapsed = time.monotonic() - t0
-    cores = cpu_by_process(before, processes_cpu(places), elapsed)
+    cores = cpu_by_process(before, [processes_cpu(places)], elapsed)
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(api.remove_config, names))
     managers = {f"dockerd ({pi})" for pi in (STORM_PI, *FOLLOWER_PIS)}

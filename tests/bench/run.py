@@ -163,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(made, ignore_errors=True)
 
 
+def warmup_n(ns: list[int]) -> int:
+    """As large as the largest storm, up to WARMUP_MOST agents: in the lab of 2026-12-02
+    10:20 (results/storm-final-tree-1020.md, a warm-up of 50) the first 1,000-agent storm
+    took 1.2-1.6 times the CPU per grant of the next three in every process (this host is
+    a VM whose memory is backed at first touch: a likely cause)."""
+    return min(WARMUP_MOST, max(ns))
+
+
 def storm_pair(rep: int, runs: list[Any], cruns: list[Any], compare_src: Path | None,
                ) -> list[tuple[Path | None, list[Any]]]:
     """The storms of one repetition: the tree's, and the patched copy's right beside it in
@@ -214,12 +222,9 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                 t = time.monotonic()
                 runs, cruns = [], []
                 # Warm-up, not counted: the first controller initialises swarm B and creates
-                # its baseline services there (their containers start meanwhile); and in two
-                # labs of six the first storm of that size ran 1.3-2 times slower in every
-                # process (this host is a VM whose memory is backed at first touch, 25 us a
-                # page after boot: a likely cause), so the warm-up is as large as the
-                # largest storm, up to WARMUP_MOST agents.
-                warmup = storm_once(lab, min(WARMUP_MOST, max(ns)), "warmup",
+                # its baseline services there (their containers start meanwhile); see
+                # warmup_n for its size.
+                warmup = storm_once(lab, warmup_n(ns), "warmup",
                                     args.concurrency, args.storm_deadline,
                                     managers=args.storm_managers, idle=args.storm_idle)
                 res["storm_warmup"] = {k: warmup[k] for k in (

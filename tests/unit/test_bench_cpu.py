@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.bench import report
 from tests.bench.benchlab import ProcessSampler, _process_name, cpu_by_process, processes_cpu
-from tests.bench.run import storm_pair
+from tests.bench.run import storm_pair, warmup_n
 from tests.bench.storm import _with_client
 
 PLACES = (Path("/var/lib/swarm-enroll-bench"), Path("/run/sebench-"))
@@ -33,7 +33,7 @@ def test_cpu_is_counted_per_name_between_readings_and_a_reused_pid_from_zero() -
     after = {1: ("dockerd (storm)", 12.0, 100), 2: ("dockerd (storm2)", 6.0, 100),
              3: ("new", 0.5, 900),  # pid 3 ended and a new process got its number
              4: ("storm_client", 3.0, 950)}  # began meanwhile: counted whole
-    cores = cpu_by_process(before, after, 2.0, named={1: "controller, serving"})
+    cores = cpu_by_process(before, [after], 2.0, named={1: "controller, serving"})
     assert cores == {"storm_client": 1.5, "controller, serving": 1.0,
                      "dockerd (storm2)": 0.5, "new": 0.25}
     assert list(cores) == ["storm_client", "controller, serving", "dockerd (storm2)", "new"]
@@ -66,7 +66,7 @@ def test_a_process_that_ended_before_the_last_reading_counts_until_its_last() ->
             5: ("reused", 0.2, 990)}  # pid 5 ended and a new process got its number
     cores = cpu_by_process(before, [middle, last], 2.0)
     assert cores == {"storm_client": 1.0, "controller": 1.0, "short": 0.2, "reused": 0.1}
-    assert cpu_by_process(before, last, 2.0) == {"controller": 1.0, "reused": 0.1}
+    assert cpu_by_process(before, [last], 2.0) == {"controller": 1.0, "reused": 0.1}
 
 
 def test_the_samplers_window_counts_a_process_that_exited_within_it() -> None:
@@ -97,6 +97,11 @@ def test_the_warm_up_storm_is_reported_apart() -> None:
     assert "| storm warm-up N=1,000, not counted (the lab's first storm) | all granted after " \
            "| 12.50 s |" in text
     assert "controller CPU per grant | 5.2 ms |" in text
+
+
+def test_the_warm_up_is_as_large_as_the_largest_storm_up_to_1000() -> None:
+    assert (warmup_n([5, 12]), warmup_n([100, 1000, 5000]), warmup_n([1000, 300])) == \
+        (12, 1000, 1000)
 
 
 def test_the_tree_and_the_patched_copy_take_turns_going_first() -> None:
