@@ -68,11 +68,12 @@ SOAK_RUNS ?= 20
 demo-soak: deps venv
 	$(BIN)/python -m tests.bench.soak --runs $(SOAK_RUNS)
 
-# The lab's tests run one after another (one lab per machine); the others, pure logic and
-# servers on loopback, run beside them in a second pytest, whose report follows (ended with
-# the recipe if it is interrupted). PYTEST_ARGS="..." runs one pytest with those instead.
-LAB_TESTS = tests/e2e tests/deploy tests/cards tests/bench_smoke
-BESIDE_TESTS = tests/unit tests/attacks
+# The test lab's tests run one after another (they share its Pis); the others run beside
+# them in a second pytest, whose report follows (ended with the recipe if it is
+# interrupted): pure logic and servers on loopback, then the bench smoke in a lab of its
+# own (prefix, subnet, state dir). PYTEST_ARGS="..." runs one pytest with those instead.
+LAB_TESTS = tests/e2e tests/deploy tests/cards
+BESIDE_TESTS = tests/unit tests/attacks tests/bench_smoke
 PYTEST = $(BIN)/python -m pytest -q -ra
 test: deps venv
 	$(BIN)/enroll-lab down

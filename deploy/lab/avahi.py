@@ -7,13 +7,19 @@ controller of that Pi is pointed at those dirs (avahi_run_dir, avahi_services_di
 the bus (DBUS_SYSTEM_BUS_ADDRESS, which avahi-browse honours). Both daemons live in the
 Pi's network namespace, avahi on its `eth0` only, and under the lab's runtime dir: the
 lab's teardown kills them even when this module's own stop() is never reached.
+
+Labs run side by side (`make test` runs the bench smoke's lab beside the test lab's), so
+the host's /run/avahi-daemon that lab avahis bind over is shared: each daemon leaves a
+marker there, and the dir goes with the last marker.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +27,8 @@ from deploy.lab import netns, procs
 
 AVAHI_RUN = Path("/run/avahi-daemon")
 AVAHI_SERVICES = Path("/etc/avahi/services")
-MARKER = AVAHI_RUN / ".swarm-enroll-lab"  # this mountpoint is the lab's, not the OS's
+MARKER = ".swarm-enroll-lab"  # `<MARKER>.<netns>` in AVAHI_RUN: a lab's, not the OS's
+_LOCK = Path("/run/swarm-enroll-avahi.lock")  # labs side by side claim and release in turn
 
 _BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -104,10 +111,7 @@ class LabAvahi:
                  f"--config-file={self.base / 'bus.conf'}"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
             self._wait(lambda: (self.base / "bus").exists(), "its D-Bus socket", timeout)
-            if not AVAHI_RUN.exists():  # the mountpoint; removed again by stop() or down
-                AVAHI_RUN.mkdir(mode=0o755)
-                MARKER.touch()
-                self.made_mountpoint = True
+            self.made_mountpoint = claim_mountpoint(self.netns)  # removed by stop() or down
             script = (f'mount --bind "$1" {AVAHI_RUN} && mount --bind "$2" {AVAHI_SERVICES} '
                       '&& exec avahi-daemon --no-drop-root --no-chroot -f "$3"')
             self.avahi_proc = subprocess.Popen(
@@ -145,14 +149,49 @@ class LabAvahi:
             if proc is not None and proc.poll() is None:  # gone: the lab's down reaps it too
                 procs.terminate([proc.pid], timeout=5)
         if self.made_mountpoint:
-            remove_mountpoint()
+            release_mountpoint(self.netns)
             self.made_mountpoint = False
 
 
-def remove_mountpoint() -> None:
-    """The /run/avahi-daemon a LabAvahi made, once no lab avahi uses it (the lab's
-    teardown calls this after killing every lab process). The OS's own is never touched."""
-    if MARKER.exists():
-        MARKER.unlink()
-        with contextlib.suppress(OSError):
-            AVAHI_RUN.rmdir()
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    with open(_LOCK, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def lab_markers() -> list[str]:
+    """The lab avahis' markers in the host's /run/avahi-daemon (their netns names)."""
+    if not AVAHI_RUN.is_dir():
+        return []
+    return sorted(p.name.removeprefix(MARKER + ".") for p in AVAHI_RUN.iterdir()
+                  if p.name.startswith(MARKER + "."))
+
+
+def claim_mountpoint(owner: str) -> bool:
+    """The host's /run/avahi-daemon, to bind over: made if absent, marked as used by the
+    avahi in netns `owner`. False when the dir is the OS's (there, unmarked): left alone."""
+    with _locked():
+        if AVAHI_RUN.exists() and not lab_markers():
+            return False
+        AVAHI_RUN.mkdir(mode=0o755, exist_ok=True)
+        (AVAHI_RUN / f"{MARKER}.{owner}").touch()
+        return True
+
+
+def release_mountpoint(owner: str) -> None:
+    """The marker of the avahi in netns `owner` removed, and the dir with the last one."""
+    with _locked():
+        (AVAHI_RUN / f"{MARKER}.{owner}").unlink(missing_ok=True)
+        if not lab_markers():
+            with contextlib.suppress(OSError):
+                AVAHI_RUN.rmdir()
+
+
+def remove_mountpoint(prefix: str) -> None:
+    """The markers of a lab's avahis (its namespaces' prefix), once its processes are dead
+    (the lab's teardown calls this), and the dir with the last marker. The OS's own, and
+    another lab's that is still running, are never touched."""
+    for owner in lab_markers():
+        if owner.startswith(prefix):
+            release_mountpoint(owner)

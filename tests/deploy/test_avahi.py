@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from deploy.lab import procs
-from deploy.lab.avahi import AVAHI_RUN, MARKER, LabAvahi
+from deploy.lab.avahi import AVAHI_RUN, LabAvahi, lab_markers
 from deploy.lab.config import ClusterConfig
 from deploy.lab.demo import wait_for
 from deploy.lab.lab import Lab, LabError, console_script
@@ -49,7 +49,8 @@ def avahis(lab: Lab) -> Iterator[dict[str, LabAvahi]]:
     finally:
         for daemon in reversed(started):  # the one that made the mountpoint goes last
             daemon.stop()
-    assert not made_run_dir or not AVAHI_RUN.exists()  # nothing left on the host
+    assert not [m for m in lab_markers() if m.startswith(lab.prefix)]  # nothing left
+    assert not made_run_dir or lab_markers() or not AVAHI_RUN.exists()  # nor the dir
 
 
 def _agent_config(lab: Lab, tmp: Path, name: str, **extra: str) -> Path:
@@ -218,7 +219,8 @@ def test_lab_teardown_ends_lab_avahis(request: pytest.FixtureRequest, lab: Lab,
     request.addfinalizer(lambda: lab.up(make_cluster(), controller=False, agents=False))
     lab.down()
     assert not [p for p in pids if procs.alive(p)]
-    assert not MARKER.exists() and (not made or not AVAHI_RUN.exists())
+    assert not [m for m in lab_markers() if m.startswith(lab.prefix)]
+    assert not made or lab_markers() or not AVAHI_RUN.exists()  # another lab's may bind
 
 
 def test_lab_refuses_a_host_avahi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
