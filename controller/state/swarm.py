@@ -96,7 +96,7 @@ class SwarmBackend:
         self._events: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._dirty: set[str] = set()  # configs events named, to read again
+        self._dirty: dict[str, None] = {}  # configs events named, to read again, oldest first
         self._flusher: threading.Thread | None = None
         self._versions: dict[str, int] = {}  # config id -> the version last read
 
@@ -274,7 +274,7 @@ class SwarmBackend:
                 if own[1:]:
                     self._own[name] = own[1:]
                 return
-            self._dirty.add(config_id)
+            self._dirty[config_id] = None
             if self._flusher is None or not self._flusher.is_alive():
                 self._flusher = threading.Thread(target=self._flush, args=(changed,),
                                                  name="state-refresh", daemon=True)
@@ -287,8 +287,8 @@ class SwarmBackend:
         while True:
             self._stop.wait(wait)
             with self._lock:
-                dirty = sorted(self._dirty)
-                ids, self._dirty = dirty[:FLUSH_BATCH], set(dirty[FLUSH_BATCH:])
+                dirty = list(self._dirty)  # the oldest first: none waits out a backlog
+                ids, self._dirty = dirty[:FLUSH_BATCH], dict.fromkeys(dirty[FLUSH_BATCH:])
                 if not ids:
                     self._flusher = None
                     return
@@ -298,7 +298,7 @@ class SwarmBackend:
             except (APIError, StoreUnavailable) as exc:
                 # No leader (a failover): the configs are read again once there is one.
                 with self._lock:
-                    self._dirty.update(ids)
+                    self._dirty = {**dict.fromkeys(ids), **self._dirty}
                 log.info("cannot read %d changed configs now (%s); trying again in %.1fs",
                          len(ids), type(exc).__name__, retry)
                 if self._stop.wait(retry):

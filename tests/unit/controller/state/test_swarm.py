@@ -56,7 +56,7 @@ def test_our_writes_cost_one_call_and_their_events_no_read() -> None:
     heard: list[str] = []
     for action in ("create", "update"):
         backend._event(event(action), lambda key, stored: heard.append(key))
-    assert backend._dirty == set() and heard == []
+    assert backend._dirty == {} and heard == []
     backend._stop.set()  # the read of another's write happens at once
     backend._event(event("update"), lambda key, stored: heard.append(key))  # another's
     flushed(backend)
@@ -153,7 +153,7 @@ def test_configs_not_read_for_want_of_a_leader_are_read_once_there_is_one(
     backend._event(event("update"), heard)
     flushed(backend)
     assert heard.docs == [("host/pi-1", {"hostname": "pi-1", "v": 2})]
-    assert api.calls == ["read"] * 4 and backend._dirty == set()
+    assert api.calls == ["read"] * 4 and backend._dirty == {}
 
 
 def test_a_stream_of_other_writers_events_is_read_once_per_pause_not_once_per_event(
@@ -180,6 +180,23 @@ def test_a_stream_of_other_writers_events_is_read_once_per_pause_not_once_per_ev
     assert sorted(key for key, _ in heard.docs) == [f"host/pi-{i}" for i in range(6)]
 
 
+def test_under_a_backlog_the_configs_named_first_are_read_first(monkeypatch: Any) -> None:
+    """More events than one read takes: those that waited longest go in the next read,
+    whatever their ids (sorted ids would leave a high one behind while lower ones keep
+    coming)."""
+    monkeypatch.setattr(swarm_module, "FLUSH_BATCH", 2)
+    monkeypatch.setattr(swarm_module, "FLUSH_DELAY", 0.5)  # the three events come meanwhile
+    monkeypatch.setattr(swarm_module, "FLUSH_EVERY", 0.0)
+    api = Store()
+    backend = SwarmBackend(api)
+    read: list[list[str]] = []
+    api.configs = lambda filters: read.append(filters["id"]) or []  # type: ignore[method-assign]
+    for config_id in ("z9", "a1", "m5"):
+        backend._event(event("update", config_id), Heard())
+    flushed(backend)
+    assert read == [["z9", "a1"], ["m5"]]
+
+
 def test_a_late_remove_of_an_old_config_leaves_the_document_made_again() -> None:
     api = Store(config("old", "host/pi-1", 3, {"hostname": "pi-1"}))
     backend = SwarmBackend(api)
@@ -203,7 +220,7 @@ def test_the_periodic_reread_finds_a_write_whose_event_passed_for_ours() -> None
     api.stored["cfg1"] = config("cfg1", "host/pi-1", 5, {"hostname": "pi-1", "by": "them"})
     heard = Heard()
     backend._event(event("update"), heard)  # theirs, taken for ours
-    assert heard.docs == [] and backend._dirty == set()
+    assert heard.docs == [] and backend._dirty == {}
     backend._resync(heard, moved_only=True)
     assert heard.docs == [("host/pi-1", {"hostname": "pi-1", "by": "them"})]
 
