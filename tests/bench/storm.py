@@ -82,6 +82,15 @@ def _session() -> requests.Session:
     return s
 
 
+def controller_cmd(lab: Lab, src: Path | None) -> tuple[list[str], dict[str, str]]:
+    """The controller's command and environment: this tree's, or `src`'s (a patched copy
+    of the source tree shadows the installed one; PYTHONSAFEPATH: the working directory,
+    this tree, must not come first on sys.path)."""
+    if src is None:
+        return [*lab.controller_cmd], {}
+    return [sys.executable, "-m", "controller.cli"], variant_env(src)
+
+
 class StormController:
     """One `enroll-controller serve` on the storm Pi, from a fresh state dir."""
 
@@ -96,11 +105,7 @@ class StormController:
         self.ip = lab.node(STORM_PI)["ip"]
 
     def _cmd(self) -> tuple[list[str], dict[str, str]]:
-        if self.src is None:
-            return [*self.lab.controller_cmd], {}
-        # a patched copy of the source tree shadows the installed one (PYTHONSAFEPATH: the
-        # working directory, this tree, must not come first on sys.path)
-        return [sys.executable, "-m", "controller.cli"], variant_env(self.src)
+        return controller_cmd(self.lab, self.src)
 
     def init(self) -> None:
         self._forget_earlier_runs()
@@ -195,12 +200,14 @@ class StormController:
 
 
 class Followers:
-    """The storm swarm's other managers, each with a controller that follows the state."""
+    """The storm swarm's other managers, each with a controller that follows the state
+    (from `src`, as the storm's own controller: an A/B run compares whole trees)."""
 
-    def __init__(self, lab: Lab, label: str, ca: str) -> None:
+    def __init__(self, lab: Lab, label: str, ca: str, src: Path | None = None) -> None:
         self.lab = lab
         self.label = label
         self.ca = ca
+        self.src = src
         self.procs: dict[str, subprocess.Popen] = {}
 
     def _join(self) -> None:
@@ -224,11 +231,12 @@ class Followers:
         self._join()
         for name in FOLLOWER_PIS:
             run = self.lab.pi_dir(name) / f"ctl-{self.label}"
-            cmd = [*self.lab.controller_cmd, "serve", "--state-dir", str(run),
+            ctl, env = controller_cmd(self.lab, self.src)
+            cmd = [*ctl, "serve", "--state-dir", str(run),
                    "--docker-host", self.lab.docker_host(name),
                    "--viz-socket-dir", str(run / "viz"), "--log-level", "warning"]
             self.procs[name] = self.lab.popen(name, ["taskset", "-c", LOAD_CORE, *cmd],
-                                              log=run.parent / f"{run.name}.log")
+                                              log=run.parent / f"{run.name}.log", env=env)
         deadline = time.monotonic() + 90
         with _session() as s:
             for name, proc in self.procs.items():
@@ -290,7 +298,7 @@ def _storm_once(lab: Lab, n: int, label: str, concurrency: int, deadline: float,
                 daemon: LabAvahi, idle: float) -> dict[str, Any]:
     ctl = StormController(lab, label, src, daemon)
     ctl.init()
-    followers = Followers(lab, label, ctl.ca)
+    followers = Followers(lab, label, ctl.ca, src)
     try:
         ctl.start()
         announced = sorted(p.name for p in daemon.services_dir.glob("*.service"))

@@ -1,5 +1,5 @@
 """The storm's CPU-by-process figures (tests/bench/benchlab.py), on made-up /proc readings,
-and the order of an A/B storm."""
+and the order and trees of an A/B storm."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
+from deploy.lab.lab import LabError
 from tests.bench import report
 from tests.bench.benchlab import ProcessSampler, _process_name, cpu_by_process, processes_cpu
 from tests.bench.run import storm_pair, warmup_n
-from tests.bench.storm import _with_client
+from tests.bench.storm import Followers, _with_client, variant_env
 
 PLACES = (Path("/var/lib/swarm-enroll-bench"), Path("/run/sebench-"))
 
@@ -112,3 +115,41 @@ def test_the_tree_and_the_patched_copy_take_turns_going_first() -> None:
     assert orders == [[None, src], [src, None], [None, src], [src, None]]
     assert [into for _, into in storm_pair(2, runs, cruns, src)] == [cruns, runs]
     assert storm_pair(2, runs, cruns, None) == [(None, runs)]  # no copy: the tree alone
+
+
+class _Exited:
+    def poll(self) -> int:
+        return 1  # gone at once: start() stops before it asks the controller anything
+
+
+class _FollowerLab:
+    """Just what Followers.start() asks of the lab, its processes recorded, not started."""
+
+    def __init__(self) -> None:
+        self.controller_cmd = ["/venv/bin/enroll-controller"]
+        self.started: list[tuple[list[str], dict[str, str]]] = []
+
+    def pi_dir(self, name: str) -> Path:
+        return Path("/run/sebench") / name
+
+    def docker_host(self, name: str) -> str:
+        return f"unix:///run/sebench/{name}/docker.sock"
+
+    def node(self, name: str) -> dict[str, str]:
+        return {"ip": "198.18.1.12"}
+
+    def popen(self, name: str, argv: list[str], *, log: Path, env: dict[str, str]) -> _Exited:
+        self.started.append((argv, env))
+        return _Exited()
+
+
+def test_an_ab_storms_following_controllers_run_the_tree_under_test(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Followers, "_join", lambda self: None)
+    for src, env in ((None, {}), (Path("/tmp/patched"), variant_env(Path("/tmp/patched")))):
+        lab = _FollowerLab()
+        with pytest.raises(LabError, match="did not serve"):
+            Followers(lab, "t", "/ca.pem", src).start()  # type: ignore[arg-type]
+        argv, used = lab.started[0]
+        assert used == env
+        assert ("-m" in argv and "controller.cli" in argv) == (src is not None)
