@@ -272,11 +272,12 @@ class Followers:
 def run_load(lab: Lab, ctl: StormController, n: int, token: str, concurrency: int,
              deadline: float) -> dict[str, Any]:
     argv = ["taskset", "-c", LOAD_CORE, sys.executable, str(CLIENT), "--url", ctl.url,
-            "--pin", ctl.info["pin"], "--token", token, "--n", str(n),
+            "--pin", ctl.info["pin"], "--n", str(n),
             "--concurrency", str(concurrency), "--address", lab.node(LOAD_PI)["ip"],
             "--deadline", str(deadline)]
     r = lab.exec(LOAD_PI, argv, capture_output=True, timeout=deadline + 120,
-                 env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+                 env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+                      "STORM_TOKEN": token})  # not in argv, which every user can read
     if r.returncode != 0:
         raise LabError(f"storm client failed ({r.returncode}): {r.stderr[-800:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -24,7 +24,7 @@ sides; with cheroot's default of 10 kept-alive connections, some 2.6). Not the t
 one agent at a time costs the same per agent, and asyncio (streams, or non-blocking
 SSLSocket on the loop) was no cheaper (measured 2026-12-02).
 
-Usage: storm_client.py --url https://IP:PORT --pin sha256:... --token seb_... --n 1000
+Usage: STORM_TOKEN=seb_... storm_client.py --url https://IP:PORT --pin sha256:... --n 1000
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
     p.add_argument("--pin", required=True)
-    p.add_argument("--token", required=True)
+    p.add_argument("--token", default=os.environ.get("STORM_TOKEN", ""),
+                   help="the bootstrap token (prefer STORM_TOKEN: a command line is public)")
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--concurrency", type=int, default=256)
     p.add_argument("--hostname-prefix", default="storm-")
@@ -71,7 +72,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=300.0, help="seconds for the whole storm")
     p.add_argument("--timeout", type=float, default=15.0, help="per request, as the agent's")
     p.add_argument("--max-attempts", type=int, default=8)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.token:
+        p.error("no bootstrap token: set STORM_TOKEN")
+    return args
 
 
 class Storm:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,7 +14,7 @@ from deploy.lab.lab import LabError
 from tests.bench import report
 from tests.bench.benchlab import ProcessSampler, _process_name, cpu_by_process, processes_cpu
 from tests.bench.run import storm_pair, warmup_n
-from tests.bench.storm import Followers, _with_client, variant_env
+from tests.bench.storm import Followers, _with_client, run_load, variant_env
 
 PLACES = (Path("/var/lib/swarm-enroll-bench"), Path("/run/sebench-"))
 
@@ -153,3 +154,19 @@ def test_an_ab_storms_following_controllers_run_the_tree_under_test(
         argv, used = lab.started[0]
         assert used == env
         assert ("-m" in argv and "controller.cli" in argv) == (src is not None)
+
+
+def test_the_load_generator_gets_the_bootstrap_token_by_its_environment() -> None:
+    """A command line is there for every user of the host to read (ps)."""
+    ran: list[tuple[list[str], dict[str, str]]] = []
+
+    class Lab(_FollowerLab):
+        def exec(self, name: str, argv: list[str], *, env: dict[str, str], **kw: object,
+                 ) -> subprocess.CompletedProcess:
+            ran.append((argv, env))
+            return subprocess.CompletedProcess(argv, 0, stdout='{"granted": 0}\n', stderr="")
+
+    ctl = SimpleNamespace(url="https://198.18.1.12:8443", info={"pin": "sha256:" + "ab" * 32})
+    assert run_load(Lab(), ctl, 5, "seb_secret", 4, 30.0) == {"granted": 0}  # type: ignore[arg-type]
+    argv, env = ran[0]
+    assert not any("seb_secret" in a for a in argv) and env["STORM_TOKEN"] == "seb_secret"
