@@ -87,7 +87,8 @@ class AdminClient:
     """Talks to the controllers at `url` (one, or several: every manager runs one),
     trusting only the CA that matches `pin` (or `ca_file`). A controller that does not
     answer, or whose certificate fails the pin (an impostor), is passed over for the next
-    (and named in `passed_over`); `url` is then the one that answered."""
+    (and named in `passed_over`); `url` is then the one that answered, and `answered_by`
+    the one whose answer (a refusal too) the last request got, or "" if none answered."""
 
     def __init__(self, url: str | list[str], token: str, pin: str = "",
                  ca_file: Path | None = None, timeout: float = 30.0) -> None:
@@ -106,6 +107,7 @@ class AdminClient:
                                 "plain HTTP)")
         self.url = self.urls[0]
         self.passed_over: list[str] = []
+        self.answered_by = ""
         self._answered: set[str] = set()  # controllers that gave this client an answer
         self.timeout = timeout
         self.session = requests.Session()
@@ -155,6 +157,7 @@ class AdminClient:
               params: dict[str, Any] | None) -> requests.Response:
         order = [self.url, *(u for u in self.urls if u != self.url)]
         failed: list[tuple[str, str, str]] = []
+        self.answered_by = ""
         for url in order:
             try:
                 response = self.session.request(method, url + path, json=body, params=params,
@@ -169,7 +172,7 @@ class AdminClient:
                 failed.append((url, code, why))
                 continue
             self.passed_over += [": ".join(f) for f in failed]
-            self.url = url
+            self.url = self.answered_by = url
             self._answered.add(url)
             return response
         raise _none_answered("no controller answered", failed)

@@ -70,11 +70,11 @@ class Context:
     def said_who(self) -> None:
         """With several controllers to choose from, or found over mDNS, say which ones were
         passed over and why (an impostor among them is worth knowing of), and which one
-        answered (stderr)."""
-        if self._client is not None and self._several:
+        answered (stderr), its refusal too. When none answered, the error names each."""
+        if self._client is not None and self._several and self._client.answered_by:
             for why in self._client.passed_over:
                 click.echo(f"(passed over {why})", err=True)
-            click.echo(f"(answered by {self._client.url})", err=True)
+            click.echo(f"(answered by {self._client.answered_by})", err=True)
 
     def show(self, data: Any, columns: list[str] | None = None) -> None:
         if self.as_json or columns is None:
@@ -120,6 +120,8 @@ class Group(click.Group):
                 ctx.obj.said_who()
             return result
         except WireError as exc:
+            if isinstance(ctx.obj, Context):  # a refusal: from which controller
+                ctx.obj.said_who()
             claimants = exc.detail.get("claimants")
             if claimants:
                 click.echo(_table(claimants, CLAIMANT_COLUMNS), err=True)

@@ -154,6 +154,23 @@ def test_enrollctl_passes_over_an_impostor_among_its_urls_and_says_who_answered(
     assert rogue_saw.requests == []
 
 
+def test_a_refusal_says_which_controller_refused_and_which_were_passed_over(
+        ca: CA, serve: Serve, dead_url: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from controller import enrollctl
+
+    real, _ = serve()
+    env = {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "ENROLLCTL_TOKEN": "sea_x", "ENROLLCTL_CA_FILE": ""}
+    args = ["--url", f"{dead_url},{real}", "--pin", ca.pin, "nodes", "approve", "pi-9"]
+    result = CliRunner().invoke(enrollctl.main, args, env=env)
+    assert result.exit_code == 1
+    said = result.stderr.splitlines()
+    assert said[0].startswith(f"(passed over {dead_url}: unreachable: ")
+    assert said[1:] == [f"(answered by {real})", "Error: not_found: no such node"]
+
+
 def test_enrollctl_names_each_url_and_why_when_none_answers(
         ca: CA, serve: Serve, dead_url: str, tmp_path: Path) -> None:
     rogue, _ = serve(impostor=True)
