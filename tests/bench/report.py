@@ -17,7 +17,7 @@ STORM_KEYS = ("grants_per_s", "makespan_s", "latency_p50_s", "latency_p95_s", "l
               "controller_cpu_share", "client_cpu_share", "other_cpu_cores",
               "store_write_p50_ms", "store_write_p95_ms", "follower_peak_rss_mb",
               "follower_rss_after_idle_mb", "follower_cpu_ms_per_grant",
-              "connections_per_agent")
+              "connections_per_agent", "steal_cores")
 JOIN_KEYS = ("total_s", "start_to_first_log_s", "start_to_found_s", "start_to_docker_s",
              "start_to_approved_s", "start_to_joining_s", "first_log_to_found_s",
              "found_to_joining_s", "approved_to_joining_s", "joining_to_ready_s")
@@ -239,6 +239,7 @@ def markdown(res: dict[str, Any]) -> str:
         row(b, "controller core busy", s["controller_cpu_share"], "", 2)
         row(b, "load generator core busy", s["client_cpu_share"], "", 2)
         row(b, "other processes during it (cores; noise)", s["other_cpu_cores"], "", 2)
+        row(b, "stolen by the hypervisor during it (cores)", s["steal_cores"], "", 2)
         if s.get("host_cores_busy"):
             row(b, "all processes: cores busy while the controller was", s["host_cores_busy"],
                 "", 2)

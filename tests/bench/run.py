@@ -249,7 +249,8 @@ def _run(args: argparse.Namespace, only: set[str], spec: BenchLabSpec, ns: list[
                                 f"{r['controller_cpu_ms_per_grant']:.1f} ms CPU/grant, "
                                 f"core {100 * r['controller_cpu_share']:.0f}% / client "
                                 f"{100 * r['client_cpu_share']:.0f}% / other "
-                                f"{r['other_cpu_cores']:.2f} cores")
+                                f"{r['other_cpu_cores']:.2f} cores, stolen "
+                                f"{r['steal_cores']:.2f}")
                 res["storm"] = report.summarize_storm(runs)
                 floor_n = min(1000, max(ns))
                 for key, per_write in (("storm_floor", 1), ("storm_floor_shared", SHARED)):

@@ -52,11 +52,13 @@ from agent.wire.messages import EnrollmentRequest, SwarmState
 from agent.wire.pinning import bare_context, fetch_pinned_ca, presented_chain
 
 
-def host_busy_seconds() -> float:
-    """Busy CPU seconds of the whole host (all cores), from /proc/stat."""
+def host_cpu_seconds() -> tuple[float, float]:
+    """The whole host's (all cores) busy CPU seconds, and those the hypervisor stole (a
+    virtual machine's cores ran another guest meanwhile), from /proc/stat."""
     with open("/proc/stat") as fh:
         f = [int(x) for x in fh.readline().split()[1:]]
-    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (f[0] + f[1] + f[2] + f[5] + f[6]) / tick, f[7] / tick
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -198,14 +200,15 @@ class Storm:
     def run(self) -> dict[str, Any]:
         n = self.args.n
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
-        host0 = host_busy_seconds()
+        host0, steal0 = host_cpu_seconds()
         self.t0 = time.monotonic()
         self.deadline = self.t0 + self.args.deadline
         with ThreadPoolExecutor(max_workers=min(self.args.concurrency, n)) as pool:
             list(pool.map(self.agent, range(n)))
         elapsed = time.monotonic() - self.t0
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        host_busy = host_busy_seconds() - host0
+        host1, steal1 = host_cpu_seconds()
+        host_busy, steal = host1 - host0, steal1 - steal0
         client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         verified = bad = 0
         if self.ca_pem:
@@ -224,6 +227,7 @@ class Storm:
             "granted": len(done), "not_granted": n - len(done), "errors": self.errors,
             "error_count": sum(self.errors.values()), "grants_verified": verified,
             "grants_bad": bad, "client_cpu_s": client_cpu, "host_busy_s": host_busy,
+            "steal_cores": steal / elapsed if elapsed else 0.0,
             "connections_per_agent": self.connections / n if n else 0.0,
             "client_cpu_share": client_cpu / elapsed if elapsed else 0.0,
             "start": [round(r["start"], 4) for r in done],

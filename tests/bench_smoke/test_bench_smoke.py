@@ -57,12 +57,14 @@ def test_every_benchmark_runs_at_tiny_n(tmp_path: Path) -> None:
         assert storm["not_granted"]["max"] == 0 and storm["error_count"]["max"] == 0
         assert storm["grants_bad"] == 0
         assert all(r["grants_verified"] == int(n) for r in storm["runs"])
+        assert all(r["steal_cores"] >= 0 for r in storm["runs"])  # the hypervisor's share
         # the storm Pi's controller announced through its avahi-daemon, as on Pi OS
         assert all(r["controller_avahi_services"] == ["swarm-enroll.service"]
                    for r in storm["runs"])
     warmup = res["storm_warmup"]  # as large as the largest storm, reported apart
     assert warmup["n"] == 12 and warmup["makespan_s"] > 0
     assert "storm warm-up N=12, not counted" in (tmp_path / "latest.md").read_text()
+    assert "| stolen by the hypervisor during it (cores) |" in (tmp_path / "latest.md").read_text()
     for key, per_write in (("storm_floor", 1), ("storm_floor_shared", 8)):
         floor = res[key]  # Docker's own writes of host documents, `per_write` in each
         assert (floor["n"], floor["per_write"]) == (12 // per_write * per_write, per_write)
