@@ -60,6 +60,9 @@ def _nothing_sent(exc: requests.RequestException) -> bool:
         _innermost(exc), ssl.SSLCertVerificationError)
 
 
+CONNECT_TIMEOUT = 5.0  # seconds: on a LAN a controller that is there connects at once
+
+
 def _why(exc: requests.RequestException, timeout: float) -> tuple[str, str]:
     """(code, one short line) for a controller that gave no answer (never the request's
     headers)."""
@@ -68,6 +71,8 @@ def _why(exc: requests.RequestException, timeout: float) -> tuple[str, str]:
         return "tls_failed", f"its certificate fails the pinned CA ({inner.verify_message})"
     if isinstance(inner, ssl.SSLError):
         return "tls_failed", str(inner.reason or inner)
+    if isinstance(exc, requests.ConnectTimeout):
+        return "unreachable", f"no connection within {CONNECT_TIMEOUT:g} s"
     if isinstance(exc, requests.Timeout):
         return "unreachable", f"no answer within {timeout:g} s"
     if isinstance(inner, OSError) and inner.strerror:
@@ -81,6 +86,18 @@ def _none_answered(what: str, failed: list[tuple[str, str, str]]) -> WireError:
     codes = {code for _, code, _ in failed}
     return WireError(codes.pop() if len(codes) == 1 else "unreachable",
                      f"{what}: " + "; ".join(": ".join(f) for f in failed), 503)
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme == "https" and bool(parts.hostname) and parts.port is not None
+    except ValueError:  # a bad IPv6 address, a port out of range
+        ok = False
+    if not ok:
+        raise WireError("bad_url", f"{url!r} is not a controller URL: give "
+                        "https://<host>:<port>, such as https://192.168.1.10:8443 (the "
+                        "admin token never goes over plain HTTP)")
 
 
 class AdminClient:
@@ -100,11 +117,10 @@ class AdminClient:
         if not self.urls:
             raise WireError("no_url", "no controller URL")
         for u in self.urls:  # the admin token goes to each of them
-            parts = urlsplit(u)
-            if parts.scheme != "https" or not parts.hostname:
-                raise WireError("bad_url", f"{u!r} is not a controller URL: give "
-                                "https://<host>:<port> (the admin token never goes over "
-                                "plain HTTP)")
+            _check_url(u)
+        if ca_file is not None and not ca_file.is_file():
+            raise WireError("bad_ca_file", f"{ca_file}: no such file; give the controller's "
+                            "CA certificate (ca.pem in its state dir), or its pin (--pin)")
         self.url = self.urls[0]
         self.passed_over: list[str] = []
         self.answered_by = ""
@@ -161,7 +177,8 @@ class AdminClient:
         for url in order:
             try:
                 response = self.session.request(method, url + path, json=body, params=params,
-                                                timeout=self.timeout, allow_redirects=False)
+                                                timeout=(CONNECT_TIMEOUT, self.timeout),
+                                                allow_redirects=False)
             except requests.RequestException as exc:
                 code, why = _why(exc, self.timeout)
                 if method not in ("GET", "HEAD") and not _nothing_sent(exc):

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from agent.wire.errors import WireError
-from controller.adminclient import AdminClient
+from controller.adminclient import CONNECT_TIMEOUT, AdminClient, _why
 
 from ..helpers import CA
 from .conftest import Serve, admin_api
@@ -138,10 +139,27 @@ def test_a_write_passes_over_an_address_that_hangs_up_in_the_handshake(
     assert [r[0] for r in real_saw.requests].count("GET") == 1
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8443", "127.0.0.1:8443", "https://"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8443", "127.0.0.1:8443", "https://",
+                                 "https://[::1:8443", "https://127.0.0.1",
+                                 "https://127.0.0.1:99999"])
 def test_a_url_that_is_not_https_is_refused_before_any_token_is_sent(
         ca: CA, url: str) -> None:
     with pytest.raises(WireError) as err:
         AdminClient(["https://127.0.0.1:1", url], TOKEN, ca_file=ca.cert_path)
     assert err.value.code == "bad_url" and "https://" in err.value.message
     assert TOKEN not in err.value.message
+
+
+def test_a_ca_file_that_is_not_there_is_named(tmp_path: Path) -> None:
+    with pytest.raises(WireError) as err:
+        AdminClient("https://127.0.0.1:8443", TOKEN, ca_file=tmp_path / "nope.pem")
+    assert err.value.code == "bad_ca_file" and "nope.pem: no such file" in err.value.message
+
+
+def test_a_controller_that_takes_no_connection_is_passed_over_after_the_connect_timeout(
+        ) -> None:
+    """A dead Pi's address: no answer to the connection at all, said as such (the read
+    timeout, for a controller that is there and slow, stays the longer one)."""
+    assert _why(requests.ConnectTimeout(), 30.0) == (
+        "unreachable", f"no connection within {CONNECT_TIMEOUT:g} s")
+    assert _why(requests.ReadTimeout(), 30.0) == ("unreachable", "no answer within 30 s")
