@@ -19,6 +19,7 @@ import click
 from agent import __version__
 from agent.wire.errors import WireError
 from controller.adminclient import AdminClient, discover, pinned_from
+from controller.state import LISTED
 
 DEFAULT_CONFIG = Path("~/.config/swarm-enroll/enrollctl.toml")
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
@@ -161,14 +162,14 @@ CLAIMANT_COLUMNS = ["id", "state", "kind", "fingerprint", "hardware_id", "source
 
 
 @main.group(invoke_without_command=True)
-@click.option("--state", default="",
-              help="Only nodes in this state (pending, joined, seen, stale, unmanaged…).")
+@click.option("--state", type=click.Choice(LISTED), metavar="STATE",
+              help=f"Only nodes in this state: {', '.join(LISTED)}.")
 @click.pass_context
-def nodes(ctx: click.Context, state: str) -> None:
+def nodes(ctx: click.Context, state: str | None) -> None:
     """List nodes, including Pis only seen over mDNS. FINGERPRINT is the agent key's, as
     'enroll-agent id' shows it on the Pi."""
     if ctx.invoked_subcommand is None:
-        ctx.obj.show(ctx.obj.client.nodes(state), NODE_COLUMNS)
+        ctx.obj.show(ctx.obj.client.nodes(state or ""), NODE_COLUMNS)
 
 
 FINGERPRINT_HELP = ("Only the claim whose agent key has this fingerprint ('enroll-agent id' "

@@ -6,6 +6,7 @@ from controller.state.model import (
     ARCHIVED,
     FORGOTTEN,
     JOINED,
+    LISTED,
     OPEN,
     PENDING,
     PRUNED,
@@ -21,7 +22,7 @@ from controller.state.model import (
 from controller.state.state import State, Unchanged
 
 __all__ = [
-    "APPROVED", "ARCHIVED", "FORGOTTEN", "JOINED", "OPEN", "PENDING", "PRUNED", "REJECTED",
-    "REPLACED", "REVOKED", "Backend", "Conflict", "Event", "HostDoc", "Record", "State",
-    "StoreUnavailable", "Stored", "Token", "Unchanged", "new_id",
+    "APPROVED", "ARCHIVED", "FORGOTTEN", "JOINED", "LISTED", "OPEN", "PENDING", "PRUNED",
+    "REJECTED", "REPLACED", "REVOKED", "Backend", "Conflict", "Event", "HostDoc", "Record",
+    "State", "StoreUnavailable", "Stored", "Token", "Unchanged", "new_id",
 ]

@@ -30,6 +30,10 @@ REVOKED, FORGOTTEN, PRUNED, REPLACED = "revoked", "forgotten", "pruned", "replac
 ARCHIVED = frozenset({REPLACED, FORGOTTEN, PRUNED})
 # A claim of a hostname that is still open: what an admin decision by name must single out.
 OPEN = frozenset({PENDING, APPROVED, JOINED})
+# What the node list can be filtered by: a record's state, a Pi only seen over mDNS, a
+# swarm node without a record, and a node Down for too long.
+LISTED = (PENDING, APPROVED, JOINED, REJECTED, REVOKED, REPLACED, FORGOTTEN, PRUNED, "seen",
+          "unmanaged", "stale")
 
 EVENTS_KEPT = 100  # per document, newest kept (decisions before requests and refusals)
 # What a stranger can make many of; trimmed before the decisions about a hostname.

@@ -153,6 +153,9 @@ def test_nodes_state_filter_and_show(controller: Controller) -> None:
     assert [h["action"] for h in shown["history"]] == ["node.reject", "node.request"]
     assert "public_jwk" not in shown
     assert controller.admin_get("/v1/nodes/nobody").status_code == 404
+    typo = controller.admin_get("/v1/nodes", query_string={"state": "pendng"})
+    assert typo.status_code == 400 and typo.get_json()["error"] == "bad_query"
+    assert "unknown state 'pendng' (one of: pending, approved" in typo.get_json()["message"]
 
 
 def test_sighting_only_pis_are_listed_as_seen(controller: Controller) -> None:
