@@ -52,6 +52,10 @@ def test_ipv6_url(tmp_path: Path) -> None:
     ({**BASE, "mdns_via": 1}, "mdns_via"),
     ({**BASE, "avahi_services_dir": "services"}, "avahi_services_dir must be an absolute"),
     ({**BASE, "avahi_run_dir": "run"}, "avahi_run_dir must be an absolute"),
+    ({**BASE, "hostname": "bad_name!"}, "hostname 'bad_name!' is not an RFC 1123 name"),
+    ({**BASE, "hostname": "-lead"}, "hostname '-lead' is not an RFC 1123 name"),
+    ({**BASE, "advertise_addr": "0.0.0.0"}, "advertise_addr must be this manager's own"),
+    ({**BASE, "advertise_addr": "224.0.0.251"}, "advertise_addr must be this manager's own"),
 ])
 def test_errors_name_the_key(tmp_path: Path, data: dict[str, Any], word: str) -> None:
     with pytest.raises(ConfigError) as err:
