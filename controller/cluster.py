@@ -33,6 +33,7 @@ RENEW = 5.0
 TTL = 15.0
 HEARTBEAT = 30.0
 GONE_AFTER = 90.0  # a controller not heard of for this long is left out of grants
+FORGET_AFTER = 600.0  # and its entry removed after this long (a dead or demoted manager's)
 
 
 @dataclass
@@ -176,3 +177,19 @@ class Registry:
     def leave(self) -> None:
         with contextlib.suppress(WireError, StoreUnavailable):
             self.state.update_doc(self.key, lambda _old: None)
+
+    def prune(self) -> None:
+        """Remove the entries of controllers not heard of for FORGET_AFTER: a manager that
+        died or was demoted could not remove its own (a demoted one may no longer write).
+        Cluster-wide work, for the acting controller; an entry renewed meanwhile stays."""
+        def forget(body: dict[str, Any] | None) -> dict[str, Any] | None:
+            if body is None or time.time() - float(body.get("at", 0)) < FORGET_AFTER:
+                raise Unchanged(None)
+            log.info("forgetting controller %s: not heard of for %.0f s",
+                     body.get("hostname", "?"), time.time() - float(body.get("at", 0)))
+            return None
+
+        for key, body in self.state.docs("controller").items():
+            if key != self.key and time.time() - float(body.get("at", 0)) >= FORGET_AFTER:
+                with contextlib.suppress(WireError, StoreUnavailable):
+                    self.state.update_doc(key, forget)

@@ -361,9 +361,13 @@ def cluster(obj: Context) -> None:
     click.echo(f"Leader: {leader['hostname']} ({leader['addr']})" if leader else
                "Leader: none (no quorum?)")
     acting = data.get("acting", "")
+    known = data.get("controllers", [])
     serving = ", ".join(c["hostname"] + (" (acts for the cluster)" if c["hostname"] == acting
-                                         else "") for c in data.get("controllers", []))
-    click.echo(f"Controllers: {serving or 'none heard from'}")
+                                         else "") for c in known if c.get("serving", True))
+    quiet = ", ".join(f"{c['hostname']} ({c['heard_s_ago']:.0f} s ago)" for c in known
+                      if not c.get("serving", True))
+    click.echo(f"Controllers: {serving or 'none heard from'}" +
+               (f"; not heard from lately: {quiet}" if quiet else ""))
     click.echo("")
     click.echo("Services:")
     click.echo(_table(data["services"], CLUSTER_SERVICE_COLUMNS))

@@ -72,7 +72,8 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
     if config.mdns:
         discovery.start()
     jobs = [Job("ca-reseal", tick=lambda: reseal_if_rotated(config, state, swarm)),
-            Job("quorum-keeper", tick=QuorumKeeper(swarm, state, ctl.quorum).step)]
+            Job("quorum-keeper", tick=QuorumKeeper(swarm, state, ctl.quorum).step),
+            Job("controller-registry", tick=registry.prune)]
     if ctl.baseline is not None:
         jobs.append(Job("baseline", start=ctl.baseline.start, stop=ctl.baseline.stop))
     actor = Actor(Lease(state, local.hostname), jobs)

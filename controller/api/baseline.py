@@ -14,7 +14,7 @@ from controller.api import admin
 from controller.baseline.health import read_cluster
 from controller.baseline.reconcile import Reconciler
 from controller.baseline.spec import BaselineError
-from controller.cluster import LEASE_KEY
+from controller.cluster import GONE_AFTER, LEASE_KEY
 from controller.keeper import STATUS_KEY, describe
 from controller.state import State
 
@@ -99,10 +99,12 @@ def cluster() -> Response:
 
 
 def controllers(state: State) -> dict[str, Any]:
-    """Which controllers serve (heard from lately) and which one acts for the cluster."""
+    """Which controllers serve (heard from lately; the others until they are forgotten)
+    and which one acts for the cluster."""
     now = time.time()
     rows = sorted(({"hostname": body.get("hostname", ""), "url": body.get("url", ""),
-                    "heard_s_ago": round(now - float(body.get("at", 0)), 1)}
+                    "heard_s_ago": round(now - float(body.get("at", 0)), 1),
+                    "serving": now - float(body.get("at", 0)) < GONE_AFTER}
                    for body in state.docs("controller").values()),
                   key=lambda r: r["hostname"].lower())
     lease = state.doc(LEASE_KEY) or {}

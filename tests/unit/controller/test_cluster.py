@@ -96,3 +96,26 @@ def test_the_registry_lists_controllers_heard_from_lately(states: list[State],
     a.leave()
     states[1].refresh("controller/ctl-0")
     assert "controller/ctl-0" not in states[1].docs("controller")
+
+
+def test_the_actor_forgets_controllers_not_heard_of_for_long(states: list[State],
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """A dead or demoted manager cannot remove its own entry (a demoted one may no longer
+    write): the acting controller does, once it is FORGET_AFTER old; one renewed stays."""
+    now = [1_000_000.0]
+    monkeypatch.setattr(cluster_module.time, "time", lambda: now[0])
+    a, b, c = (Registry(states[i], f"ctl-{i}", f"https://10.0.0.{i + 1}:8443")
+               for i in range(3))
+    for registry in (a, b, c):
+        registry.heartbeat(force=True)
+    now[0] += cluster_module.FORGET_AFTER - 1
+    b.heartbeat(force=True)
+    for key in ("controller/ctl-1", "controller/ctl-2"):
+        states[0].refresh(key)
+    a.prune()
+    assert sorted(states[0].docs("controller")) == ["controller/ctl-0", "controller/ctl-1",
+                                                    "controller/ctl-2"]  # not yet
+    now[0] += 1
+    a.prune()
+    assert sorted(states[0].docs("controller")) == ["controller/ctl-0", "controller/ctl-1"]

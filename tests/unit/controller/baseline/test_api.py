@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,6 +225,22 @@ def test_enrollctl_baseline_and_cluster(ctl: Controller, monkeypatch: pytest.Mon
         "is lost." in shown
     assert "Last action: demoted pi-2 (" in shown and ", by mgr-1): 4 healthy managers" in shown
     assert "Now: nothing to do: 3 healthy managers, 3 wanted (since " in shown
+
+
+def test_cluster_tells_controllers_heard_from_lately_from_the_others(
+        ctl: Controller, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A dead or demoted manager's controller stays in the registry until it is forgotten:
+    listed apart, not as serving."""
+    now = time.time()
+    for host, ago in (("mgr-1", 5.0), ("mgr-2", 100.0)):
+        ctl.state.update_doc(f"controller/{host}", lambda _old, host=host, ago=ago: {
+            "hostname": host, "url": f"https://{host}:8443", "at": now - ago})
+    rows = ctl.admin_get("/v1/cluster").get_json()["controllers"]
+    assert [(r["hostname"], r["serving"]) for r in rows] == [("mgr-1", True), ("mgr-2", False)]
+    monkeypatch.setattr(enrollctl.Context, "client", property(lambda self: FakeAdminClient(ctl)))
+    shown = CliRunner().invoke(enrollctl.main, ["--config", str(tmp_path / "none.toml"),
+                                                "cluster"]).output
+    assert "Controllers: mgr-1; not heard from lately: mgr-2 (100 s ago)" in shown
 
 
 def test_enrollctl_baseline_says_what_the_watchdog_did(
