@@ -135,11 +135,17 @@ def choose_image(svc: ServiceDef, nodes: list[NodeView]) -> tuple[str, list[Node
     One service has one image. When the nodes the placement selects need different images
     (a mixed cluster), the image wanted by most schedulable nodes wins (ties: the order of
     the file's image mapping, the default last), and the nodes that need another image are
-    excluded by node id, so that no task lands on a node that cannot run it.
+    excluded by node id, so that no task lands on a node that cannot run it. With no
+    schedulable node (just after a Raft election, every node is `unknown` until it reports
+    to the new leader), the nodes' architectures still count: the image must not flap to
+    the file's first and back.
     """
     candidates = [n for n in nodes if allowed(svc, n)]
     votes = Counter(svc.image_for(n.canonical_arch) for n in candidates if n.schedulable)
     votes.pop("", None)
+    if not votes:
+        votes = Counter(svc.image_for(n.canonical_arch) for n in candidates if n.arch)
+        votes.pop("", None)
     order = svc.all_images
     if votes:
         image = max(votes, key=lambda i: (votes[i], -order.index(i)))

@@ -152,6 +152,16 @@ def test_a_down_node_of_another_arch_is_still_kept_out() -> None:
     assert desired.image == "viz-arm" and desired.excluded == ["m3"]
 
 
+def test_just_after_an_election_the_nodes_architectures_still_choose_the_image() -> None:
+    """Every node is `unknown` until it reports to the new leader: viz went to the file's
+    first image (the ARM one, on x86_64 managers) and back 9 s later."""
+    nodes = [view("m1", "manager", arch="x86_64", state="unknown"),
+             view("m2", "manager", arch="x86_64", state="unknown"),
+             view("m3", "manager", arch="x86_64", state="down")]
+    desired = build(one(VIZ), nodes)
+    assert desired.image == "viz" and desired.excluded == []
+
+
 def test_no_image_for_an_arch_without_default_excludes_it() -> None:
     svc = one("services:\n  web:\n    image: {aarch64: w64}\n    deploy: {mode: global}\n")
     desired = build(svc, [view("a", arch="aarch64"), view("b", arch="armv6l")])
