@@ -329,7 +329,12 @@ def baseline_status(obj: Context) -> None:
 def baseline_apply(obj: Context, file_path: Path | None, force: bool) -> None:
     """Reconcile now: create what is missing, update what drifted, rescale."""
     text = file_path.read_text(encoding="utf-8") if file_path else None
-    report = obj.client.baseline_apply(text, force)
+    try:
+        report = obj.client.baseline_apply(text, force)
+    except WireError as exc:
+        if file_path and exc.code == "baseline_invalid":  # name the user's own file
+            exc.message = exc.message.replace("the file sent", str(file_path), 1)
+        raise
     obj.show(report if obj.as_json else report["results"], None if obj.as_json
              else RESULT_COLUMNS)
     if not report["ok"]:

@@ -205,6 +205,8 @@ def test_enrollctl_baseline_and_cluster(ctl: Controller, monkeypatch: pytest.Mon
     refused = runner.invoke(enrollctl.main, [*args, "baseline", "apply", "--file", str(bad)])
     assert refused.exit_code == 1
     assert "baseline_invalid" in refused.output and "deploy.replicas" in refused.output
+    assert f"{bad}: service 'viz'" in refused.output  # the user's file, not the controller's
+    assert str(ctl.config.baseline_path) not in refused.output
     cluster = runner.invoke(enrollctl.main, [*args, "cluster"])
     assert cluster.exit_code == 0
     assert "tolerates zero manager failures" in cluster.output
