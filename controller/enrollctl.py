@@ -20,6 +20,7 @@ from agent import __version__
 from agent.wire.errors import WireError
 from controller.adminclient import AdminClient, discover, pinned_from
 from controller.state import LISTED
+from controller.tokens import MAX_TTL
 
 DEFAULT_CONFIG = Path("~/.config/swarm-enroll/enrollctl.toml")
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
@@ -240,7 +241,11 @@ def tokens(ctx: click.Context) -> None:
 def tokens_create(obj: Context, ttl: str, uses: int, hostname_glob: str,
                   description: str) -> None:
     """Create a bootstrap token; its secret is printed this once."""
-    created = obj.client.create_token(_seconds(ttl), uses, hostname_glob, description)
+    seconds = _seconds(ttl)
+    if not 0 < seconds <= MAX_TTL:
+        raise click.BadParameter(f"{ttl!r}: a token lives from 1s to {MAX_TTL // 86400}d",
+                                 param_hint="'--ttl'")
+    created = obj.client.create_token(seconds, uses, hostname_glob, description)
     if obj.as_json:
         obj.show(created)
         return

@@ -7,7 +7,7 @@ from typing import Any
 
 from agent import __version__
 from controller.state import LISTED
-from controller.tokens import MAX_TTL, MAX_USES
+from controller.tokens import HOSTNAME_GLOB, MAX_TTL, MAX_USES
 
 _JSON = "application/json"
 
@@ -136,7 +136,8 @@ PATHS: dict[str, dict[str, Any]] = {
                     _json_body({"ttl_seconds": {"type": "integer", "minimum": 1,
                                                 "maximum": MAX_TTL},
                                 "uses": {"type": "integer", "minimum": 1, "maximum": MAX_USES},
-                                "hostname_glob": {"type": "string", "maxLength": 253},
+                                "hostname_glob": {"type": "string", "maxLength": 253,
+                                                  "pattern": f"^{HOSTNAME_GLOB}$"},
                                 "description": {"type": "string", "maxLength": 200}}),
                     ok="201",
                     errors=_BUSY),

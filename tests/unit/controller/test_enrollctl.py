@@ -180,3 +180,17 @@ def test_enrollctl_names_each_url_and_why_when_none_answers(
     assert line.startswith("Error: unreachable: ")
     assert f"{rogue}: pin_mismatch: " in line and f"{dead_url}: unreachable: " in line
     assert token not in line
+
+
+@pytest.mark.parametrize("ttl", ["0s", "400d"])
+def test_a_token_lifetime_out_of_range_is_refused_before_asking(ttl: str, dead_url: str,
+                                                                tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from controller import enrollctl
+
+    result = CliRunner().invoke(enrollctl.main, [
+        "--config", str(tmp_path / "none.toml"), "--url", dead_url, "--pin",
+        "sha256:" + "ab" * 32, "--token", "sea_x", "tokens", "create", "--ttl", ttl])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"Invalid value for '--ttl': '{ttl}': a token lives from 1s to 365d" in result.stderr

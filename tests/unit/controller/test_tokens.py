@@ -120,6 +120,12 @@ def test_unknown_token_cannot_be_spent(store: State) -> None:
     assert store.spend_token("tok_nope") is False
 
 
+@pytest.mark.parametrize("glob", ["pi-*", "PiLike-0[3-8]", "pi[!x]?", "*.lan", ""])
+def test_host_name_globs_are_taken(store: State, glob: str) -> None:
+    _, token = create_bootstrap_token(store, "admin:alice", 60, 1, hostname_glob=glob)
+    assert token.hostname_glob == glob
+
+
 def test_hostname_glob(store: State, clock: FakeClock) -> None:
     secret, _ = create_bootstrap_token(store, "admin:alice", 3600, 5, hostname_glob="PiLike-*")
     assert usable_token(store, secret, "PiLike-03") is not None
@@ -139,6 +145,9 @@ def test_hostname_glob(store: State, clock: FakeClock) -> None:
     ({"uses": "1"}, "bad_uses"),
     ({"hostname_glob": 5}, "bad_hostname_glob"),
     ({"hostname_glob": "x" * 254}, "bad_hostname_glob"),
+    ({"hostname_glob": "["}, "bad_hostname_glob"),  # a literal bracket: no Pi could use it
+    ({"hostname_glob": "pi-0]"}, "bad_hostname_glob"),
+    ({"hostname_glob": "pi_*"}, "bad_hostname_glob"),  # no host name has an underscore
     ({"description": "d" * 201}, "bad_description"),
 ])
 def test_bad_parameters_refused(store: State, kwargs: dict, code: str) -> None:
