@@ -310,7 +310,9 @@ def baseline_status(obj: Context) -> None:
         click.echo(f"FILE ERROR (nothing is applied until it is fixed): {data['file_error']}")
     rows = [{**s, "tasks": f"{s['running_tasks']}/{s['desired_tasks']}",
              "result": (s.get("last_result") or {}).get("result", ""),
-             "error": s["error"] or s["task_error"]} for s in data["services"]]
+             # a failed task of a converged service is history (a task the swarm moved)
+             "error": s["error"] or ("" if s["converged"] else s["task_error"])}
+            for s in data["services"]]
     click.echo(_table(rows, BASELINE_COLUMNS))
     for s in data["services"]:
         for change in s["changes"]:

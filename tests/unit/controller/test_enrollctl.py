@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import pytest
@@ -194,3 +195,30 @@ def test_a_token_lifetime_out_of_range_is_refused_before_asking(ttl: str, dead_u
         "sha256:" + "ab" * 32, "--token", "sea_x", "tokens", "create", "--ttl", ttl])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"Invalid value for '--ttl': '{ttl}': a token lives from 1s to 365d" in result.stderr
+
+
+def test_baseline_shows_a_failed_tasks_error_only_while_not_converged(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Right after the demo, nginx's newest failed task was one the swarm moved off a
+    promoted Pi ('no longer meets constraints'): shown, it looked like a failure."""
+    from click.testing import CliRunner
+
+    from controller import enrollctl
+
+    def service(name: str, converged: bool) -> dict[str, Any]:
+        return {"name": name, "running_tasks": 5, "desired_tasks": 5, "in_sync": True,
+                "converged": converged, "error": "", "changes": [], "warnings": [],
+                "image": f"{name}:latest", "nodes": [], "last_result": None, "stuck": None,
+                "task_error": "rejected: assigned node no longer meets constraints"}
+
+    class Client:
+        def baseline(self) -> dict[str, Any]:
+            return {"file": "baseline.yml", "file_error": None, "converged": False,
+                    "services": [service("nginx", True), service("viz", False)]}
+
+    monkeypatch.setattr(enrollctl.Context, "client", property(lambda self: Client()))
+    out = CliRunner().invoke(enrollctl.main, ["--config", str(tmp_path / "none.toml"),
+                                              "baseline"]).output
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "no longer meets constraints" not in lines["nginx"]
+    assert "no longer meets constraints" in lines["viz"]
