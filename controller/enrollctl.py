@@ -173,12 +173,18 @@ def nodes(ctx: click.Context, state: str | None) -> None:
         ctx.obj.show(ctx.obj.client.nodes(state or ""), NODE_COLUMNS)
 
 
+def _ref(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("give a hostname or a record id (enr_…)")
+    return value
+
+
 FINGERPRINT_HELP = ("Only the claim whose agent key has this fingerprint ('enroll-agent id' "
                     "on the Pi; at least 8 hex digits).")
 
 
 @nodes.command("show")
-@click.argument("ref")
+@click.argument("ref", callback=_ref)
 @click.option("--fingerprint", default="", help=FINGERPRINT_HELP)
 @click.pass_obj
 def nodes_show(obj: Context, ref: str, fingerprint: str) -> None:
@@ -191,7 +197,7 @@ def _decision(action: str, help_text: str) -> None:
     one shape, four verbs."""
 
     @nodes.command(action, help=help_text)
-    @click.argument("ref")
+    @click.argument("ref", callback=_ref)
     @click.option("--fingerprint", default="", help=FINGERPRINT_HELP)
     @click.option("--reason", default="")
     @click.pass_obj

@@ -31,6 +31,9 @@ import click
 import docker.errors
 import requests
 
+from controller.flash.bootfs import FlashError
+from controller.flash.plan import check_token
+
 from .config import KNOWN_ARCHES, ConfigError, load_cluster
 from .lab import LOG_NAMES, Lab, LabError
 
@@ -140,6 +143,11 @@ def add(ctx: click.Context, name: str, hardware_id: str | None, manager: bool,
     the card at /boot/firmware, whose first boot installs and starts the agent."""
     if token is not None and lab_token:
         raise click.UsageError("--token and --lab-token exclude each other")
+    if token is not None:
+        try:
+            token = check_token(token)
+        except FlashError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--token'") from None
     if card is not None and (token is not None or lab_token or no_agent):
         raise click.UsageError("--card takes no --token, --lab-token or --no-agent: the "
                                "card holds the agent's settings")

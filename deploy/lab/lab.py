@@ -638,7 +638,7 @@ class Lab:
             old = next((p for p in state["pis"] if p["name"].lower() == name.lower()), None)
             if old is not None and not old.get("dead"):
                 raise LabError(f"{old['name']} is already in the lab and alive; kill it first "
-                               "(kill_pi / enroll-lab kill) to replace it")
+                               f"(enroll-lab kill {old['name']}) to replace it")
             others = [p for p in state["pis"] if p is not old]
             addr = self._pick_ip(state, others, old, ip)
             index = min(set(range(1, len(others) + 2)) - {p["index"] for p in others})

@@ -349,6 +349,8 @@ def test_cli_add_and_kill(lab2: Lab) -> None:
         assert out.stderr.startswith("enroll-lab: error: ")
     out = run("add", "PiNew-05", "--token", "t", "--lab-token")
     assert out.returncode == 2 and "exclude each other" in out.stderr
+    out = run("add", "PiNew-05", "--token", "notatoken")  # as enrollctl flash checks it
+    assert out.returncode == 2 and "not one made by 'enrollctl tokens create'" in out.stderr
 
     out = run("kill", "PiNew-04")
     assert out.returncode == 0 and "PiNew-04 is unplugged" in out.stdout, out.stderr

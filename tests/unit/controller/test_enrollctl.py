@@ -222,3 +222,17 @@ def test_baseline_shows_a_failed_tasks_error_only_while_not_converged(
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "no longer meets constraints" not in lines["nginx"]
     assert "no longer meets constraints" in lines["viz"]
+
+
+@pytest.mark.parametrize("command", ["show", "approve", "revoke"])
+def test_an_empty_node_reference_is_refused_before_asking(command: str, dead_url: str,
+                                                          tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from controller import enrollctl
+
+    result = CliRunner().invoke(enrollctl.main, [
+        "--config", str(tmp_path / "none.toml"), "--url", dead_url, "--pin",
+        "sha256:" + "ab" * 32, "--token", "sea_x", "nodes", command, " "])
+    assert result.exit_code == 2
+    assert "Invalid value for 'REF': give a hostname or a record id" in result.stderr
