@@ -60,9 +60,6 @@ def _nothing_sent(exc: requests.RequestException) -> bool:
         _innermost(exc), ssl.SSLCertVerificationError)
 
 
-CONNECT_TIMEOUT = 5.0  # seconds: on a LAN a controller that is there connects at once
-
-
 def _why(exc: requests.RequestException, timeout: float) -> tuple[str, str]:
     """(code, one short line) for a controller that gave no answer (never the request's
     headers)."""
@@ -71,8 +68,6 @@ def _why(exc: requests.RequestException, timeout: float) -> tuple[str, str]:
         return "tls_failed", f"its certificate fails the pinned CA ({inner.verify_message})"
     if isinstance(inner, ssl.SSLError):
         return "tls_failed", str(inner.reason or inner)
-    if isinstance(exc, requests.ConnectTimeout):
-        return "unreachable", f"no connection within {CONNECT_TIMEOUT:g} s"
     if isinstance(exc, requests.Timeout):
         return "unreachable", f"no answer within {timeout:g} s"
     if isinstance(inner, OSError) and inner.strerror:
@@ -177,8 +172,7 @@ class AdminClient:
         for url in order:
             try:
                 response = self.session.request(method, url + path, json=body, params=params,
-                                                timeout=(CONNECT_TIMEOUT, self.timeout),
-                                                allow_redirects=False)
+                                                timeout=self.timeout, allow_redirects=False)
             except requests.RequestException as exc:
                 code, why = _why(exc, self.timeout)
                 if method not in ("GET", "HEAD") and not _nothing_sent(exc):

@@ -11,7 +11,9 @@ from pathlib import Path
 import click
 
 from agent import __version__
+from agent.wire.errors import WireError
 from agent.wire.keys import pin_of_certificate
+from agent.wire.messages import validate_hostname
 from controller.config import (
     DEFAULT_PORT,
     DEFAULT_STATE_DIR,
@@ -67,6 +69,10 @@ def init(state_dir: Path, advertise_addr: str, hostname: str, port: int, docker_
 
     if (state_dir / "ca.pem").exists():
         _fail(f"{state_dir} is already initialised; use another --state-dir or remove it")
+    try:
+        validate_hostname(hostname)  # here only: a controller.toml of before stays valid
+    except WireError as exc:
+        _fail(f"--hostname: {exc.message}")
     try:
         config = parse_config(state_dir, {"advertise_addr": advertise_addr,
                                           "hostname": hostname, "port": port,

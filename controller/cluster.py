@@ -152,6 +152,7 @@ class Registry:
         self.hostname = hostname
         self.url = url
         self._last = 0.0
+        self._quiet: dict[str, tuple[Any, float]] = {}  # key -> (its `at`, seen since)
 
     @property
     def key(self) -> str:
@@ -181,15 +182,27 @@ class Registry:
     def prune(self) -> None:
         """Remove the entries of controllers not heard of for FORGET_AFTER: a manager that
         died or was demoted could not remove its own (a demoted one may no longer write).
-        Cluster-wide work, for the acting controller; an entry renewed meanwhile stays."""
-        def forget(body: dict[str, Any] | None) -> dict[str, Any] | None:
-            if body is None or time.time() - float(body.get("at", 0)) < FORGET_AFTER:
-                raise Unchanged(None)
-            log.info("forgetting controller %s: not heard of for %.0f s",
-                     body.get("hostname", "?"), time.time() - float(body.get("at", 0)))
-            return None
+        Cluster-wide work, for the acting controller. "Not heard of" is an entry that did
+        not change for that long on this controller's own clock (as the lease's silence:
+        no two Pis' clocks are compared); one renewed meanwhile stays."""
+        now = time.monotonic()
+        docs = self.state.docs("controller")
+        self._quiet = {k: v for k, v in self._quiet.items() if k in docs}
+        for key, body in docs.items():
+            at = body.get("at")
+            if key == self.key:
+                continue
+            if self._quiet.get(key, (None,))[0] != at:
+                self._quiet[key] = (at, now)
+                continue
+            if now - self._quiet[key][1] < FORGET_AFTER:
+                continue
 
-        for key, body in self.state.docs("controller").items():
-            if key != self.key and time.time() - float(body.get("at", 0)) >= FORGET_AFTER:
-                with contextlib.suppress(WireError, StoreUnavailable):
-                    self.state.update_doc(key, forget)
+            def forget(current: dict[str, Any] | None, at: Any = at) -> None:
+                if current is None or current.get("at") != at:
+                    raise Unchanged(None)  # renewed meanwhile, or gone
+                log.info("forgetting controller %s: not heard of for %.0f s",
+                         current.get("hostname", "?"), FORGET_AFTER)
+
+            with contextlib.suppress(WireError, StoreUnavailable):
+                self.state.update_doc(key, forget)

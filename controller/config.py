@@ -10,8 +10,6 @@ from typing import Any
 
 from agent.responder import MDNS_VIA
 from agent.wire.adoption import SECRET_FILE
-from agent.wire.errors import WireError
-from agent.wire.messages import validate_hostname
 
 DEFAULT_STATE_DIR = Path("/var/lib/swarm-enroll")
 DEFAULT_PORT = 8443
@@ -143,10 +141,6 @@ def parse_config(state_dir: Path, data: dict[str, Any]) -> ControllerConfig:
     if address.is_unspecified or address.is_multicast:  # in the certificate, and for agents
         raise ConfigError(f"advertise_addr must be this manager's own address on the LAN, "
                           f"not {address}")
-    try:
-        validate_hostname(data["hostname"])
-    except WireError as exc:
-        raise ConfigError(exc.message) from None
     if not 0 < data.get("port", DEFAULT_PORT) < 65536:
         raise ConfigError("port must be from 1 to 65535")
     if not 1 <= data.get("grant_ttl_minutes", 10) <= 1440:

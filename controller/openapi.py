@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent import __version__
-from controller.state import LISTED
+from controller.state import NODE_FILTERS
 from controller.tokens import HOSTNAME_GLOB, MAX_TTL, MAX_USES
 
 _JSON = "application/json"
@@ -102,7 +102,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "Node records with their swarm state, swarm nodes without a record, and Pis only "
         "seen over mDNS, by hostname; paged", _answer("a page", _list("nodes", "Node")),
         admin=True, params=[_param("state", description="only the nodes in this state",
-                                   schema={"type": "string", "enum": list(LISTED)}), _LIMIT,
+                                   schema={"type": "string", "enum": list(NODE_FILTERS)}), _LIMIT,
                             _param("after", description="the previous page's next")])},
     "/v1/nodes/{ref}": {"get": _op(
         "One record with its earlier records and history",

@@ -18,7 +18,7 @@ from agent.wire.keys import normalize_fingerprint
 from controller.state import (
     APPROVED,
     JOINED,
-    LISTED,
+    NODE_FILTERS,
     OPEN,
     PENDING,
     REJECTED,
@@ -221,9 +221,9 @@ def list_nodes() -> Response:
     limit = page_limit()
     after = request.args.get("after", "")
     wanted = request.args.get("state", "")
-    if wanted and wanted not in LISTED:  # a typo would hide the queue without a word
+    if wanted and wanted not in NODE_FILTERS:  # a typo would hide the queue without a word
         raise WireError("bad_query", f"unknown state {wanted[:40]!r} (one of: "
-                        f"{', '.join(LISTED)})")
+                        f"{', '.join(NODE_FILTERS)})")
     records = [r for doc in _state().hosts() for r in doc.records]
     rows = _swarm_view(records) + _seen_only(records)
     if wanted == "stale":

@@ -15,6 +15,7 @@ Pure functions, no Docker I/O: the reconciler fetches, these decide.
 from __future__ import annotations
 
 import copy
+import datetime
 import hashlib
 import json
 from collections import Counter
@@ -135,17 +136,15 @@ def choose_image(svc: ServiceDef, nodes: list[NodeView]) -> tuple[str, list[Node
     One service has one image. When the nodes the placement selects need different images
     (a mixed cluster), the image wanted by most schedulable nodes wins (ties: the order of
     the file's image mapping, the default last), and the nodes that need another image are
-    excluded by node id, so that no task lands on a node that cannot run it. With no
-    schedulable node (just after a Raft election, every node is `unknown` until it reports
-    to the new leader), the nodes' architectures still count: the image must not flap to
-    the file's first and back.
+    excluded by node id, so that no task lands on a node that cannot run it. A node in
+    state `unknown` votes as a Ready one: just after a Raft election every node is
+    `unknown` until it reports to the new leader, and the image must not flap (to the
+    file's first, or to the architecture of the nodes that reported first) and back.
     """
     candidates = [n for n in nodes if allowed(svc, n)]
-    votes = Counter(svc.image_for(n.canonical_arch) for n in candidates if n.schedulable)
+    votes = Counter(svc.image_for(n.canonical_arch) for n in candidates
+                    if n.availability == "active" and n.state in ("ready", "unknown"))
     votes.pop("", None)
-    if not votes:
-        votes = Counter(svc.image_for(n.canonical_arch) for n in candidates if n.arch)
-        votes.pop("", None)
     order = svc.all_images
     if votes:
         image = max(votes, key=lambda i: (votes[i], -order.index(i)))
@@ -365,12 +364,27 @@ def rolled_back_from(desired: dict[str, Any], service: dict[str, Any],
     return ""
 
 
-def last_task_error(tasks: list[dict[str, Any]]) -> str:
-    """The newest failed or rejected task's error, in words ('' if none)."""
+def docker_time(text: str) -> float | None:
+    """Docker's RFC 3339 time with nanoseconds, as a Unix time (None if unreadable)."""
+    if not text:
+        return None
+    head, _, rest = text.partition(".")
+    frac = "".join(c for c in rest if c.isdigit())[:6].ljust(6, "0") if rest else "000000"
+    try:
+        when = datetime.datetime.fromisoformat(head.rstrip("Z")).replace(
+            tzinfo=datetime.UTC)
+    except ValueError:
+        return None
+    return when.timestamp() + int(frac) / 1e6
+
+
+def last_task_error(tasks: list[dict[str, Any]]) -> tuple[str, float | None]:
+    """The newest failed or rejected task's error, in words ('' if none), and when."""
     failed = [t for t in tasks if (t.get("Status") or {}).get("State") in FAILED_STATES]
     if not failed:
-        return ""
+        return "", None
     task = max(failed, key=lambda t: t.get("UpdatedAt", ""))
     status = task.get("Status") or {}
     image = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Image", "")
-    return f"{status.get('State')}: {status.get('Err') or status.get('Message', '')} ({image})"
+    return (f"{status.get('State')}: {status.get('Err') or status.get('Message', '')} "
+            f"({image})", docker_time(task.get("UpdatedAt", "")))

@@ -535,6 +535,7 @@ class Reconciler:
                     tasks: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         desired = build(svc, nodes) if svc else None
         mine = tasks.get(service["ID"], []) if service else []
+        task_error, failed_at = last_task_error(mine)
         spec = (service or {}).get("Spec") or {}
         running = [t for t in mine if t.get("DesiredState") == "running"
                    and (t.get("Status") or {}).get("State") == "running"]
@@ -583,7 +584,8 @@ class Reconciler:
             "converged": in_sync and len(running) == desired_tasks
             and update.get("State") not in BUSY_STATES,
             "update": {"state": update.get("State", ""), "message": update.get("Message", "")},
-            "task_error": last_task_error(mine),
+            "task_error": task_error,
+            "task_error_s_ago": round(time.time() - failed_at, 1) if failed_at else None,
             "hash": (spec.get("Labels") or {}).get(HASH_LABEL, ""),
             "desired_hash": desired.hash if desired else "",
             "warnings": desired.warnings if desired else [],

@@ -15,12 +15,11 @@ and has the task's host ports free.
 
 from __future__ import annotations
 
-import datetime
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.baseline.desired import NodeView, matches
+from controller.baseline.desired import NodeView, docker_time, matches
 from controller.baseline.spec import parse_constraint
 
 STUCK_AFTER = 30.0
@@ -38,20 +37,6 @@ class Stuck:
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "pending_for": round(self.pending_for, 1),
                 "room_on": self.room_on}
-
-
-def _timestamp(text: str) -> float | None:
-    """Docker's RFC 3339 time with nanoseconds, as a Unix time (None if unreadable)."""
-    if not text:
-        return None
-    head, _, rest = text.partition(".")
-    frac = "".join(c for c in rest if c.isdigit())[:6].ljust(6, "0") if rest else "000000"
-    try:
-        when = datetime.datetime.fromisoformat(head.rstrip("Z")).replace(
-            tzinfo=datetime.UTC)
-    except ValueError:
-        return None
-    return when.timestamp() + int(frac) / 1e6
 
 
 def _host_ports(spec: dict[str, Any]) -> set[tuple[int, str]]:
@@ -124,7 +109,7 @@ def find_stuck(services: list[dict[str, Any]], watch: set[str], tasks: list[dict
             if (task.get("ServiceID") != service["ID"] or not _active(task)
                     or status.get("State") != "pending"):
                 continue
-            since = _timestamp(status.get("Timestamp", "")) or _timestamp(
+            since = docker_time(status.get("Timestamp", "")) or docker_time(
                 task.get("CreatedAt", ""))
             if since is None or now - since <= after:
                 continue

@@ -6,7 +6,7 @@ from controller.state.model import (
     ARCHIVED,
     FORGOTTEN,
     JOINED,
-    LISTED,
+    NODE_FILTERS,
     OPEN,
     PENDING,
     PRUNED,
@@ -22,7 +22,7 @@ from controller.state.model import (
 from controller.state.state import State, Unchanged
 
 __all__ = [
-    "APPROVED", "ARCHIVED", "FORGOTTEN", "JOINED", "LISTED", "OPEN", "PENDING", "PRUNED",
+    "APPROVED", "ARCHIVED", "FORGOTTEN", "JOINED", "NODE_FILTERS", "OPEN", "PENDING", "PRUNED",
     "REJECTED", "REPLACED", "REVOKED", "Backend", "Conflict", "Event", "HostDoc", "Record",
     "State", "StoreUnavailable", "Stored", "Token", "Unchanged", "new_id",
 ]

@@ -32,7 +32,7 @@ ARCHIVED = frozenset({REPLACED, FORGOTTEN, PRUNED})
 OPEN = frozenset({PENDING, APPROVED, JOINED})
 # What the node list can be filtered by: a record's state, a Pi only seen over mDNS, a
 # swarm node without a record, and a node Down for too long.
-LISTED = (PENDING, APPROVED, JOINED, REJECTED, REVOKED, REPLACED, FORGOTTEN, PRUNED, "seen",
+NODE_FILTERS = (PENDING, APPROVED, JOINED, REJECTED, REVOKED, REPLACED, FORGOTTEN, PRUNED, "seen",
           "unmanaged", "stale")
 
 EVENTS_KEPT = 100  # per document, newest kept (decisions before requests and refusals)

@@ -19,7 +19,7 @@ import contextlib
 import fcntl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,10 +188,9 @@ def release_mountpoint(owner: str) -> None:
                 AVAHI_RUN.rmdir()
 
 
-def remove_mountpoint(prefix: str) -> None:
-    """The markers of a lab's avahis (its namespaces' prefix), once its processes are dead
+def remove_mountpoint(owners: Iterable[str]) -> None:
+    """The markers of a lab's avahis (its Pis' netns names), once its processes are dead
     (the lab's teardown calls this), and the dir with the last marker. The OS's own, and
     another lab's that is still running, are never touched."""
-    for owner in lab_markers():
-        if owner.startswith(prefix):
-            release_mountpoint(owner)
+    for owner in set(owners) & set(lab_markers()):
+        release_mountpoint(owner)

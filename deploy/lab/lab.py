@@ -963,7 +963,7 @@ class Lab:
         if still:
             errors.append(f"processes would not die: {still}")
         else:  # a lab avahi-daemon's mountpoint (deploy/lab/avahi.py); its daemon is gone
-            avahi.remove_mountpoint(self.prefix)
+            avahi.remove_mountpoint(self.netns_name(n) for n in names)
 
         # 4. mounts, namespaces, the host veth
         left = mounts.unmount_under(self.run_base, self.state_dir)

@@ -99,23 +99,32 @@ def test_the_registry_lists_controllers_heard_from_lately(states: list[State],
 
 
 def test_the_actor_forgets_controllers_not_heard_of_for_long(states: list[State],
-                                                             monkeypatch: pytest.MonkeyPatch
-                                                             ) -> None:
+                                                             clock: FakeClock) -> None:
     """A dead or demoted manager cannot remove its own entry (a demoted one may no longer
-    write): the acting controller does, once it is FORGET_AFTER old; one renewed stays."""
-    now = [1_000_000.0]
-    monkeypatch.setattr(cluster_module.time, "time", lambda: now[0])
-    a, b, c = (Registry(states[i], f"ctl-{i}", f"https://10.0.0.{i + 1}:8443")
-               for i in range(3))
-    for registry in (a, b, c):
-        registry.heartbeat(force=True)
-    now[0] += cluster_module.FORGET_AFTER - 1
-    b.heartbeat(force=True)
-    for key in ("controller/ctl-1", "controller/ctl-2"):
-        states[0].refresh(key)
-    a.prune()
+    write): the acting controller does, once it has not changed for FORGET_AFTER on the
+    actor's own clock. One whose clock is far behind, but renewed, stays."""
+    a = Registry(states[0], "ctl-0", "https://10.0.0.1:8443")
+    Registry(states[2], "ctl-2", "https://10.0.0.3:8443").heartbeat(force=True)  # then dies
+
+    def skewed_beat() -> None:  # ctl-1's clock is an hour behind
+        states[1].update_doc("controller/ctl-1", lambda _old: {
+            "hostname": "ctl-1", "url": "https://10.0.0.2:8443", "at": clock.now - 3600})
+
+    def tick() -> None:
+        for key in ("controller/ctl-1", "controller/ctl-2"):
+            states[0].refresh(key)
+        a.prune()
+
+    a.heartbeat(force=True)
+    skewed_beat()
+    tick()
+    for _ in range(2):
+        clock.advance(cluster_module.FORGET_AFTER / 2 - 1)
+        skewed_beat()
+        tick()
     assert sorted(states[0].docs("controller")) == ["controller/ctl-0", "controller/ctl-1",
                                                     "controller/ctl-2"]  # not yet
-    now[0] += 1
-    a.prune()
+    clock.advance(2)
+    skewed_beat()
+    tick()
     assert sorted(states[0].docs("controller")) == ["controller/ctl-0", "controller/ctl-1"]

@@ -160,6 +160,20 @@ def test_just_after_an_election_the_nodes_architectures_still_choose_the_image()
              view("m3", "manager", arch="x86_64", state="down")]
     desired = build(one(VIZ), nodes)
     assert desired.image == "viz" and desired.excluded == []
+    # some have reported to the new leader, the others not yet: the same image as before
+    mixed = [view("m1", "manager", arch="x86_64"), view("m2", "manager", arch="x86_64"),
+             view("m3", "manager", arch="armv7l")]
+    before = build(one(VIZ), mixed)
+    for reported in ([], ["m3"]):
+        now = [view(n.hostname, "manager", arch=n.arch,
+                    state="ready" if n.hostname in reported else "unknown") for n in mixed]
+        assert (build(one(VIZ), now).image, build(one(VIZ), now).excluded) == \
+            (before.image, before.excluded) == ("viz", ["m3"])
+    # long-Down managers of another architecture do not vote, then or now
+    for state in ("ready", "unknown"):
+        down_arm = [view("m1", "manager", arch="x86_64", state=state),
+                    *(view(f"m{i}", "manager", arch="armv7l", state="down") for i in (2, 3))]
+        assert build(one(VIZ), down_arm).image == "viz"
 
 
 def test_no_image_for_an_arch_without_default_excludes_it() -> None:

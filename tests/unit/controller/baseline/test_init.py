@@ -45,3 +45,13 @@ def test_bad_baseline_stops_init_before_anything_is_made(tmp_path: Path) -> None
     assert code == 1
     assert "service 'web', key 'deploy.replicas'" in out
     assert not state.exists()
+
+
+def test_a_hostname_that_is_not_a_host_name_stops_init(tmp_path: Path) -> None:
+    for name in ("bad_name!", "-lead"):
+        result = CliRunner().invoke(main, ["init", "--state-dir", str(tmp_path / "s"),
+                                           "--advertise-addr", "10.0.0.1", "--hostname",
+                                           name, "--no-swarm-init"])
+        assert result.exit_code == 1
+        assert f"--hostname: hostname {name!r} is not an RFC 1123 name" in result.output
+        assert not (tmp_path / "s").exists()
