@@ -32,8 +32,8 @@ ARCHIVED = frozenset({REPLACED, FORGOTTEN, PRUNED})
 OPEN = frozenset({PENDING, APPROVED, JOINED})
 # What the node list can be filtered by: a record's state, a Pi only seen over mDNS, a
 # swarm node without a record, and a node Down for too long.
-NODE_FILTERS = (PENDING, APPROVED, JOINED, REJECTED, REVOKED, REPLACED, FORGOTTEN, PRUNED, "seen",
-          "unmanaged", "stale")
+NODE_FILTERS = (PENDING, APPROVED, JOINED, REJECTED, REVOKED, REPLACED, FORGOTTEN, PRUNED,
+                "seen", "unmanaged", "stale")
 
 EVENTS_KEPT = 100  # per document, newest kept (decisions before requests and refusals)
 # What a stranger can make many of; trimmed before the decisions about a hostname.
