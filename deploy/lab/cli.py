@@ -238,27 +238,31 @@ def exec_(ctx: click.Context, name: str, in_os: bool, cmd: tuple[str, ...]) -> N
 
 @main.command()
 @click.argument("name")
-@click.option("--controller", "which", flag_value="controller", help="enroll-controller log.")
-@click.option("--agent", "which", flag_value="agent", help="enroll-agent log.")
-@click.option("--docker", "which", flag_value="docker", help="dockerd log.")
-@click.option("--console", "which", flag_value="console", help="A card Pi's console.")
+@click.option("--controller", is_flag=True, help="enroll-controller log.")
+@click.option("--agent", is_flag=True, help="enroll-agent log.")
+@click.option("--docker", is_flag=True, help="dockerd log.")
+@click.option("--console", is_flag=True, help="A card Pi's console.")
 @click.option("-n", "--tail", type=int, default=0, help="Only the last N lines.")
 @click.pass_context
 @_one_line_errors
-def logs(ctx: click.Context, name: str, which: str | None, tail: int) -> None:
-    """Print a Pi's logs (all of them, or the one chosen)."""
+def logs(ctx: click.Context, name: str, controller: bool, agent: bool, docker: bool,
+         console: bool, tail: int) -> None:
+    """Print a Pi's logs (all of them, or those chosen)."""
     lab = _lab(ctx)
-    chosen = [which] if which else list(LOG_NAMES)
+    flags = {"controller": controller, "agent": agent, "docker": docker, "console": console}
+    chosen = [kind for kind in LOG_NAMES if flags[kind]]
     pi_dir = lab.state_dir / name
     if not pi_dir.is_dir():
         raise LabError(f"no logs for {name!r} under {lab.state_dir}")
-    for kind in chosen:
+    missing = [str(pi_dir / LOG_NAMES[kind]) for kind in chosen
+               if not (pi_dir / LOG_NAMES[kind]).exists()]
+    if missing:
+        raise LabError(f"{', '.join(missing)} does not exist")
+    for kind in chosen or list(LOG_NAMES):
         path = pi_dir / LOG_NAMES[kind]
         if not path.exists():
-            if which:
-                raise LabError(f"{path} does not exist")
             continue
-        if not which:
+        if len(chosen) != 1:
             click.echo(f"==> {path} <==")
         lines = path.read_text(errors="replace").splitlines()
         click.echo("\n".join(lines[-tail:] if tail > 0 else lines))
