@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
 from pathlib import Path
@@ -64,6 +65,28 @@ def dead_url() -> str:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         return f"https://127.0.0.1:{closed.getsockname()[1]}"
+
+
+@pytest.fixture
+def blackhole_url() -> Iterator[str]:
+    """An address that takes no TCP connection at all, as a dead Pi's: a listener on
+    loopback whose accept queue is full, so that the kernel drops each new SYN."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = listener.getsockname()[1]
+    held = []
+    for _ in range(4):
+        conn = socket.socket()
+        conn.setblocking(False)
+        with suppress(BlockingIOError):
+            conn.connect(("127.0.0.1", port))
+        held.append(conn)
+    time.sleep(0.1)  # the handshakes of those that fit are done
+    try:
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        for conn in held:
+            conn.close()
+        listener.close()
 
 
 @pytest.fixture

@@ -124,6 +124,18 @@ def test_when_none_answers_one_error_names_each_and_why(
     assert rogue_saw.requests == []
 
 
+def test_a_dead_pis_address_is_passed_over_without_waiting_out_the_timeout(
+        ca: CA, serve: Serve, blackhole_url: str) -> None:
+    """No TCP connection at all, as a killed manager's address: passed over after a
+    3 s probe (nothing sent), not after the request's own timeout; a write too."""
+    real, real_saw = serve()
+    client = AdminClient([blackhole_url, real], TOKEN, ca_file=ca.cert_path, timeout=20)
+    assert client.approve("pi-1")["state"] == "approved"
+    assert client.passed_over == [f"{blackhole_url}: unreachable: no connection within 3 s"]
+    assert [r[:2] for r in real_saw.requests] == [("GET", "/healthz"),
+                                                  ("POST", "/v1/nodes/pi-1/approve")]
+
+
 def test_a_write_passes_over_an_address_that_hangs_up_in_the_handshake(
         ca: CA, serve: Serve, hangup_url: str) -> None:
     """A write could not tell that hang-up from one after it was sent: a read finds a
