@@ -152,8 +152,10 @@ def test_browse_reports_found_changed_and_gone(fake_browse: Path) -> None:
         (fake_browse / "output").write_text("")
         time.sleep(0.3)
         assert len(events.items) == 1
-        (fake_browse / "status").write_text("0")
+        # the new output first, then the status: a run between the two (a busy host) must
+        # not read an empty output with a good status, which is the controller gone
         (fake_browse / "output").write_text(_ctl("ctl\\0321", "198.18.0.12"))
+        (fake_browse / "status").write_text("0")
         assert events.wait(2)[1] == ("found", "ctl 1", PIN, ("198.18.0.12",), 8443)
         (fake_browse / "output").write_text("")
         assert events.wait(3)[2] == ("gone", "ctl 1")
