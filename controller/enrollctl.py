@@ -355,8 +355,8 @@ def baseline_apply(obj: Context, file_path: Path | None, force: bool) -> None:
     try:
         report = obj.client.baseline_apply(text, force)
     except WireError as exc:
-        if file_path and exc.code == "baseline_invalid":  # name the user's own file
-            exc.message = exc.message.replace("the file sent", str(file_path), 1)
+        if file_path and exc.code == "baseline_invalid":  # in the user's own file
+            exc.message = f"{file_path}: {exc.message}"
         raise
     obj.show(report if obj.as_json else report["results"], None if obj.as_json
              else RESULT_COLUMNS)

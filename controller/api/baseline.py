@@ -76,9 +76,8 @@ def apply() -> Response:
     if data.get("file"):
         try:
             baseline = reconciler.replace_file(data["file"])
-        except BaselineError as exc:  # in the file sent, not in this controller's own
-            raise BaselineInvalid(BaselineError(exc.problem, exc.service, exc.key,
-                                                "the file sent")) from None
+        except BaselineError as exc:  # in the file sent: not this controller's own path
+            raise BaselineInvalid(BaselineError(exc.problem, exc.service, exc.key)) from None
     report = reconciler.reconcile(f"apply by {g.actor}", force=data.get("force", False),
                                   actor=g.actor, baseline=baseline)
     if report.file_error is not None:

@@ -16,14 +16,14 @@ marker there, and the dir goes with the last marker.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.lab import netns, procs
+from deploy.lab.locks import locked
 
 AVAHI_RUN = Path("/run/avahi-daemon")
 AVAHI_SERVICES = Path("/etc/avahi/services")
@@ -153,13 +153,6 @@ class LabAvahi:
             self.made_mountpoint = False
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    with open(_LOCK, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
 def lab_markers() -> list[str]:
     """The lab avahis' markers in the host's /run/avahi-daemon (their netns names)."""
     if not AVAHI_RUN.is_dir():
@@ -171,7 +164,7 @@ def lab_markers() -> list[str]:
 def claim_mountpoint(owner: str) -> bool:
     """The host's /run/avahi-daemon, to bind over: made if absent, marked as used by the
     avahi in netns `owner`. False when the dir is the OS's (there, unmarked): left alone."""
-    with _locked():
+    with locked(_LOCK):
         if AVAHI_RUN.exists() and not lab_markers():
             return False
         AVAHI_RUN.mkdir(mode=0o755, exist_ok=True)
@@ -181,7 +174,7 @@ def claim_mountpoint(owner: str) -> bool:
 
 def release_mountpoint(owner: str) -> None:
     """The marker of the avahi in netns `owner` removed, and the dir with the last one."""
-    with _locked():
+    with locked(_LOCK):
         (AVAHI_RUN / f"{MARKER}.{owner}").unlink(missing_ok=True)
         if not lab_markers():
             with contextlib.suppress(OSError):

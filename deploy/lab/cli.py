@@ -254,14 +254,11 @@ def logs(ctx: click.Context, name: str, controller: bool, agent: bool, docker: b
     pi_dir = lab.state_dir / name
     if not pi_dir.is_dir():
         raise LabError(f"no logs for {name!r} under {lab.state_dir}")
-    missing = [str(pi_dir / LOG_NAMES[kind]) for kind in chosen
-               if not (pi_dir / LOG_NAMES[kind]).exists()]
-    if missing:
+    paths = [pi_dir / LOG_NAMES[kind] for kind in chosen or LOG_NAMES]
+    missing = [str(path) for path in paths if not path.exists()]
+    if chosen and missing:
         raise LabError(f"{', '.join(missing)} does not exist")
-    for kind in chosen or list(LOG_NAMES):
-        path = pi_dir / LOG_NAMES[kind]
-        if not path.exists():
-            continue
+    for path in (p for p in paths if p.exists()):
         if len(chosen) != 1:
             click.echo(f"==> {path} <==")
         lines = path.read_text(errors="replace").splitlines()

@@ -16,8 +16,6 @@ never used and a concurrent `down` never unmounts a running build.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import IO
 
 from . import mounts
+from .locks import locked
 
 CACHE_DIR = "rootfs.cache"  # under the state dir; not a valid Pi name (it has a dot)
 SUITE = "bookworm"
@@ -178,18 +177,11 @@ def ensure(state_dir: Path, log: Path | None = None) -> Path:
         return root
     base = cache_dir(state_dir)
     base.mkdir(parents=True, exist_ok=True)
-    with _lock(base / ".lock"):
+    with locked(base / ".lock"):
         root = cached(state_dir)  # built by someone else while we waited
         if root is None:
             root = _build(state_dir, log or base / "build.log")
     return root
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
 
 
 def _build(state_dir: Path, log: Path) -> Path:

@@ -26,6 +26,8 @@ from deploy.lab.avahi import LabAvahi
 from deploy.lab.config import load_cluster
 from deploy.lab.lab import DEFAULT_PREFIX, DEFAULT_STATE_DIR, Lab, LabError
 
+from .storm_client import host_cpu_seconds
+
 CONTROLLER_PI = "ctl"  # runs the lab's controller (swarm A): join benchmarks
 STORM_PI = "storm"  # runs the storm's controllers (swarm B)
 FOLLOWER_PIS = ("storm2", "storm3")  # swarm B's other managers, a controller each
@@ -159,21 +161,14 @@ def settle(pid: int, below: float = 0.05, window: float = 1.0, timeout: float = 
     return time.monotonic() - start
 
 
-def host_busy_seconds() -> float:
-    """Busy CPU seconds of all cores together since boot, from /proc/stat."""
-    with open("/proc/stat") as fh:
-        f = [int(x) for x in fh.readline().split()[1:]]
-    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / _TICK
-
-
 def settle_host(below: float = 0.25, window: float = 1.0, timeout: float = 20.0) -> float:
     """Wait until the whole host uses less than `below` cores over `window` (what our lab or
     someone else's left running calms down); return the last reading, in cores."""
     deadline = time.monotonic() + timeout
     while True:
-        b0 = host_busy_seconds()
+        b0 = sum(host_cpu_seconds())  # stolen time too: not idle for a benchmark
         time.sleep(window)
-        busy = (host_busy_seconds() - b0) / window
+        busy = (sum(host_cpu_seconds()) - b0) / window
         if busy < below or time.monotonic() > deadline:
             return busy
 
