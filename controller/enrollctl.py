@@ -26,9 +26,15 @@ DEFAULT_CONFIG = Path("~/.config/swarm-enroll/enrollctl.toml")
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
 
 
-def _settings(config_file: Path) -> dict[str, str]:
+def _settings(config_file: Path, chosen: bool) -> dict[str, str]:
+    """The config file's settings; a file the user named (`chosen`) must exist, the default
+    one need not (a typo in --config would otherwise fall back to other settings)."""
     path = config_file.expanduser()
     if not path.exists():
+        if chosen:
+            raise click.ClickException(f"{path}: no such config file (without --config and "
+                                       f"ENROLLCTL_CONFIG, {DEFAULT_CONFIG} is read if it "
+                                       "exists; --config /dev/null reads none)")
         return {}
     try:
         data = tomllib.loads(path.read_text())
@@ -150,7 +156,8 @@ class Group(click.Group):
 def main(ctx: click.Context, url: str | None, pin: str | None, token: str | None,
          ca_file: str | None, config_file: Path, as_json: bool) -> None:
     """Approve Pis, manage bootstrap tokens and read the audit log."""
-    saved = _settings(config_file)
+    chosen = ctx.get_parameter_source("config_file") != click.core.ParameterSource.DEFAULT
+    saved = _settings(config_file, chosen)
     ctx.obj = Context(url or saved.get("url", ""), pin or saved.get("pin", ""),
                       token or saved.get("token", ""), ca_file or saved.get("ca_file", ""),
                       as_json)

@@ -96,7 +96,7 @@ def write_card(path: Path, hostname: str, software: Software, *args: str,
     if pin:
         more += ["--pin", pin]
     result = CliRunner().invoke(enrollctl, [
-        "--config", "/nonexistent", "flash", str(card), "--hostname", hostname,
+        "--config", "/dev/null", "flash", str(card), "--hostname", hostname,
         "--wheel", str(software.wheel), "--wheelhouse", str(software.wheelhouse), *more])
     assert result.exit_code == 0, result.output + result.stderr
     return card

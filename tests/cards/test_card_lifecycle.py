@@ -33,7 +33,7 @@ def test_manager_card_waits_is_approved_and_promoted(card_lab: CardLab, flash: F
         r for r in card_lab.records(MANAGER) if r["state"] == "pending"], 300)
     assert len(pending) == 1 and card_lab.node(MANAGER) is None  # not in the swarm yet
     status = card_lab.lab.status()
-    approved = CliRunner().invoke(enrollctl, ["--config", "/nonexistent", "nodes", "approve",
+    approved = CliRunner().invoke(enrollctl, ["--config", "/dev/null", "nodes", "approve",
                                               MANAGER], env={
         "ENROLLCTL_URL": status["controller_url"], "ENROLLCTL_PIN": card_lab.pin,
         "ENROLLCTL_TOKEN": status["admin_token"]})

@@ -209,7 +209,7 @@ def test_revocation_under_the_timer(ha_lab: CardLab) -> None:
     admin = ha_lab.admin
     status = ha_lab.lab.status()
     revoked = CliRunner().invoke(enrollctl, [
-        "--config", "/nonexistent", "nodes", "revoke", PI, "--reason", "stolen"], env={
+        "--config", "/dev/null", "nodes", "revoke", PI, "--reason", "stolen"], env={
         "ENROLLCTL_URL": admin.url, "ENROLLCTL_PIN": ha_lab.pin,
         "ENROLLCTL_TOKEN": status["admin_token"]})
     assert revoked.exit_code == 0, revoked.output + revoked.stderr

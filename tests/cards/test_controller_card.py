@@ -95,7 +95,7 @@ def test_two_worker_cards_join_through_it(controller: Controller, flash: Flash) 
     env = {"ENROLLCTL_URL": controller.url, "ENROLLCTL_PIN": cl.pin,
            "ENROLLCTL_TOKEN": controller.admin_token}
     created = CliRunner().invoke(enrollctl, [
-        "--config", "/nonexistent", "tokens", "create", "--ttl", "15m", "--uses", "2",
+        "--config", "/dev/null", "tokens", "create", "--ttl", "15m", "--uses", "2",
         "--hostname-glob", "PiCard-W*"], env=env)
     assert created.exit_code == 0, created.output + created.stderr
     token = created.stdout.strip()

@@ -70,7 +70,7 @@ def card(tmp_path: Path) -> Path:
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("agent/__init__.py", "")
         zf.writestr("agent/cli.py", "")
-    result = CliRunner().invoke(enrollctl, ["--config", "/nonexistent", "flash", str(boot),
+    result = CliRunner().invoke(enrollctl, ["--config", "/dev/null", "flash", str(boot),
                                             "--hostname", "PiCard-07", "--pin", PIN,
                                             "--wheel", str(wheel)])
     assert result.exit_code == 0, result.output + result.stderr

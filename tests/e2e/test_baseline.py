@@ -107,7 +107,7 @@ def enrollctl_env(cluster: Cluster) -> dict[str, str]:
     status = cluster.status
     return {**os.environ, "ENROLLCTL_URL": status["controller_url"],
             "ENROLLCTL_CA_FILE": status["ca"], "ENROLLCTL_TOKEN": status["admin_token"],
-            "ENROLLCTL_CONFIG": str(cluster.lab.state_dir / "no-enrollctl.toml")}
+            "ENROLLCTL_CONFIG": "/dev/null"}
 
 
 def enrollctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:

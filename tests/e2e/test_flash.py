@@ -43,7 +43,7 @@ def test_flashed_agent_config_enrolls_and_joins(cluster: Cluster, tmp_path: Path
         zf.writestr("agent/cli.py", "")
 
     result = CliRunner().invoke(enrollctl, [
-        "--config", "/nonexistent", "flash", str(boot), "--hostname", "PiLike-31",
+        "--config", "/dev/null", "flash", str(boot), "--hostname", "PiLike-31",
         "--pin", status["pin"], "--token-file", str(token_file), "--wheel", str(wheel)])
     assert result.exit_code == 0, result.output + result.stderr
 

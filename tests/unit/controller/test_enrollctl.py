@@ -60,9 +60,9 @@ def test_cells() -> None:
     assert _cell(at) == datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _enrollctl(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _enrollctl(tmp_path: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENROLLCTL_")}
-    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"), **extra_env)
     code = "import sys; from controller.enrollctl import main; sys.argv[0] = 'enrollctl'; main()"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
@@ -93,6 +93,29 @@ def test_bad_config_file_is_one_line_error(tmp_path: Path) -> None:
     assert "password" in line
 
 
+def test_a_named_config_file_that_is_missing_is_one_line_error(tmp_path: Path) -> None:
+    """A typo in --config must not fall back silently to the environment's settings."""
+    missing = tmp_path / "enrolctl.toml"
+    line = _one_line_error(_enrollctl(tmp_path, "--config", str(missing), "--url",
+                                      "https://127.0.0.1:1", "nodes"))
+    assert str(missing) in line and "no such config file" in line
+    env_line = _one_line_error(_enrollctl(tmp_path, "nodes", ENROLLCTL_CONFIG=str(missing)))
+    assert "no such config file" in env_line
+
+
+def test_the_default_config_file_may_be_missing_and_dev_null_reads_none(
+        tmp_path: Path) -> None:
+    (tmp_path / ".config/swarm-enroll").mkdir(parents=True)
+    for args in ([], ["--config", "/dev/null"]):
+        line = _one_line_error(_enrollctl(tmp_path, *args, "nodes"))
+        assert "no controller URL" in line  # got past the config file
+    (tmp_path / ".config/swarm-enroll/enrollctl.toml").write_text(
+        'url = "https://127.0.0.1:1"\n')
+    assert "no controller URL" not in _one_line_error(_enrollctl(tmp_path, "nodes"))
+    assert "no controller URL" in _one_line_error(
+        _enrollctl(tmp_path, "--config", "/dev/null", "nodes"))
+
+
 def test_an_ambiguous_name_shows_the_claimants_to_choose_from(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from click.testing import CliRunner
@@ -119,7 +142,7 @@ def test_an_ambiguous_name_shows_the_claimants_to_choose_from(
 
     monkeypatch.setattr(enrollctl.Context, "client", property(lambda self: Client()))
     runner = CliRunner()
-    args = ["--config", str(tmp_path / "none.toml"), "nodes", "approve", "PiLike-02"]
+    args = ["--config", "/dev/null", "nodes", "approve", "PiLike-02"]
     refused = runner.invoke(enrollctl.main, args)
     assert refused.exit_code == 1
     assert "FINGERPRINT" in refused.stderr and "3f2a-9c41-07be" in refused.stderr
@@ -191,7 +214,7 @@ def test_a_token_lifetime_out_of_range_is_refused_before_asking(ttl: str, dead_u
     from controller import enrollctl
 
     result = CliRunner().invoke(enrollctl.main, [
-        "--config", str(tmp_path / "none.toml"), "--url", dead_url, "--pin",
+        "--config", "/dev/null", "--url", dead_url, "--pin",
         "sha256:" + "ab" * 32, "--token", "sea_x", "tokens", "create", "--ttl", ttl])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"Invalid value for '--ttl': '{ttl}': a token lives from 1s to 365d" in result.stderr
@@ -219,7 +242,7 @@ def test_baseline_shows_a_failed_tasks_error_while_not_converged_or_lately(
                                  service("web", True, 30.0)]}  # a task that crashes now
 
     monkeypatch.setattr(enrollctl.Context, "client", property(lambda self: Client()))
-    out = CliRunner().invoke(enrollctl.main, ["--config", str(tmp_path / "none.toml"),
+    out = CliRunner().invoke(enrollctl.main, ["--config", "/dev/null",
                                               "baseline"]).output
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "no longer meets constraints" not in lines["nginx"]
@@ -235,7 +258,7 @@ def test_an_empty_node_reference_is_refused_before_asking(command: str, dead_url
     from controller import enrollctl
 
     result = CliRunner().invoke(enrollctl.main, [
-        "--config", str(tmp_path / "none.toml"), "--url", dead_url, "--pin",
+        "--config", "/dev/null", "--url", dead_url, "--pin",
         "sha256:" + "ab" * 32, "--token", "sea_x", "nodes", command, " "])
     assert result.exit_code == 2
     assert "Invalid value for 'REF': give a hostname or a record id" in result.stderr

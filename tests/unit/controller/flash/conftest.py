@@ -109,7 +109,7 @@ def flash(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Result]:
         monkeypatch.delenv(var, raising=False)
 
     def run(*args: str | Path, input: str | None = None) -> Result:
-        argv = ["--config", "/nonexistent/enrollctl.toml", "flash", *map(str, args)]
+        argv = ["--config", "/dev/null", "flash", *map(str, args)]
         return CliRunner().invoke(main, argv, input=input, catch_exceptions=False)
 
     return run

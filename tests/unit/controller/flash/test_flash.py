@@ -405,7 +405,7 @@ def test_pin_from_enrollctl_settings(bookworm: Path, wheel: Path,
     from controller.enrollctl import main
 
     monkeypatch.setenv("ENROLLCTL_PIN", PIN.upper().replace("SHA256", "sha256"))
-    result = CliRunner().invoke(main, ["--config", "/nonexistent", "flash", str(bookworm),
+    result = CliRunner().invoke(main, ["--config", "/dev/null", "flash", str(bookworm),
                                        "--hostname", "pi", "--wheel", str(wheel)])
     assert result.exit_code == 0, result.stderr
     assert tomllib.loads((bookworm / PAYLOAD / "agent.toml").read_text()) == {"ca_pin": PIN}
