@@ -56,7 +56,8 @@ class ControllerState:
 
 def shared_rules(state: State, config: ControllerConfig) -> SharedFile[list[Rule]]:
     return SharedFile(state, "rules", config.rules_path,
-                      lambda text, where: _rules_of(text, where))
+                      lambda text, where: _rules_of(text, where),
+                      lambda text, where: _rules_of(text, where, new=True))
 
 
 def shared_quorum(rules: SharedFile[list[Rule]]) -> Callable[[], QuorumSettings | None]:
@@ -67,9 +68,9 @@ def shared_quorum(rules: SharedFile[list[Rule]]) -> Callable[[], QuorumSettings 
     return current
 
 
-def _rules_of(text: str, where: str) -> list[Rule]:
+def _rules_of(text: str, where: str, new: bool = False) -> list[Rule]:
     try:
-        return parse_rules(text)
+        return parse_rules(text, new)
     except RulesError as exc:
         raise RulesError(f"{where}: {exc}") from None
 

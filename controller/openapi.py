@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from agent import __version__
+from controller.hostglob import HOSTNAME_GLOB
 from controller.state import NODE_FILTERS
-from controller.tokens import HOSTNAME_GLOB, MAX_TTL, MAX_USES
+from controller.tokens import MAX_TTL, MAX_USES
 
 _JSON = "application/json"
 

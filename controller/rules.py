@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.wire.errors import WireError
 from agent.wire.messages import AVAILABILITIES, ROLES, validate_labels
+from controller.hostglob import glob_problem
 
 APPROVALS = ("manual", "token", "auto")
 _KEYS = {"match", "role", "approve", "labels", "availability"}
@@ -43,7 +44,7 @@ def _known_keys(raw: dict[str, Any], allowed: set[str], where: str) -> None:
                          f"allowed: {', '.join(sorted(allowed))}")
 
 
-def _rule(index: int, raw: Any) -> Rule:
+def _rule(index: int, raw: Any, new: bool) -> Rule:
     where = f"rule #{index + 1}"
     if not isinstance(raw, dict):
         raise RulesError(f"{where}: must be a table")
@@ -51,6 +52,8 @@ def _rule(index: int, raw: Any) -> Rule:
     match = raw.get("match")
     if not isinstance(match, str) or not match:
         raise RulesError(f"{where}: 'match' must be a non-empty glob such as \"mgr-*\"")
+    if new and (problem := glob_problem(match)):
+        raise RulesError(f"{where}: 'match' = {match!r} can match no host name: {problem}")
     where = f"rule #{index + 1} (match = {match!r})"
     role = raw.get("role", "worker")
     if role not in ROLES:
@@ -81,7 +84,7 @@ class QuorumSettings:
         return fnmatch.fnmatchcase(hostname.lower(), self.promote.lower())
 
 
-def _quorum(raw: Any) -> QuorumSettings:
+def _quorum(raw: Any, new: bool = False) -> QuorumSettings:
     if not isinstance(raw, dict):
         raise RulesError("[quorum] must be a table")
     _known_keys(raw, _QUORUM_KEYS, "[quorum]")
@@ -95,6 +98,8 @@ def _quorum(raw: Any) -> QuorumSettings:
     if not isinstance(promote, str) or not promote:
         raise RulesError("[quorum]: promote must be a non-empty glob of the hostnames the "
                          "keeper may make managers, such as \"pi3-*\"")
+    if new and (problem := glob_problem(promote)):
+        raise RulesError(f"[quorum]: promote = {promote!r} can match no host name: {problem}")
     down_after = raw.get("down_after_seconds", 120)
     if isinstance(down_after, bool) or not isinstance(down_after, int | float) \
             or down_after < MIN_DOWN_AFTER:
@@ -115,15 +120,17 @@ def _load(text: str) -> dict[str, Any]:
     return data
 
 
-def parse_rules(text: str) -> list[Rule]:
-    """The rules, in order; the whole file is checked, [quorum] included."""
+def parse_rules(text: str, new: bool = False) -> list[Rule]:
+    """The rules, in order; the whole file is checked, [quorum] included. A `new` text (an
+    edit, `init`'s file) must also have globs of host names (controller/hostglob.py); a
+    text already taken is read as it is, so that an upgrade never stops a controller."""
     data = _load(text)
     raw = data.get("rule", [])
     if not isinstance(raw, list):
         raise RulesError("rules must be written as [[rule]] tables")
-    rules = [_rule(i, r) for i, r in enumerate(raw)]
+    rules = [_rule(i, r, new) for i, r in enumerate(raw)]
     if "quorum" in data:
-        _quorum(data["quorum"])
+        _quorum(data["quorum"], new)
     return rules
 
 
@@ -134,8 +141,9 @@ def quorum_settings(text: str) -> QuorumSettings | None:
 
 
 def load_rules(path: Path) -> list[Rule]:
+    """A rules file about to be taken (`init`): checked as a new text."""
     try:
-        return parse_rules(path.read_text())
+        return parse_rules(path.read_text(), new=True)
     except RulesError as exc:
         raise RulesError(f"{path}: {exc}") from None
 

@@ -27,19 +27,24 @@ T = TypeVar("T")
 
 class SharedFile(Generic[T]):
     def __init__(self, state: State, name: str, local: Path,
-                 parse: Callable[[str, str], T]) -> None:
+                 parse: Callable[[str, str], T],
+                 parse_new: Callable[[str, str], T] | None = None) -> None:
         self.state = state
         self.name = name
         self.key = f"shared/{name}"
         self.local = local
         self.parse = parse  # (text, where it comes from) -> parsed; raises on errors
+        # A text about to be taken may be held to more than one already shared (which an
+        # upgrade must still read): its parser.
+        self.parse_new = parse_new or parse
         self._mtime = self._local_mtime()
         self._cache: tuple[int, T] | None = None
         # An edit of the local file that was not taken (invalid): what was wrong with it,
         # until the file is fixed or the shared text replaces it.
         self.local_error: Exception | None = None
         if self.state.doc(self.key) is None and local.exists():
-            self.replace(local.read_text(), f"seeded from {local}")
+            # the file in use until now: read as it is (an upgrade never stops a start)
+            self.replace(local.read_text(), f"seeded from {local}", seed=True)
         elif self.state.doc(self.key) is not None:
             self._mirror(self.text())  # a controller that starts takes the shared text
 
@@ -93,9 +98,9 @@ class SharedFile(Generic[T]):
         except OSError as exc:
             log.warning("cannot update %s from the shared %s: %s", self.local, self.name, exc)
 
-    def replace(self, text: str, why: str = "") -> T:
+    def replace(self, text: str, why: str = "", seed: bool = False) -> T:
         """Check the text, then make it the shared one (raises, changing nothing, if bad)."""
-        parsed = self.parse(text, str(self.local))
+        parsed = (self.parse if seed else self.parse_new)(text, str(self.local))
 
         def change(body: dict[str, str] | None) -> dict[str, str]:
             if body is not None and body.get("text") == text:

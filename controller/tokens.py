@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import re
 import secrets
 import time
 from pathlib import Path
 
 from agent.wire.errors import WireError
 from agent.wire.keys import write_private
+from controller.hostglob import EXAMPLE as GLOB_EXAMPLE
+from controller.hostglob import glob_problem
 from controller.state import State, Token, new_id
 
 ADMIN_PREFIX = "sea_"
 BOOTSTRAP_PREFIX = "seb_"
 MAX_TTL = 365 * 86400
 MAX_USES = 100_000
-# A glob of host names: their characters, * and ?, and [...] sets of them (a stray bracket
-# would be a literal one, which no host name has: a token no Pi could ever use).
-HOSTNAME_GLOB = r"(?:[A-Za-z0-9.*?-]|\[!?[A-Za-z0-9.-]+\])*"
 
 
 def _whole(value: object) -> int | None:
@@ -61,11 +59,9 @@ def create_bootstrap_token(state: State, actor: str, ttl_seconds: int, uses: int
         raise WireError("bad_ttl", f"ttl_seconds must be a whole number from 1 to {MAX_TTL}")
     if count is None or not 0 < count <= MAX_USES:
         raise WireError("bad_uses", f"uses must be a whole number from 1 to {MAX_USES}")
-    if not isinstance(hostname_glob, str) or len(hostname_glob) > 253 or \
-            not re.fullmatch(HOSTNAME_GLOB, hostname_glob):
-        raise WireError("bad_hostname_glob", "hostname_glob must be a glob of host names "
-                        "(<= 253 chars: letters, digits, '-', '.', and *, ? or [...] of "
-                        "those), such as PiLike-0[3-8] or pi-*")
+    if hostname_glob != "" and (problem := glob_problem(hostname_glob)):
+        raise WireError("bad_hostname_glob", f"hostname_glob must be a glob of host names, "
+                        f"such as {GLOB_EXAMPLE}, or empty for any: {problem}")
     if not isinstance(description, str) or len(description) > 200:
         raise WireError("bad_description", "description must be text of <= 200 chars")
     secret = new_secret(BOOTSTRAP_PREFIX)

@@ -136,6 +136,17 @@ def test_load_rules_names_the_file(tmp_path: Path) -> None:
     assert str(path) in str(err.value) and "rule #1" in str(err.value)
 
 
+def test_a_file_to_take_must_have_globs_of_host_names(tmp_path: Path) -> None:
+    """`init`'s rules file is checked as an edit is; a text already shared is read as it is
+    (parse_rules), since an upgrade must not stop a controller."""
+    path = tmp_path / "rules.toml"
+    text = '[[rule]]\nmatch = "Pi_Zero-*"\nrole = "manager"\n'
+    path.write_text(text)
+    with pytest.raises(RulesError, match="can match no host name"):
+        load_rules(path)
+    assert [r.match for r in parse_rules(text)] == ["Pi_Zero-*"]
+
+
 QUORUM = GOOD + '[quorum]\nmanagers = 3\npromote = "pi3-*"\ndown_after_seconds = 60\n'
 
 

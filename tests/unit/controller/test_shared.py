@@ -77,6 +77,33 @@ def test_rules_are_shared(tmp_path: Path, states: list[State]) -> None:
     assert [r.match for r in rules.current()] == ["pi-*"]
 
 
+def test_an_edited_rule_must_match_host_names_but_a_file_in_use_still_serves(
+        tmp_path: Path, states: list[State], caplog: pytest.LogCaptureFixture) -> None:
+    """A glob no host name can match is refused in an edit, naming the problem; the file a
+    controller of an earlier version seeded the shared state with is read as it is (an
+    upgrade must not stop every controller)."""
+    config = parse_config(tmp_path, {"advertise_addr": "10.0.0.1", "hostname": "c"})
+    old_text = '[[rule]]\nmatch = "pi_*"\n[[rule]]\nmatch = "pi-*"\n'
+    touch(config.rules_path, old_text, 1_000_000)
+    rules = shared_rules(states[0], config)
+    assert [r.match for r in rules.current()] == ["pi_*", "pi-*"]
+    with pytest.raises(RulesError, match=r"rule #1: .match. = .pi_\*. can match no host.*only"):
+        rules.replace('[[rule]]\nmatch = "pi_*"\n')
+    with pytest.raises(RulesError, match="range 9-1 is empty"):
+        rules.replace('[[rule]]\nmatch = "pi-[9-1]"\n[quorum]\nmanagers = 3\n'
+                      'promote = "pi-*"\n')
+    with pytest.raises(RulesError, match=r"\[quorum\]: promote = 'pi3_\*' can match no"):
+        rules.replace('[[rule]]\nmatch = "pi-*"\n[quorum]\nmanagers = 3\n'
+                      'promote = "pi3_*"\n')
+    touch(config.rules_path, '[[rule]]\nmatch = "[z-a]*"\n', 2_000_000)  # a local edit
+    assert [r.match for r in rules.current()] == ["pi_*", "pi-*"]
+    assert "not taken" in caplog.text and "range z-a is empty" in caplog.text
+    states[1].refresh("shared/rules")
+    again = shared_rules(states[1], parse_config(tmp_path / "other", {
+        "advertise_addr": "10.0.0.2", "hostname": "d"}))
+    assert [r.match for r in again.current()] == ["pi_*", "pi-*"]  # a restart still serves
+
+
 def test_a_bad_local_baseline_edit_is_the_reconcilers_error_until_fixed(
         tmp_path: Path, states: list[State]) -> None:
     from controller.baseline.reconcile import Reconciler

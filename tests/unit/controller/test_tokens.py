@@ -148,6 +148,7 @@ def test_hostname_glob(store: State, clock: FakeClock) -> None:
     ({"hostname_glob": "["}, "bad_hostname_glob"),  # a literal bracket: no Pi could use it
     ({"hostname_glob": "pi-0]"}, "bad_hostname_glob"),
     ({"hostname_glob": "pi_*"}, "bad_hostname_glob"),  # no host name has an underscore
+    ({"hostname_glob": "pi-0[8-3]"}, "bad_hostname_glob"),  # an empty range
     ({"description": "d" * 201}, "bad_description"),
 ])
 def test_bad_parameters_refused(store: State, kwargs: dict, code: str) -> None:
