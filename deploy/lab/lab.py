@@ -885,7 +885,9 @@ class Lab:
 
     def status(self) -> dict[str, Any]:
         """{"controller_url" (the first controller's), "pin", "admin_token", "controllers"
-        (every controller running now: name, url), "state_dir", "phase", "nodes": [...]}"""
+        (every controller running now: name, url), "state_dir", "phase", "nodes": [...]}.
+        A node's `added_as_manager` is `add --manager`'s note only: the rules and the quorum
+        keeper decide roles, and the swarm (`enrollctl cluster`) says them."""
         state = self.state()
         ctl = state.get("controller") or {}
         nodes = []
@@ -899,7 +901,7 @@ class Lab:
                 "docker_host": spec.docker_host, "pid": pid, "running": pid is not None,
                 "model": pi["model"], "arch": pi["arch"], "hardware_id": pi["hardware_id"],
                 "controller": ctl.get("name") == pi["name"],
-                "manager": bool(pi.get("manager")), "dead": dead,
+                "added_as_manager": bool(pi.get("manager")), "dead": dead,
                 "agent_pid": agent, "agent_running": bool(agent and procs.alive(agent)),
                 "card": pi.get("card"),
                 "booted": bool(pi.get("card") and not dead

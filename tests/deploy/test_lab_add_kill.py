@@ -87,7 +87,7 @@ def test_add_pi_joins_the_lan(lab2: Lab) -> None:
     node = lab2.add_pi("PiNew-01", agent=False)
     assert node["name"] == "PiNew-01" and node["running"] and node["pid"]
     assert node["ip"] == "198.18.0.14"  # the next free address after the cluster file's
-    assert node["netns"] == "selab-PiNew-01" and not node["manager"] and not node["dead"]
+    assert node["netns"] == "selab-PiNew-01" and not node["added_as_manager"] and not node["dead"]
     assert len(node["hardware_id"]) == 16 and node["hardware_id"].startswith("00000000")
     assert names(lab2) == [*before, "PiNew-01"]
     entry = state_entry(lab2, "PiNew-01")
@@ -104,7 +104,7 @@ def test_add_pi_joins_the_lan(lab2: Lab) -> None:
 
     second = lab2.add_pi("PiNew-02", agent=False, ip="198.18.0.40", manager=True,
                          hardware_id="00000000feedbe02", arch="aarch64")
-    assert second["ip"] == "198.18.0.40" and second["manager"] and second["running"]
+    assert second["ip"] == "198.18.0.40" and second["added_as_manager"] and second["running"]
     assert second["hardware_id"] == "00000000feedbe02" and second["arch"] == "aarch64"
     assert second["model"].startswith("Raspberry Pi 4")
 
@@ -190,7 +190,7 @@ def test_add_pi_replaces_a_killed_pi(lab2: Lab) -> None:
     assert names(lab2).count("PiNew-02") == 1
     assert node["ip"] == old_entry["ip"] == "198.18.0.40"  # its address was free again
     assert node["hardware_id"] != old_entry["hardware_id"]  # new hardware
-    assert not node["manager"]
+    assert not node["added_as_manager"]
     client = lab2.docker("PiNew-02")
     info = client.info()
     assert info["Name"] == "PiNew-02"
@@ -332,7 +332,7 @@ def test_cli_add_and_kill(lab2: Lab) -> None:
     assert out.returncode == 0, out.stderr
     assert "PiNew-04" in out.stdout
     n = node("PiNew-04")
-    assert n["running"] and n["manager"] and n["hardware_id"] == "00000000c0ffee04"
+    assert n["running"] and n["added_as_manager"] and n["hardware_id"] == "00000000c0ffee04"
     out = run("exec", "PiNew-04", "--", "hostname")
     assert out.returncode == 0 and out.stdout.strip() == "PiNew-04"
 
