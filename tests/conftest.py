@@ -16,6 +16,8 @@ import pytest
 from deploy.lab import cards, cgroups, mounts, netns, procs
 from deploy.lab.lab import Lab
 
+pytest_plugins = ["tests.labfailures"]  # a failed lab test reports its Pis' log tails
+
 
 def lab_unavailable() -> str | None:
     """Why the lab cannot run here, or None."""
@@ -64,3 +66,4 @@ def leftovers(the_lab: Lab) -> list[str]:
     for d in the_lab.state_dir.glob("*/docker"):
         found.append(f"dir {d}")
     return found
+
