@@ -18,6 +18,7 @@ from controller.api import admin, agent, errors, meta
 from controller.api import baseline as baseline_api
 from controller.baseline.reconcile import Reconciler
 from controller.baseline.spec import parse_baseline
+from controller.cluster import Registry
 from controller.config import ControllerConfig
 from controller.dockerapi import connect
 from controller.enrollment import EnrollmentService
@@ -45,6 +46,7 @@ class ControllerState:
     ca_pem: bytes
     config: ControllerConfig
     sightings: Sightings
+    registry: Registry  # the controllers, and which of them were heard from lately
     version: str = __version__
     # The swarm's id, set by `serve` once Docker said it; /healthz tells agents its start.
     cluster_id: str = ""
@@ -86,10 +88,10 @@ class BoundedJSONProvider(DefaultJSONProvider):
 
 def create_app(config: ControllerConfig, swarm: Swarm | None = None,
                baseline: Reconciler | None = None, state: State | None = None,
-               controller_urls: Callable[[], list[str]] | None = None) -> Flask:
+               registry: Registry | None = None) -> Flask:
     """The controller's app. Without `state`, a SQLite file in the state dir (one
     controller alone, and the unit tests); `enroll-controller serve` passes the swarm's
-    shared state."""
+    shared state, and the registry of controllers it heartbeats in."""
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json = BoundedJSONProvider(app)
@@ -97,15 +99,16 @@ def create_app(config: ControllerConfig, swarm: Swarm | None = None,
     state = state or State(SQLiteBackend(config.database))
     rules = shared_rules(state, config)
     rules.current()  # a broken rules file stops the start, not the first enrollment
+    registry = registry or Registry(state, config.hostname, config.url)
     service = EnrollmentService(
         state, swarm or Swarm(connect(config.docker_host)), ca_signing_key(config.ca_key),
         rules.current, grant_ttl=config.grant_ttl_minutes * 60,
         adoption_secret=adoption_secret(config.adoption_secret), limits=config.limits,
-        controller_urls=controller_urls or (lambda: [config.url]),
+        controller_urls=registry.urls,
     )
     app.extensions["swarm_enroll"] = ControllerState(
         state, NonceStore(), service, pin_of_certificate(ca_cert), config.ca_cert.read_bytes(),
-        config, Sightings(), quorum=shared_quorum(rules),
+        config, Sightings(), registry, quorum=shared_quorum(rules),
     )
     errors.register(app)
     app.register_blueprint(meta.bp)

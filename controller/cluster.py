@@ -34,6 +34,7 @@ TTL = 15.0
 HEARTBEAT = 30.0
 GONE_AFTER = 90.0  # a controller not heard of for this long is left out of grants
 FORGET_AFTER = 600.0  # and its entry removed after this long (a dead or demoted manager's)
+FIRST_GUESS_MOST = 300.0  # the most silence guessed from another Pi's clock (see Registry)
 
 
 @dataclass
@@ -145,14 +146,23 @@ class Actor:
 
 
 class Registry:
-    """Where each controller serves, for grants to tell agents (heartbeats every 30 s)."""
+    """Where each controller serves, for grants to tell agents (heartbeats every 30 s).
+
+    Who was heard from lately is measured on this controller's own clock: how long each
+    entry has not changed (a Pi has no real-time clock, and a LAN at the edge may have no
+    time server, so another Pi's `at` may be far off). An entry seen for the first time
+    counts as silent since its `at`, but for at most FIRST_GUESS_MOST: a dead
+    controller's is left out at once, one whose clock is far behind only until its next
+    heartbeat, and none is forgotten before FORGET_AFTER - FIRST_GUESS_MOST of silence
+    seen here."""
 
     def __init__(self, state: State, hostname: str, url: str) -> None:
         self.state = state
         self.hostname = hostname
         self.url = url
         self._last = 0.0
-        self._quiet: dict[str, tuple[Any, float]] = {}  # key -> (its `at`, seen since)
+        self._quiet: dict[str, tuple[Any, float]] = {}  # key -> (its `at`, silent since)
+        self._lock = threading.Lock()
 
     @property
     def key(self) -> str:
@@ -168,35 +178,49 @@ class Registry:
         except (WireError, StoreUnavailable) as exc:
             log.debug("controller heartbeat not written: %s", exc)
 
+    def silences(self) -> dict[str, tuple[dict[str, Any], float]]:
+        """Every controller's entry, and for how many seconds it has not changed (this
+        controller's own: 0)."""
+        mono, now = time.monotonic(), time.time()
+        docs = self.state.docs("controller")
+        with self._lock:
+            self._quiet = {k: v for k, v in self._quiet.items() if k in docs}
+            for key, body in docs.items():
+                at = body.get("at")
+                if key not in self._quiet:
+                    self._quiet[key] = (at, mono - min(max(now - _seconds(at), 0.0),
+                                                       FIRST_GUESS_MOST))
+                elif self._quiet[key][0] != at:
+                    self._quiet[key] = (at, mono)
+            return {key: (body, 0.0 if key == self.key else mono - self._quiet[key][1])
+                    for key, body in docs.items()}
+
     def urls(self) -> list[str]:
         """This controller first, then the others heard from lately."""
-        now = time.time()
-        others = sorted(body["url"] for key, body in self.state.docs("controller").items()
-                        if key != self.key and now - float(body.get("at", 0)) < GONE_AFTER)
+        others = sorted(body["url"] for key, (body, silent) in self.silences().items()
+                        if key != self.key and silent < GONE_AFTER and "url" in body)
         return [self.url, *others]
+
+    def view(self) -> list[dict[str, Any]]:
+        """The controllers as `enrollctl cluster` lists them: those heard from lately
+        serve; the others are listed until they are forgotten."""
+        return sorted(({"hostname": body.get("hostname", ""), "url": body.get("url", ""),
+                        "heard_s_ago": round(silent, 1), "serving": silent < GONE_AFTER}
+                       for body, silent in self.silences().values()),
+                      key=lambda r: str(r["hostname"]).lower())
 
     def leave(self) -> None:
         with contextlib.suppress(WireError, StoreUnavailable):
             self.state.update_doc(self.key, lambda _old: None)
 
     def prune(self) -> None:
-        """Remove the entries of controllers not heard of for FORGET_AFTER: a manager that
-        died or was demoted could not remove its own (a demoted one may no longer write).
-        Cluster-wide work, for the acting controller. "Not heard of" is an entry that did
-        not change for that long on this controller's own clock (as the lease's silence:
-        no two Pis' clocks are compared); one renewed meanwhile stays."""
-        now = time.monotonic()
-        docs = self.state.docs("controller")
-        self._quiet = {k: v for k, v in self._quiet.items() if k in docs}
-        for key, body in docs.items():
+        """Remove the entries of controllers silent for FORGET_AFTER: a manager that died
+        or was demoted could not remove its own (a demoted one may no longer write).
+        Cluster-wide work, for the acting controller; one renewed meanwhile stays."""
+        for key, (body, silent) in self.silences().items():
+            if key == self.key or silent < FORGET_AFTER:
+                continue
             at = body.get("at")
-            if key == self.key:
-                continue
-            if self._quiet.get(key, (None,))[0] != at:
-                self._quiet[key] = (at, now)
-                continue
-            if now - self._quiet[key][1] < FORGET_AFTER:
-                continue
 
             def forget(current: dict[str, Any] | None, at: Any = at) -> None:
                 if current is None or current.get("at") != at:
@@ -206,3 +230,11 @@ class Registry:
 
             with contextlib.suppress(WireError, StoreUnavailable):
                 self.state.update_doc(key, forget)
+
+
+def _seconds(at: Any) -> float:
+    """An entry's `at` (another Pi's wall clock), or 0 if it is none."""
+    try:
+        return float(at)
+    except (TypeError, ValueError):
+        return 0.0

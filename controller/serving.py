@@ -60,7 +60,7 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
     share_ca(config, state, swarm)
     registry = Registry(state, local.hostname, config.url)
     registry.heartbeat(force=True)
-    app = create_app(config, swarm=swarm, state=state, controller_urls=registry.urls)
+    app = create_app(config, swarm=swarm, state=state, registry=registry)
     ctl = app.extensions["swarm_enroll"]
     ctl.cluster_id = local.cluster_id  # /healthz tells agents, over the pinned TLS
     server = make_server(app, config)

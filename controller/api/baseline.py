@@ -3,7 +3,6 @@ Bearer auth, as admin.py."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,9 +13,8 @@ from controller.api import admin
 from controller.baseline.health import read_cluster
 from controller.baseline.reconcile import Reconciler
 from controller.baseline.spec import BaselineError
-from controller.cluster import GONE_AFTER, LEASE_KEY
+from controller.cluster import LEASE_KEY
 from controller.keeper import STATUS_KEY, describe
-from controller.state import State
 
 bp = Blueprint("baseline", __name__, url_prefix="/v1")
 # The admin blueprint's own checks, not a copy: one place decides who is an admin.
@@ -95,17 +93,6 @@ def cluster() -> Response:
     ctl = current_app.extensions["swarm_enroll"]
     health["keeper"] = describe(ctl.quorum(), ctl.state.doc(STATUS_KEY),
                                 health["raft"]["has_quorum"])
-    return jsonify({**health, **controllers(ctl.state)})
-
-
-def controllers(state: State) -> dict[str, Any]:
-    """Which controllers serve (heard from lately; the others until they are forgotten)
-    and which one acts for the cluster."""
-    now = time.time()
-    rows = sorted(({"hostname": body.get("hostname", ""), "url": body.get("url", ""),
-                    "heard_s_ago": round(now - float(body.get("at", 0)), 1),
-                    "serving": now - float(body.get("at", 0)) < GONE_AFTER}
-                   for body in state.docs("controller").values()),
-                  key=lambda r: r["hostname"].lower())
-    lease = state.doc(LEASE_KEY) or {}
-    return {"controllers": rows, "acting": lease.get("holder", "")}
+    lease = ctl.state.doc(LEASE_KEY) or {}
+    return jsonify({**health, "controllers": ctl.registry.view(),
+                    "acting": lease.get("holder", "")})

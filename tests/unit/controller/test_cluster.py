@@ -80,22 +80,48 @@ def test_the_actor_starts_and_stops_its_jobs_with_the_lease(states: list[State],
 
 
 def test_the_registry_lists_controllers_heard_from_lately(states: list[State],
-                                                          monkeypatch: pytest.MonkeyPatch
-                                                          ) -> None:
-    now = [1_000_000.0]
-    monkeypatch.setattr(cluster_module.time, "time", lambda: now[0])
+                                                          clock: FakeClock) -> None:
     a = Registry(states[0], "ctl-0", "https://10.0.0.1:8443")
     b = Registry(states[1], "ctl-1", "https://10.0.0.2:8443")
     a.heartbeat(force=True)
     b.heartbeat(force=True)
     states[0].refresh("controller/ctl-1")
     assert a.urls() == ["https://10.0.0.1:8443", "https://10.0.0.2:8443"]
-    now[0] += 200  # ctl-1 has not said a word since
+    clock.advance(200)  # ctl-1 has not said a word since
     a.heartbeat(force=True)
     assert a.urls() == ["https://10.0.0.1:8443"]
+    assert [(r["hostname"], r["heard_s_ago"], r["serving"]) for r in a.view()] == [
+        ("ctl-0", 0.0, True), ("ctl-1", 200.0, False)]
     a.leave()
     states[1].refresh("controller/ctl-0")
     assert "controller/ctl-0" not in states[1].docs("controller")
+
+
+def test_silence_is_measured_on_this_controllers_clock(states: list[State],
+                                                      clock: FakeClock) -> None:
+    """Another Pi's clock may be far off (no real-time clock, no time server at the edge):
+    one an hour behind serves from its next heartbeat on, one ahead falls silent all the
+    same, and a first sight guesses from the entry's time, for at most
+    FIRST_GUESS_MOST."""
+    a = Registry(states[0], "ctl-0", "https://10.0.0.1:8443")
+
+    def beat(name: str, skew: float) -> None:
+        states[1].update_doc(f"controller/{name}", lambda _old: {
+            "hostname": name, "url": f"https://{name}:8443", "at": clock.now + skew})
+        states[0].refresh(f"controller/{name}")
+
+    beat("behind", -3600)
+    beat("ahead", +3600)
+    beat("dead", -120)  # first seen here two minutes after its last heartbeat
+    silent = {k.split("/")[1]: round(v[1]) for k, v in a.silences().items()}
+    assert silent == {"behind": cluster_module.FIRST_GUESS_MOST, "ahead": 0, "dead": 120}
+    assert a.urls() == ["https://10.0.0.1:8443", "https://ahead:8443"]
+    clock.advance(30)
+    beat("behind", -3600)  # its next heartbeat, still an hour behind
+    assert a.urls() == ["https://10.0.0.1:8443", "https://ahead:8443", "https://behind:8443"]
+    clock.advance(cluster_module.GONE_AFTER)  # "ahead" has said nothing since
+    beat("behind", -3600)
+    assert a.urls() == ["https://10.0.0.1:8443", "https://behind:8443"]
 
 
 def test_the_actor_forgets_controllers_not_heard_of_for_long(states: list[State],
