@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from flask import Flask
+
 from agent import __version__
 from agent.logs import setup_logging
 from controller.app import create_app
@@ -25,7 +27,7 @@ from controller.bootstrap import (
     share_ca,
 )
 from controller.cluster import Actor, Job, Lease, Registry
-from controller.config import load_config
+from controller.config import ControllerConfig, load_config
 from controller.discovery import ControllerDiscovery
 from controller.dockerapi import connect
 from controller.keeper import QuorumKeeper
@@ -71,12 +73,7 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
     discovery = ControllerDiscovery(config, ctl.pin, local.cluster_id, ctl.sightings)
     if config.mdns:
         discovery.start()
-    jobs = [Job("ca-reseal", tick=lambda: reseal_if_rotated(config, state, swarm)),
-            Job("quorum-keeper", tick=QuorumKeeper(swarm, state, ctl.quorum).step),
-            Job("controller-registry", tick=registry.prune)]
-    if ctl.baseline is not None:
-        jobs.append(Job("baseline", start=ctl.baseline.start, stop=ctl.baseline.stop))
-    actor = Actor(Lease(state, local.hostname), jobs)
+    actor = Actor(Lease(state, local.hostname), cluster_jobs(config, swarm, app, registry))
     demoted = threading.Event()
     shared = [ctl.enrollment.rules] + ([ctl.baseline.source.version] if ctl.baseline else [])
     watcher = threading.Thread(target=_watch_role,
@@ -108,6 +105,18 @@ def _demoted_meanwhile(swarm: Swarm) -> bool:
         return not swarm.is_manager()
     except Exception:  # Docker does not answer: unknown, so the keys stay
         return False
+
+
+def cluster_jobs(config: ControllerConfig, swarm: Swarm, app: Flask,
+                 registry: Registry) -> list[Job]:
+    """The work done for the whole cluster, by the acting controller alone."""
+    ctl = app.extensions["swarm_enroll"]
+    jobs = [Job("ca-reseal", tick=lambda: reseal_if_rotated(config, ctl.state, swarm)),
+            Job("quorum-keeper", tick=QuorumKeeper(swarm, ctl.state, ctl.quorum).step),
+            Job("controller-registry", tick=registry.prune)]
+    if ctl.baseline is not None:
+        jobs.append(Job("baseline", start=ctl.baseline.start, stop=ctl.baseline.stop))
+    return jobs
 
 
 def _watch_role(swarm: Swarm, registry: Registry, server: object, demoted: threading.Event,

@@ -1,13 +1,19 @@
-"""serving._watch_role: a controller stops only when its daemon says it is no manager."""
+"""serving: a controller stops only when its daemon says it is no manager (_watch_role),
+and the acting one does the cluster-wide work (cluster_jobs)."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 
+import controller.cluster as cluster_module
 import controller.serving as serving
+from controller.cluster import Registry
 from controller.swarm import SwarmError
+
+from ..helpers import FakeClock, build_controller
 
 
 class Exhausted(BaseException):
@@ -53,3 +59,25 @@ def test_a_daemon_that_does_not_answer_for_a_while_does_not_stop_the_controller(
     assert both.heartbeats == 3  # it went on through the daemon's silences
     assert demoted.is_set() and both.stopped.wait(5)  # and stopped when told "no manager"
     assert swarm.answers == []
+
+
+def test_the_acting_controller_forgets_silent_controllers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry's pruning is one of the cluster-wide jobs (a dead or demoted manager
+    cannot remove its own entry)."""
+    clock = FakeClock()
+    monkeypatch.setattr(cluster_module, "time", clock)
+    ctl = build_controller(tmp_path / "state")
+    state = ctl.app.extensions["swarm_enroll"].state
+    registry = Registry(state, "ctl-1", ctl.config.url)
+    registry.heartbeat(force=True)
+    state.update_doc("controller/dead-1", lambda _old: {
+        "hostname": "dead-1", "url": "https://10.0.0.9:8443", "at": clock.now - 10_000})
+    jobs = {job.name: job for job in serving.cluster_jobs(ctl.config, ctl.swarm, ctl.app,
+                                                           registry)}
+    assert {"ca-reseal", "quorum-keeper", "controller-registry"} <= set(jobs)
+    jobs["controller-registry"].tick()  # first sight: silent for FIRST_GUESS_MOST at most
+    assert "controller/dead-1" in state.docs("controller")
+    clock.advance(cluster_module.FORGET_AFTER - cluster_module.FIRST_GUESS_MOST + 1)
+    jobs["controller-registry"].tick()
+    assert sorted(state.docs("controller")) == ["controller/ctl-1"]
