@@ -60,6 +60,12 @@ class NodeView:
         return self.state == "ready" and self.availability == "active"
 
     @property
+    def schedulable_soon(self) -> bool:
+        """Schedulable, or Active in state `unknown`: just after a Raft election every node
+        is `unknown` until it reports to the new leader."""
+        return self.availability == "active" and self.state in ("ready", "unknown")
+
+    @property
     def canonical_arch(self) -> str:
         return ARCH_ALIASES.get(self.arch.lower(), self.arch.lower())
 
@@ -137,13 +143,12 @@ def choose_image(svc: ServiceDef, nodes: list[NodeView]) -> tuple[str, list[Node
     (a mixed cluster), the image wanted by most schedulable nodes wins (ties: the order of
     the file's image mapping, the default last), and the nodes that need another image are
     excluded by node id, so that no task lands on a node that cannot run it. A node in
-    state `unknown` votes as a Ready one: just after a Raft election every node is
-    `unknown` until it reports to the new leader, and the image must not flap (to the
-    file's first, or to the architecture of the nodes that reported first) and back.
+    state `unknown` votes as a Ready one (`schedulable_soon`): the image must not flap
+    after an election (to the file's first, or to the architecture of the nodes that
+    reported first) and back.
     """
     candidates = [n for n in nodes if allowed(svc, n)]
-    votes = Counter(svc.image_for(n.canonical_arch) for n in candidates
-                    if n.availability == "active" and n.state in ("ready", "unknown"))
+    votes = Counter(svc.image_for(n.canonical_arch) for n in candidates if n.schedulable_soon)
     votes.pop("", None)
     order = svc.all_images
     if votes:
