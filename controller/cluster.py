@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -150,11 +151,13 @@ class Registry:
 
     Who was heard from lately is measured on this controller's own clock: how long each
     entry has not changed (a Pi has no real-time clock, and a LAN at the edge may have no
-    time server, so another Pi's `at` may be far off). An entry seen for the first time
-    counts as silent since its `at`, but for at most FIRST_GUESS_MOST: a dead
-    controller's is left out at once, one whose clock is far behind only until its next
-    heartbeat, and none is forgotten before FORGET_AFTER - FIRST_GUESS_MOST of silence
-    seen here."""
+    time server, so another Pi's `at` may be far off). The entries are looked at every few
+    seconds (`serving` calls `look`), and a change is dated between the look that saw it
+    and the one before, where its `at` puts it: another Pi's clock moves it by a few
+    seconds at most. At the first look, an entry counts as silent since its `at`, for at
+    most FIRST_GUESS_MOST: a dead controller's is left out at once, one whose clock is far
+    behind only until its next heartbeat, and none is forgotten before FORGET_AFTER -
+    FIRST_GUESS_MOST of silence seen here."""
 
     def __init__(self, state: State, hostname: str, url: str) -> None:
         self.state = state
@@ -162,6 +165,7 @@ class Registry:
         self.url = url
         self._last = 0.0
         self._quiet: dict[str, tuple[Any, float]] = {}  # key -> (its `at`, silent since)
+        self._looked: float | None = None  # when the entries were last looked at
         self._lock = threading.Lock()
 
     @property
@@ -178,35 +182,40 @@ class Registry:
         except (WireError, StoreUnavailable) as exc:
             log.debug("controller heartbeat not written: %s", exc)
 
-    def silences(self) -> dict[str, tuple[dict[str, Any], float]]:
-        """Every controller's entry, and for how many seconds it has not changed (this
-        controller's own: 0)."""
-        mono, now = time.monotonic(), time.time()
-        docs = self.state.docs("controller")
-        with self._lock:
+    def look(self) -> dict[str, tuple[dict[str, Any], float]]:
+        """Every controller's entry (well-formed ones: managers write them), and for how
+        many seconds it has not changed (this controller's own: 0)."""
+        with self._lock:  # one look at a time: an older read must not undo a newer one
+            mono, now = time.monotonic(), time.time()
+            docs = {k: b for k, b in self.state.docs("controller").items()
+                    if isinstance(b, dict) and isinstance(b.get("url"), str)}
             self._quiet = {k: v for k, v in self._quiet.items() if k in docs}
             for key, body in docs.items():
                 at = body.get("at")
-                if key not in self._quiet:
-                    self._quiet[key] = (at, mono - min(max(now - _seconds(at), 0.0),
-                                                       FIRST_GUESS_MOST))
-                elif self._quiet[key][0] != at:
-                    self._quiet[key] = (at, mono)
+                if key in self._quiet and self._quiet[key][0] == at:
+                    continue
+                ago = max(now - _seconds(at), 0.0)  # by its clock
+                if self._looked is None:
+                    since = mono - min(ago, FIRST_GUESS_MOST)
+                else:  # changed since the last look: when, its `at` says within that
+                    since = min(max(mono - ago, self._looked), mono)
+                self._quiet[key] = (at, since)
+            self._looked = mono
             return {key: (body, 0.0 if key == self.key else mono - self._quiet[key][1])
                     for key, body in docs.items()}
 
     def urls(self) -> list[str]:
         """This controller first, then the others heard from lately."""
-        others = sorted(body["url"] for key, (body, silent) in self.silences().items()
-                        if key != self.key and silent < GONE_AFTER and "url" in body)
+        others = sorted(body["url"] for key, (body, silent) in self.look().items()
+                        if key != self.key and silent < GONE_AFTER)
         return [self.url, *others]
 
     def view(self) -> list[dict[str, Any]]:
         """The controllers as `enrollctl cluster` lists them: those heard from lately
         serve; the others are listed until they are forgotten."""
-        return sorted(({"hostname": body.get("hostname", ""), "url": body.get("url", ""),
+        return sorted(({"hostname": str(body.get("hostname", "")), "url": body["url"],
                         "heard_s_ago": round(silent, 1), "serving": silent < GONE_AFTER}
-                       for body, silent in self.silences().values()),
+                       for body, silent in self.look().values()),
                       key=lambda r: str(r["hostname"]).lower())
 
     def leave(self) -> None:
@@ -217,24 +226,24 @@ class Registry:
         """Remove the entries of controllers silent for FORGET_AFTER: a manager that died
         or was demoted could not remove its own (a demoted one may no longer write).
         Cluster-wide work, for the acting controller; one renewed meanwhile stays."""
-        for key, (body, silent) in self.silences().items():
+        for key, (body, silent) in self.look().items():
             if key == self.key or silent < FORGET_AFTER:
                 continue
             at = body.get("at")
 
-            def forget(current: dict[str, Any] | None, at: Any = at) -> None:
+            def forget(current: dict[str, Any] | None, at: Any = at,
+                       silent: float = silent) -> None:
                 if current is None or current.get("at") != at:
                     raise Unchanged(None)  # renewed meanwhile, or gone
                 log.info("forgetting controller %s: not heard of for %.0f s",
-                         current.get("hostname", "?"), FORGET_AFTER)
+                         current.get("hostname", "?"), silent)
 
             with contextlib.suppress(WireError, StoreUnavailable):
                 self.state.update_doc(key, forget)
 
 
 def _seconds(at: Any) -> float:
-    """An entry's `at` (another Pi's wall clock), or 0 if it is none."""
-    try:
-        return float(at)
-    except (TypeError, ValueError):
+    """An entry's `at` (another Pi's wall clock), or 0 if it is no time."""
+    if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
         return 0.0
+    return float(at)

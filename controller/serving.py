@@ -73,7 +73,7 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
     discovery = ControllerDiscovery(config, ctl.pin, local.cluster_id, ctl.sightings)
     if config.mdns:
         discovery.start()
-    actor = Actor(Lease(state, local.hostname), cluster_jobs(config, swarm, app, registry))
+    actor = Actor(Lease(state, local.hostname), cluster_jobs(config, swarm, app))
     demoted = threading.Event()
     shared = [ctl.enrollment.rules] + ([ctl.baseline.source.version] if ctl.baseline else [])
     watcher = threading.Thread(target=_watch_role,
@@ -107,13 +107,12 @@ def _demoted_meanwhile(swarm: Swarm) -> bool:
         return False
 
 
-def cluster_jobs(config: ControllerConfig, swarm: Swarm, app: Flask,
-                 registry: Registry) -> list[Job]:
+def cluster_jobs(config: ControllerConfig, swarm: Swarm, app: Flask) -> list[Job]:
     """The work done for the whole cluster, by the acting controller alone."""
     ctl = app.extensions["swarm_enroll"]
     jobs = [Job("ca-reseal", tick=lambda: reseal_if_rotated(config, ctl.state, swarm)),
             Job("quorum-keeper", tick=QuorumKeeper(swarm, ctl.state, ctl.quorum).step),
-            Job("controller-registry", tick=registry.prune)]
+            Job("controller-registry", tick=ctl.registry.prune)]
     if ctl.baseline is not None:
         jobs.append(Job("baseline", start=ctl.baseline.start, stop=ctl.baseline.stop))
     return jobs
@@ -134,6 +133,7 @@ def _watch_role(swarm: Swarm, registry: Registry, server: object, demoted: threa
         except Exception:  # the daemon answers strangely: ask again later
             pass
         registry.heartbeat()
+        registry.look()  # every few seconds: a change is dated within that
         for read in shared:
             try:
                 read()

@@ -113,15 +113,51 @@ def test_silence_is_measured_on_this_controllers_clock(states: list[State],
     beat("behind", -3600)
     beat("ahead", +3600)
     beat("dead", -120)  # first seen here two minutes after its last heartbeat
-    silent = {k.split("/")[1]: round(v[1]) for k, v in a.silences().items()}
+    silent = {k.split("/")[1]: round(v[1]) for k, v in a.look().items()}
     assert silent == {"behind": cluster_module.FIRST_GUESS_MOST, "ahead": 0, "dead": 120}
     assert a.urls() == ["https://10.0.0.1:8443", "https://ahead:8443"]
     clock.advance(30)
     beat("behind", -3600)  # its next heartbeat, still an hour behind
     assert a.urls() == ["https://10.0.0.1:8443", "https://ahead:8443", "https://behind:8443"]
-    clock.advance(cluster_module.GONE_AFTER)  # "ahead" has said nothing since
-    beat("behind", -3600)
+    clock.advance(cluster_module.GONE_AFTER - 5)  # "ahead" has said nothing since
+    a.look()  # as `serving` does every few seconds
+    clock.advance(5)
+    beat("behind", -3600)  # dated after that look, not an hour back
     assert a.urls() == ["https://10.0.0.1:8443", "https://behind:8443"]
+
+
+def test_a_change_seen_late_is_dated_by_its_time_within_the_looks(
+        states: list[State], clock: FakeClock) -> None:
+    """A controller that beat once after the last look and then died is not taken for one
+    heard from just now, however long until the next look."""
+    a = Registry(states[0], "ctl-0", "https://10.0.0.1:8443")
+    b = Registry(states[1], "ctl-1", "https://10.0.0.2:8443")
+    b.heartbeat(force=True)
+    states[0].refresh("controller/ctl-1")
+    assert a.urls() == ["https://10.0.0.1:8443", "https://10.0.0.2:8443"]
+    clock.advance(30)
+    b.heartbeat(force=True)  # its last word
+    states[0].refresh("controller/ctl-1")
+    clock.advance(470)
+    assert [(r["hostname"], r["heard_s_ago"], r["serving"]) for r in a.view()] == [
+        ("ctl-1", 470.0, False)]
+    assert a.urls() == ["https://10.0.0.1:8443"]
+
+
+def test_malformed_entries_are_passed_over(states: list[State], clock: FakeClock) -> None:
+    """Only managers write them; still, one cannot stop grants or the cluster view."""
+    a = Registry(states[0], "ctl-0", "https://10.0.0.1:8443")
+    a.heartbeat(force=True)
+    for name, body in (("nan", {"hostname": "nan", "url": "https://n:8443", "at": "nan"}),
+                       ("inf", {"hostname": 5, "url": "https://i:8443", "at": float("inf")}),
+                       ("nourl", {"hostname": "nourl", "url": None, "at": clock.now}),
+                       ("list", ["not", "a", "dict"])):
+        states[0].update_doc(f"controller/{name}", lambda _old, body=body: body)
+    assert a.urls() == ["https://10.0.0.1:8443"]  # an `at` that is no time: long silent
+    rows = a.view()
+    assert [(r["hostname"], r["heard_s_ago"]) for r in rows] == [
+        ("5", cluster_module.FIRST_GUESS_MOST), ("ctl-0", 0.0),
+        ("nan", cluster_module.FIRST_GUESS_MOST)]  # no NaN, which JSON cannot carry
 
 
 def test_the_actor_forgets_controllers_not_heard_of_for_long(states: list[State],

@@ -10,7 +10,6 @@ import pytest
 
 import controller.cluster as cluster_module
 import controller.serving as serving
-from controller.cluster import Registry
 from controller.swarm import SwarmError
 
 from ..helpers import FakeClock, build_controller
@@ -43,6 +42,9 @@ class Counting:
     def heartbeat(self) -> None:
         self.heartbeats += 1
 
+    def look(self) -> None:
+        pass
+
     def stop(self) -> None:
         self.stopped.set()
 
@@ -69,12 +71,10 @@ def test_the_acting_controller_forgets_silent_controllers(
     monkeypatch.setattr(cluster_module, "time", clock)
     ctl = build_controller(tmp_path / "state")
     state = ctl.app.extensions["swarm_enroll"].state
-    registry = Registry(state, "ctl-1", ctl.config.url)
-    registry.heartbeat(force=True)
+    ctl.app.extensions["swarm_enroll"].registry.heartbeat(force=True)
     state.update_doc("controller/dead-1", lambda _old: {
         "hostname": "dead-1", "url": "https://10.0.0.9:8443", "at": clock.now - 10_000})
-    jobs = {job.name: job for job in serving.cluster_jobs(ctl.config, ctl.swarm, ctl.app,
-                                                           registry)}
+    jobs = {job.name: job for job in serving.cluster_jobs(ctl.config, ctl.swarm, ctl.app)}
     assert {"ca-reseal", "quorum-keeper", "controller-registry"} <= set(jobs)
     jobs["controller-registry"].tick()  # first sight: silent for FIRST_GUESS_MOST at most
     assert "controller/dead-1" in state.docs("controller")
