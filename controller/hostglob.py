@@ -1,6 +1,7 @@
 """Globs of host names (hostname rules, the keeper's `promote`, a token's hostname_glob),
-checked when they are written: one no host name can match (`pi_*`, a stray bracket, a set
-such as `[z-a]`) would refuse every Pi without a word about why."""
+checked when they are written: only host-name characters, and no empty range. A glob with
+another character (`pi_*`, a stray bracket) or a set such as `[z-a]` matches no host name,
+and would refuse every Pi without a word about why."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 
 # Host names' characters, * and ?, and [...] sets of them (with ranges).
 HOSTNAME_GLOB = r"(?:[A-Za-z0-9.*?-]|\[!?[A-Za-z0-9.-]+\])*"
-_SET = re.compile(r"\[!?([^\]]+)\]")
+_SET = re.compile(r"\[(!?)([^\]]+)\]")
 EXAMPLE = "PiLike-0[3-8] or pi-*"
 
 
@@ -22,7 +23,9 @@ def glob_problem(glob: object) -> str | None:
     if not re.fullmatch(HOSTNAME_GLOB, glob):
         return ("it may hold only letters, digits, '-', '.', and *, ? or [...] sets of "
                 "those")
-    for chars in _SET.findall(glob):
+    for negated, chars in _SET.findall(glob):
+        if negated:  # [!8-3] is any character: odd, but it matches
+            continue
         for start, end in re.findall(r"(.)-(.)", chars):
             if start.lower() > end.lower():
                 return f"its range {start}-{end} is empty (write {end}-{start})"

@@ -82,8 +82,20 @@ class SharedFile(Generic[T]):
         if self._cache is None or self._cache[0] != version:
             text = self.text()
             self._cache = (version, self.parse(text, self.describe()))
+            self._warn_if_not_new(text)
             self._mirror(text)
         return self._cache[1]
+
+    def _warn_if_not_new(self, text: str) -> None:
+        """A shared text taken before a check of new texts existed (or seeded from a file
+        in use) is served as it is; what that check finds is said once per version."""
+        if self.parse_new is self.parse:
+            return
+        try:
+            self.parse_new(text, self.describe())
+        except Exception as exc:
+            log.warning("%s: served as it is, but an edit like it would be refused: %s",
+                        self.name, exc)
 
     def _mirror(self, text: str) -> None:
         """Keep the local file equal to the shared text, so that an edit starts from it."""

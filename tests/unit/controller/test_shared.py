@@ -99,9 +99,12 @@ def test_an_edited_rule_must_match_host_names_but_a_file_in_use_still_serves(
     assert [r.match for r in rules.current()] == ["pi_*", "pi-*"]
     assert "not taken" in caplog.text and "range z-a is empty" in caplog.text
     states[1].refresh("shared/rules")
+    caplog.clear()
     again = shared_rules(states[1], parse_config(tmp_path / "other", {
         "advertise_addr": "10.0.0.2", "hostname": "d"}))
     assert [r.match for r in again.current()] == ["pi_*", "pi-*"]  # a restart still serves
+    assert again.current() and caplog.text.count("served as it is") == 1  # said, once
+    assert "'pi_*' can match no host name" in caplog.text
 
 
 def test_a_bad_local_baseline_edit_is_the_reconcilers_error_until_fixed(
