@@ -66,4 +66,3 @@ def leftovers(the_lab: Lab) -> list[str]:
     for d in the_lab.state_dir.glob("*/docker"):
         found.append(f"dir {d}")
     return found
-

@@ -16,7 +16,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """Only the lab's tests, and only when they failed (setup, call or teardown)."""
     report: pytest.TestReport = yield
     if report.failed and item.get_closest_marker("lab"):
-        for the_lab in _labs_of(item):
+        labs = _labs_of(item)
+        if not labs and report.when == "setup":  # the lab's fixture failed: the test lab's
+            labs = [Lab()]
+        for the_lab in labs:
             report.sections.append((f"lab logs ({the_lab.state_dir})", lab_log_tails(the_lab)))
     return report
 
@@ -38,7 +41,9 @@ def lab_log_tails(the_lab: Lab) -> str:
     for pi_dir in dirs:
         for name, lines in LOG_TAIL.items():
             path = pi_dir / name
-            if path.is_file():
+            try:
                 tail = path.read_text(errors="replace").splitlines()[-lines:]
-                parts.append(f"==> {path} (last {len(tail)} lines) <==\n" + "\n".join(tail))
+            except OSError:  # none (yet), or gone meanwhile: never the report's failure
+                continue
+            parts.append(f"==> {path} (last {len(tail)} lines) <==\n" + "\n".join(tail))
     return "\n".join(parts) or f"no logs under {the_lab.state_dir}"

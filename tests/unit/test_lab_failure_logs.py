@@ -32,6 +32,14 @@ def test_tails_are_of_this_labs_pis_and_bounded(tmp_path: Path) -> None:
     assert "Earlier-09" not in text  # a Pi of an earlier lab in the same state dir
 
 
+def test_a_log_that_cannot_be_read_is_passed_over(tmp_path: Path) -> None:
+    the_lab = _lab_with_logs(tmp_path)
+    (the_lab.pi_dir("PiLike-01") / "agent.log").unlink()
+    (the_lab.pi_dir("PiLike-01") / "agent.log").mkdir()  # IsADirectoryError on reading
+    text = lab_log_tails(the_lab)
+    assert "PiLike-01 controller line 199" in text and "agent.log" not in text
+
+
 def test_a_failed_lab_tests_report_shows_the_tails(pytester: pytest.Pytester,
                                                     tmp_path: Path) -> None:
     root = tmp_path / "labroot"

@@ -117,7 +117,7 @@ def test_the_default_config_file_may_be_missing_and_dev_null_reads_none(
 
 
 def test_an_ambiguous_name_shows_the_claimants_to_choose_from(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
     from agent.wire.errors import WireError
@@ -207,8 +207,8 @@ def test_enrollctl_names_each_url_and_why_when_none_answers(
 
 
 @pytest.mark.parametrize("ttl", ["0s", "400d"])
-def test_a_token_lifetime_out_of_range_is_refused_before_asking(ttl: str, dead_url: str,
-                                                                tmp_path: Path) -> None:
+def test_a_token_lifetime_out_of_range_is_refused_before_asking(ttl: str,
+                                                                dead_url: str) -> None:
     from click.testing import CliRunner
 
     from controller import enrollctl
@@ -221,7 +221,7 @@ def test_a_token_lifetime_out_of_range_is_refused_before_asking(ttl: str, dead_u
 
 
 def test_baseline_shows_a_failed_tasks_error_while_not_converged_or_lately(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Right after the demo, nginx's newest failed task was one the swarm moved off a
     promoted Pi ('no longer meets constraints'): shown, it looked like a failure."""
     from click.testing import CliRunner
@@ -251,8 +251,8 @@ def test_baseline_shows_a_failed_tasks_error_while_not_converged_or_lately(
 
 
 @pytest.mark.parametrize("command", ["show", "approve", "revoke"])
-def test_an_empty_node_reference_is_refused_before_asking(command: str, dead_url: str,
-                                                          tmp_path: Path) -> None:
+def test_an_empty_node_reference_is_refused_before_asking(command: str,
+                                                          dead_url: str) -> None:
     from click.testing import CliRunner
 
     from controller import enrollctl

@@ -230,7 +230,7 @@ def test_enrollctl_baseline_and_cluster(ctl: Controller, monkeypatch: pytest.Mon
 
 
 def test_cluster_tells_controllers_heard_from_lately_from_the_others(
-        ctl: Controller, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        ctl: Controller, monkeypatch: pytest.MonkeyPatch) -> None:
     """A dead or demoted manager's controller stays in the registry until it is forgotten:
     listed apart, not as serving."""
     now = time.time()
@@ -246,8 +246,7 @@ def test_cluster_tells_controllers_heard_from_lately_from_the_others(
 
 
 def test_enrollctl_baseline_says_what_the_watchdog_did(
-        ctl: Controller, api: FakeDockerAPI, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:
+        ctl: Controller, api: FakeDockerAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     from .test_reconcile import pending_task
 
     monkeypatch.setattr(enrollctl.Context, "client", property(lambda self: FakeAdminClient(ctl)))
