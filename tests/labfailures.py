@@ -8,7 +8,8 @@ import pytest
 
 from deploy.lab.lab import Lab
 
-LOG_TAIL = {"controller.log": 80, "agent.log": 25}  # lines of each kept in a failure report
+# lines of each kept in a failure report
+LOG_TAIL = {"controller.log": 80, "agent.log": 25, "dockerd.log": 15}
 
 
 @pytest.hookimpl(wrapper=True)
@@ -28,7 +29,7 @@ def _labs_of(item: pytest.Item) -> list[Lab]:
     found: list[Lab] = []
     for value in getattr(item, "funcargs", {}).values():
         the_lab = value if isinstance(value, Lab) else getattr(value, "lab", None)
-        if isinstance(the_lab, Lab) and the_lab not in found:
+        if isinstance(the_lab, Lab) and the_lab.state_dir not in {f.state_dir for f in found}:
             found.append(the_lab)
     return found
 

@@ -790,11 +790,9 @@ class Lab:
         errors = cards.power_off(self.card_pi(entry["name"])) if entry.get("card") else []
         spec = self.daemon_spec(entry["name"])
         ns = netns.netns_id(entry["netns"])
-        victims = set(procs.in_netns([ns] if ns else []))
-        victims |= set(procs.with_arg_containing(f"{spec.run_dir}/"))
-        victims |= set(procs.in_cgroup(spec.cgroup_parent))
-        procs.kill(victims)
-        still = [p for p in victims if procs.alive(p)]
+        still = procs.kill_all(lambda: {*procs.in_netns([ns] if ns else []),
+                                        *procs.with_arg_containing(f"{spec.run_dir}/"),
+                                        *procs.in_cgroup(spec.cgroup_parent)})
         if still:
             errors.append(f"processes would not die: {still}")
         left = mounts.unmount_under(spec.run_dir, spec.data_root)
@@ -958,10 +956,9 @@ class Lab:
         errors += dockerd.stop_all([(s, names[n]) for n, s in specs.items()])
 
         # 3. whatever is still in a lab namespace, cgroup or runtime dir
-        strays = set(procs.in_netns(ns_ids)) | set(procs.in_cgroup(self.prefix, prefix=True))
-        strays |= set(procs.with_arg_containing(f"{self.run_base}/"))
-        procs.kill(strays)
-        still = [p for p in strays if procs.alive(p)]
+        still = procs.kill_all(lambda: {*procs.in_netns(ns_ids),
+                                        *procs.in_cgroup(self.prefix, prefix=True),
+                                        *procs.with_arg_containing(f"{self.run_base}/")})
         if still:
             errors.append(f"processes would not die: {still}")
         else:  # a lab avahi-daemon's mountpoint (deploy/lab/avahi.py); its daemon is gone

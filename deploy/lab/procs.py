@@ -110,6 +110,20 @@ def kill(pids_: Iterable[int], timeout: float = 5.0) -> None:
     _signal_and_wait(pids_, signal.SIGKILL, timeout, 0.05)
 
 
+def kill_all(scan: Callable[[], Iterable[int]], rounds: int = 5) -> list[int]:
+    """SIGKILL what `scan` finds, and scan again until it finds nothing alive (at most
+    `rounds` times): a process forked between a scan and the kill (a container's shim
+    starting) is caught by the next one. Returns the ones still alive."""
+    victims: set[int] = set()
+    for _ in range(rounds):
+        found = {p for p in scan() if alive(p)}
+        if not found:
+            break
+        kill(found)
+        victims |= found
+    return [p for p in victims if alive(p)]
+
+
 def _signal_and_wait(pids_: Iterable[int], sig: int, timeout: float,
                      interval: float) -> list[int]:
     """Signal each (never PID 1 or ourselves), reap, wait; the ones still alive."""

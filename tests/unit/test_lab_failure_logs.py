@@ -54,8 +54,12 @@ def test_a_failed_lab_tests_report_shows_the_tails(pytester: pytest.Pytester,
         def lab():
             return Lab(state_dir={str(root / "state" / "lab")!r})
 
+        @pytest.fixture
+        def same_lab():
+            return Lab(state_dir={str(root / "state" / "lab")!r})
+
         @pytest.mark.lab
-        def test_fails(lab):
+        def test_fails(lab, same_lab):
             assert False
 
         @pytest.mark.lab
@@ -69,4 +73,5 @@ def test_a_failed_lab_tests_report_shows_the_tails(pytester: pytest.Pytester,
     result.assert_outcomes(failed=2, passed=1)
     out = result.stdout.str()
     assert "lab logs" in out
-    assert out.count("PiLike-01 controller line 199") == 1  # the failed lab test's only
+    # the failed lab test's only, and its lab once though two fixtures hold it
+    assert out.count("PiLike-01 controller line 199") == 1
