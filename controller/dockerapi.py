@@ -10,6 +10,7 @@ second. Paths are unversioned (the daemon's own API version), as the SDK negotia
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 from typing import Any
 from urllib.parse import quote
@@ -19,7 +20,8 @@ from agent.dockerapi import Docker, DockerError, JSONLines, message
 MAX_ANSWER = 256 << 20  # a listing of 5,000 state documents is ~20 MB; the daemon is trusted
 KEEP_ALIVE = 8  # idle connections to the daemon kept for the next calls (the workers')
 
-__all__ = ["NO_LEADER", "APIError", "DockerAPI", "DockerError", "NotFound", "connect", "no_leader"]
+__all__ = ["NO_LEADER", "APIError", "DockerAPI", "DockerError", "NotFound", "connect",
+           "docker_time", "no_leader"]
 
 
 class APIError(Exception):
@@ -155,3 +157,17 @@ class DockerAPI:
 
 def connect(docker_host: str) -> DockerAPI:
     return DockerAPI(docker_host)
+
+
+def docker_time(text: str) -> float | None:
+    """Docker's RFC 3339 time with nanoseconds, as a Unix time (None if unreadable)."""
+    if not text:
+        return None
+    head, _, rest = text.partition(".")
+    frac = "".join(c for c in rest if c.isdigit())[:6].ljust(6, "0") if rest else "000000"
+    try:
+        when = datetime.datetime.fromisoformat(head.rstrip("Z")).replace(
+            tzinfo=datetime.UTC)
+    except ValueError:
+        return None
+    return when.timestamp() + int(frac) / 1e6

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
@@ -10,7 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.dockerapi import APIError, DockerAPI, DockerError, NotFound, no_leader
+from controller.dockerapi import (
+    APIError,
+    DockerAPI,
+    DockerError,
+    NotFound,
+    docker_time,
+    no_leader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -320,11 +326,5 @@ def quorum_lost(total: int, reachable: int | None = None) -> SwarmError:
 
 def down_for(attrs: dict[str, Any]) -> float:
     """Seconds since a Down node's status last changed (Docker keeps no 'down since')."""
-    stamp = attrs.get("UpdatedAt", "")
-    try:
-        head, _, frac = stamp.rstrip("Z").partition(".")
-        when = datetime.datetime.fromisoformat(head).replace(tzinfo=datetime.UTC)
-        when += datetime.timedelta(microseconds=int((frac or "0")[:6].ljust(6, "0")))
-    except ValueError:
-        return 0.0
-    return (datetime.datetime.now(datetime.UTC) - when).total_seconds()
+    when = docker_time(attrs.get("UpdatedAt", ""))
+    return 0.0 if when is None else time.time() - when

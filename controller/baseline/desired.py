@@ -15,7 +15,6 @@ Pure functions, no Docker I/O: the reconciler fetches, these decide.
 from __future__ import annotations
 
 import copy
-import datetime
 import hashlib
 import json
 from collections import Counter
@@ -29,6 +28,7 @@ from controller.baseline.spec import (
     UpdatePolicy,
     parse_constraint,
 )
+from controller.dockerapi import docker_time
 
 OWNER_LABEL = "swarm-enroll.baseline"
 OWNER_VALUE = "true"
@@ -367,20 +367,6 @@ def rolled_back_from(desired: dict[str, Any], service: dict[str, Any],
                     f"{status.get('Message') or status.get('State')}; a task failed with: "
                     f"{err}. Fix the file and apply again (or apply with force to retry).")
     return ""
-
-
-def docker_time(text: str) -> float | None:
-    """Docker's RFC 3339 time with nanoseconds, as a Unix time (None if unreadable)."""
-    if not text:
-        return None
-    head, _, rest = text.partition(".")
-    frac = "".join(c for c in rest if c.isdigit())[:6].ljust(6, "0") if rest else "000000"
-    try:
-        when = datetime.datetime.fromisoformat(head.rstrip("Z")).replace(
-            tzinfo=datetime.UTC)
-    except ValueError:
-        return None
-    return when.timestamp() + int(frac) / 1e6
 
 
 def last_task_error(tasks: list[dict[str, Any]]) -> tuple[str, float | None]:

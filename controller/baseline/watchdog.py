@@ -19,8 +19,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.baseline.desired import NodeView, docker_time, matches
+from controller.baseline.desired import NodeView, matches
 from controller.baseline.spec import parse_constraint
+from controller.dockerapi import docker_time
 
 STUCK_AFTER = 30.0
 
