@@ -19,7 +19,6 @@ system.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import math
@@ -53,6 +52,7 @@ from .config import (
     valid_hostname,
     valid_machine_id,
 )
+from .locks import locked
 
 DEFAULT_STATE_DIR = Path("/var/lib/swarm-enroll-lab")
 DEFAULT_PREFIX = "selab-"
@@ -128,17 +128,8 @@ class Lab:
     def _locked(self) -> Iterator[None]:
         """One up/down at a time per state dir."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / ".lock", "w") as fh:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise LabError(f"another enroll-lab operation holds "
-                                       f"{self.state_dir / '.lock'}") from None
-                    time.sleep(0.5)
+        lock = self.state_dir / ".lock"
+        with locked(lock, 120, lambda: LabError(f"another enroll-lab operation holds {lock}")):
             yield
 
     # ---- paths -------------------------------------------------------------------------

@@ -9,7 +9,6 @@ parents `<prefix><pi>`) comes from the prefix, and the addresses from the subnet
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ import docker
 from deploy.lab.avahi import LabAvahi
 from deploy.lab.config import load_cluster
 from deploy.lab.lab import DEFAULT_PREFIX, DEFAULT_STATE_DIR, Lab, LabError
+from deploy.lab.locks import locked
 
 from .storm_client import host_cpu_seconds
 
@@ -79,11 +79,7 @@ def cluster_text(spec: BenchLabSpec) -> str:
 def session_lock(spec: BenchLabSpec) -> Iterator[None]:
     """One benchmark run per state dir at a time (a second `up` would tear down the first)."""
     path = Path(str(spec.state_dir) + ".lock")
-    with open(path, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LabError(f"another benchmark run holds {path}") from None
+    with locked(path, 0, lambda: LabError(f"another benchmark run holds {path}")):
         yield
 
 
