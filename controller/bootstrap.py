@@ -80,7 +80,7 @@ def import_single(config: ControllerConfig, state: State) -> Counter[str]:
             old.rename(f"{path}{IMPORTED_SUFFIX}{suffix}")
     summary = ", ".join(f"{n} {kind}" for kind, n in sorted(added.items())) or "nothing new"
     log.info("imported %s into the swarm's shared state: %s; kept the old file as %s",
-                path, summary, f"{path}{IMPORTED_SUFFIX}")
+             path, summary, f"{path}{IMPORTED_SUFFIX}")
     state.audit("controller", "state.import", f"{path}: {summary}", dict(added))
     return added
 

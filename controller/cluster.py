@@ -216,7 +216,7 @@ class Registry:
         return sorted(({"hostname": str(body.get("hostname", "")), "url": body["url"],
                         "heard_s_ago": round(silent, 1), "serving": silent < GONE_AFTER}
                        for body, silent in self.look().values()),
-                      key=lambda r: str(r["hostname"]).lower())
+                      key=lambda r: r["hostname"].lower())
 
     def leave(self) -> None:
         with contextlib.suppress(WireError, StoreUnavailable):

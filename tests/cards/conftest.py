@@ -221,4 +221,3 @@ hardware_id = "00000000a1b2c301"
 
 def boot_records(lab: Lab, name: str) -> list[str]:
     return lab.card_pi(name).boots.read_text().splitlines()
-

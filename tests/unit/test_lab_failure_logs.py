@@ -75,3 +75,27 @@ def test_a_failed_lab_tests_report_shows_the_tails(pytester: pytest.Pytester,
     assert "lab logs" in out
     # the failed lab test's only, and its lab once though two fixtures hold it
     assert out.count("PiLike-01 controller line 199") == 1
+
+
+def test_a_lab_fixture_that_fails_reports_the_test_labs_logs(
+        pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo not converging fails the fixture before any test holds the lab."""
+    root = tmp_path / "labroot"
+    _lab_with_logs(root)
+    monkeypatch.setenv("ENROLL_LAB_DIR", str(root / "state" / "lab"))
+    pytester.makeconftest("def pytest_configure(config):\n"
+                          "    config.addinivalue_line('markers', 'lab: a lab test')\n")
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.fixture
+        def cluster():
+            raise RuntimeError("the demo did not converge")
+
+        @pytest.mark.lab
+        def test_needs_the_cluster(cluster):
+            pass
+    """)
+    result = pytester.runpytest_inprocess("-p", "tests.labfailures", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    assert "PiLike-01 controller line 199" in result.stdout.str()

@@ -165,4 +165,3 @@ def test_a_ca_file_that_is_not_there_is_named(tmp_path: Path) -> None:
     with pytest.raises(WireError) as err:
         AdminClient("https://127.0.0.1:8443", TOKEN, ca_file=tmp_path / "nope.pem")
     assert err.value.code == "bad_ca_file" and "nope.pem: no such file" in err.value.message
-
