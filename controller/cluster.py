@@ -177,10 +177,20 @@ class Registry:
             return
         try:
             self.state.update_doc(self.key, lambda _old: {
-                "hostname": self.hostname, "url": self.url, "at": time.time()})
+                "hostname": self.hostname, "url": self.url, "at": time.time(),
+                "shelves": True})
             self._last = time.monotonic()
         except (WireError, StoreUnavailable) as exc:
             log.debug("controller heartbeat not written: %s", exc)
+
+    def shelves_read_everywhere(self) -> bool:
+        """Whether every controller in the registry reads shelves (says so in its entry):
+        an earlier version's would not see the hostnames on them, and could take one
+        again. So new hostnames go on shelves only once every manager runs this version
+        (the entry of one that died goes with the pruning)."""
+        entries = self.state.docs("controller")
+        return self.key in entries and all(
+            isinstance(b, dict) and b.get("shelves") is True for b in entries.values())
 
     def look(self) -> dict[str, tuple[dict[str, Any], float]]:
         """Every controller's entry (well-formed ones: managers write them), and for how

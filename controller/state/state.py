@@ -127,8 +127,12 @@ class State:
         such a read began before our write)."""
         with self._lock:
             current = self._docs.get(key)
-            if stored is not None and current is not None and current.version >= stored.version:
-                return
+            if stored is not None and current is not None:
+                if current.version >= stored.version:
+                    return
+                if current.text == stored.text:  # a neighbour's write on its shelf
+                    self._docs[key] = stored  # (the version only: nothing to index again)
+                    return
             self._take(key, stored)
 
     def refresh(self, key: str) -> Stored | None:

@@ -38,7 +38,8 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from agent.wire import safejson
@@ -50,6 +51,17 @@ from controller.state.backend import (
     StoreUnavailable,
     TooLarge,
     dump,
+)
+from controller.state.shelves import (
+    GATHER,
+    SHELF_DOCS,
+    Shelf,
+    is_shelf,
+    read_shelf,
+    shelf_labels,
+    shelf_name,
+    shelf_number,
+    shelved,
 )
 
 log = logging.getLogger(__name__)
@@ -64,6 +76,7 @@ FLUSH_EVERY = 0.1  # seconds between two reads while other controllers' writes k
 FLUSH_BATCH = 100
 OWN_EVENT_WAIT = 30.0  # seconds after which our write's event is no longer expected
 REREAD_EVERY = 60.0  # seconds between two listings of the whole store
+SHELF_ATTEMPTS = 20  # writes of one group to the open shelf before giving up
 RETRY_FIRST, RETRY_MOST = 0.5, 10.0  # seconds before a failed read is tried again (doubling)
 _UNAVAILABLE = (*NO_LEADER, "deadline exceeded", "unavailable", "not a swarm manager",
                 "lost leader")
@@ -79,6 +92,12 @@ def _unavailable(exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"the swarm's store refused: {text[:300]}")
 
 
+def _object(text: str) -> None:
+    """ValueError unless a document's text is a JSON object."""
+    if not isinstance(safejson.loads(text), dict):  # nesting bounded: no RecursionError
+        raise ValueError("not a swarm-enroll document (not a JSON object)")
+
+
 def _is_unavailable(exc: APIError) -> bool:
     """No Raft leader to answer (a quorum lost, an election under way), or this node no
     longer a manager: the store cannot be read or written here now."""
@@ -86,11 +105,26 @@ def _is_unavailable(exc: APIError) -> bool:
     return any(mark in text for mark in _UNAVAILABLE)
 
 
+@dataclass
+class _Waiting:
+    """A new hostname's first document, waiting to be written with others (shelves)."""
+
+    key: str
+    text: str
+    outcome: Stored | BaseException | None = None
+
+
 class SwarmBackend:
-    def __init__(self, api: DockerAPI) -> None:
+    """`shelve` says whether new hostnames' documents may go on shelves now (every
+    controller reading them; see controller.state.shelves): without it, or while it says
+    no, each document gets a config of its own."""
+
+    def __init__(self, api: DockerAPI, shelve: Callable[[], bool] | None = None) -> None:
         self.api = api  # the local manager's
-        self._ids: dict[str, str] = {}  # config id -> key
-        self._id_of: dict[str, str] = {}  # key -> config id
+        self.shelve = shelve
+        self._keys_at: dict[str, set[str]] = {}  # config id -> the keys it holds
+        self._id_of: dict[str, str] = {}  # key -> the id of the config that holds it
+        self._shelves: dict[str, Shelf] = {}  # config id -> the shelf as last read
         self._own: dict[str, list[float]] = {}  # config name -> our writes' events due
         self._lock = threading.Lock()
         self._events: Any = None
@@ -99,38 +133,83 @@ class SwarmBackend:
         self._dirty: dict[str, None] = {}  # configs events named, to read again, oldest first
         self._flusher: threading.Thread | None = None
         self._versions: dict[str, int] = {}  # config id -> the version last read
+        self._group = threading.Condition()
+        self._queue: list[_Waiting] = []  # first documents waiting for the next shelf write
+        self._shelving = False  # a thread is writing a group
+        self._closed_upto = 0  # every shelf up to this number is known closed (or gone)
+        self._changed: Changed | None = None  # whoever follows the store (watch)
 
     # ---- reading ------------------------------------------------------------------------
 
-    def _stored(self, config: dict[str, Any]) -> Stored:
-        """The document in a config; ValueError if it is none (or malformed)."""
+    def _parse(self, config: dict[str, Any]) -> tuple[list[Stored], Shelf | None]:
+        """The documents in a config (a shelf's, or the one of its own); ValueError if it
+        holds none (or is malformed)."""
+        if is_shelf(config):
+            shelf = read_shelf(config)
+            docs = []
+            for key, text in shelf.docs.items():  # (all kept on the shelf when rewritten)
+                try:
+                    _object(text)
+                except ValueError as exc:
+                    log.warning("ignoring %s on shelf %s: %s", key, shelf.number, exc)
+                    continue
+                docs.append(Stored(key, shelf.version or 0, text))
+            return docs, shelf
         try:
             labels = config["Spec"].get("Labels") or {}
             text = labels[DOC_LABEL]
-            body = safejson.loads(text)  # nesting bounded: no RecursionError
             stored = Stored(str(labels[KEY_LABEL]), int(config["Version"]["Index"]), text)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a swarm-enroll document ({type(exc).__name__})") from None
-        if not isinstance(body, dict):
-            raise ValueError("not a swarm-enroll document (not a JSON object)")
-        with self._lock:
-            self._ids[config["ID"]] = stored.key
-            self._id_of[stored.key] = config["ID"]
-            self._versions[config["ID"]] = stored.version
-        return stored
+        _object(text)
+        return [stored], None
 
-    def _documents(self, configs: list[dict[str, Any]]) -> list[Stored]:
-        """The documents in `configs`, each one's version noted; a malformed one is logged
-        and skipped, never the rest with it."""
-        found = []
+    def _note(self, config_id: str, docs: list[Stored], shelf: Shelf | None,
+              version: Any) -> list[str]:
+        """Remember where the documents of a config read are; returns the keys that left it
+        since (and are nowhere else we know of): gone, for whoever follows the store."""
+        keys = {d.key for d in docs}
+        with self._lock:
+            left = self._keys_at.get(config_id, set()) - keys
+            self._keys_at[config_id] = keys
+            for key in keys:
+                self._id_of[key] = config_id
+            if shelf is not None:
+                self._shelves[config_id] = shelf
+            self._versions[config_id] = version
+            gone = [k for k in left if self._id_of.get(k) == config_id]
+            for key in gone:
+                del self._id_of[key]
+        return gone
+
+    def _forget(self, config_id: str) -> list[str]:
+        """A config removed: the keys it held (those nowhere else since)."""
+        with self._lock:
+            keys = self._keys_at.pop(config_id, set())
+            self._shelves.pop(config_id, None)
+            self._versions.pop(config_id, None)
+            gone = [k for k in keys if self._id_of.get(k) == config_id]
+            for key in gone:
+                del self._id_of[key]
+        return gone
+
+    def _documents(self, configs: list[dict[str, Any]]) -> tuple[list[Stored], list[str]]:
+        """The documents in `configs`, each one's version noted, and the keys that left the
+        shelves among them; a malformed config is logged and skipped, never the rest with
+        it."""
+        found: list[Stored] = []
+        gone: list[str] = []
         for config in configs:
             try:
-                found.append(self._stored(config))
+                docs, shelf = self._parse(config)
             except ValueError as exc:
                 log.warning("ignoring config %s: %s", config.get("ID", "?"), exc)
                 with self._lock:  # not parsed again until it changes
                     self._versions[config.get("ID", "")] = _version(config)
-        return found
+                continue
+            gone += self._note(config.get("ID", ""), docs, shelf, _version(config))
+            found += docs
+        return found, gone
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -147,18 +226,75 @@ class SwarmBackend:
             raise _unavailable(exc) from None
 
     def load_all(self) -> list[Stored]:
-        return self._documents(self._call(self.api.configs, filters={"label": [STATE_LABEL]}))
+        configs = self._call(self.api.configs, filters={"label": [STATE_LABEL]})
+        return self._documents(configs)[0]
+
+    def _inspect(self, ref: str) -> tuple[list[Stored], Shelf | None] | None:
+        """A config (by name or id) read afresh, noted and handed on; None if there is no
+        such config (one we knew is forgotten)."""
+        try:
+            config = self._call(self.api.inspect_config, ref)
+        except NotFound:
+            number = shelf_number(ref)
+            with self._lock:
+                ids = [i for i, s in self._shelves.items() if s.number == number]
+                ids += [ref] if ref in self._keys_at else []
+            self._hand_on([], [k for i in ids for k in self._forget(i)])
+            return None
+        docs, shelf = self._parse(config)
+        self._hand_on(docs, self._note(config.get("ID", ""), docs, shelf, _version(config)))
+        return docs, shelf
+
+    def _hand_on(self, found: list[Stored], gone: list[str]) -> None:
+        """What a read outside the events found, for whoever follows the store: its own
+        reading of that config would find nothing new, so nothing must be lost here."""
+        changed = self._changed
+        if changed is None:
+            return
+        for stored in found:
+            _tell(changed, stored.key, stored)
+        for key in gone:
+            _tell(changed, key, None)
 
     def get(self, key: str) -> Stored | None:
-        try:
-            return self._stored(self._call(self.api.inspect_config, config_name(key)))
-        except NotFound:
-            return None
+        """Where memory says it is, else on the open shelf (made again since), else in a
+        config of its own."""
+        with self._lock:
+            where = self._id_of.get(key)
+        if where:
+            read = self._inspect(where)
+            for stored in read[0] if read else []:
+                if stored.key == key:
+                    return stored
+        if self.shelve is not None and shelved(key):
+            shelf = self._open_shelf()  # (reads any lower shelf not known closed too)
+            if key in shelf.docs:
+                return Stored(key, shelf.version or 0, shelf.docs[key])
+            with self._lock:
+                found = self._id_of.get(key)
+            if found and found != where:
+                read = self._inspect(found)
+                for stored in read[0] if read else []:
+                    if stored.key == key:
+                        return stored
+        read = self._inspect(config_name(key))
+        for stored in read[0] if read else []:
+            if stored.key == key:
+                return stored
+        with self._lock:
+            if where is not None and self._id_of.get(key) == where:
+                del self._id_of[key]
+        return None
 
     # ---- writing ------------------------------------------------------------------------
 
     def create(self, key: str, body: dict[str, Any]) -> Stored:
         text = dump(body)
+        if self.shelve is not None and shelved(key) and self.shelve():
+            return self._shelve(key, text)
+        with self._lock:
+            if self._id_of.get(key) in self._shelves:
+                raise Conflict(key)  # on a shelf (written while shelves were in use)
         labels = {STATE_LABEL: "1", KEY_LABEL: key, DOC_LABEL: text}
         try:
             with self._expecting(config_name(key)):
@@ -167,25 +303,208 @@ class SwarmBackend:
             if exc.status_code == 409 or "already exists" in str(exc):
                 raise Conflict(key) from None
             raise
-        with self._lock:
-            self._ids[created["ID"]] = key
-            self._id_of[key] = created["ID"]
+        self._note(created["ID"], [Stored(key, 0, text)], None, None)
         return Stored(key, 0, text, exact=False)
 
     def update(self, old: Stored, body: dict[str, Any]) -> Stored:
-        name = config_name(old.key)
         text = dump(body)
-        spec = {"Name": name, "Labels": {STATE_LABEL: "1", KEY_LABEL: old.key, DOC_LABEL: text}}
+        with self._lock:
+            where = self._id_of.get(old.key, "")
+            shelf = self._shelves.get(where)
+        if shelf is not None:
+            self._rewrite(where, old, text)
+        else:
+            name = config_name(old.key)
+            self._swap(old, name, {STATE_LABEL: "1", KEY_LABEL: old.key, DOC_LABEL: text})
+        return Stored(old.key, old.version, text, exact=False)
+
+    def _swap(self, old: Stored, name: str, labels: dict[str, str]) -> None:
+        """The labels of config `name` written under the version `old` was read at."""
         try:
             with self._expecting(name):
-                self._call(self.api.update_config, name, old.version, spec)
+                self._call(self.api.update_config, name, old.version,
+                           {"Name": name, "Labels": labels})
         except NotFound:
             raise Conflict(old.key) from None
         except APIError as exc:
             if "out of sequence" in str(exc):
                 raise Conflict(old.key) from None
             raise
-        return Stored(old.key, old.version, text, exact=False)
+
+    def delete(self, old: Stored) -> None:
+        """Docker removes a config without a version check: this one checks, then removes
+        (a write in between is lost only for the document being deleted anyway). A document
+        on a shelf leaves it under the shelf's version; a closed shelf left empty goes."""
+        with self._lock:
+            where = self._id_of.get(old.key, "")
+            on_shelf = where in self._shelves
+        if on_shelf:
+            self._rewrite(where, old, None)
+            return
+        current = self.get(old.key)
+        if current is None or current.version != old.version:
+            raise Conflict(old.key)
+        with contextlib.suppress(NotFound):
+            self._call(self.api.remove_config, config_name(old.key))
+
+    def _rewrite(self, config_id: str, old: Stored, text: str | None) -> None:
+        """Change (or with None remove) one document on its shelf, under the version it was
+        read at: the shelf's."""
+        with self._lock:
+            shelf = self._shelves.get(config_id)
+        if shelf is None or shelf.version != old.version or old.key not in shelf.docs:
+            read = self._inspect(config_id)
+            shelf = read[1] if read is not None else None
+            if shelf is None or shelf.version != old.version or old.key not in shelf.docs:
+                raise Conflict(old.key)
+        docs = dict(shelf.docs)
+        if text is None:
+            del docs[old.key]
+        else:
+            docs[old.key] = text
+        self._swap(old, shelf.name, shelf_labels(STATE_LABEL, docs, shelf.closed))
+        written = Shelf(shelf.number, config_id, None, shelf.closed, docs)
+        stored = [Stored(k, old.version, t) for k, t in docs.items()]
+        self._note(config_id, stored, written, None)
+        if not docs and shelf.closed:  # it takes no new document: nothing will use it again
+            with contextlib.suppress(NotFound, APIError, StoreUnavailable):
+                self._call(self.api.remove_config, config_id)
+
+    # ---- new hostnames, several to a write (controller.state.shelves) --------------------
+
+    def _shelve(self, key: str, text: str) -> Stored:
+        """Write this first document with the others that arrive meanwhile: one thread
+        writes for the group, the others wait for its outcome."""
+        me = _Waiting(key, text)
+        with self._group:
+            self._queue.append(me)
+            while me.outcome is None and self._shelving:
+                self._group.wait()
+            lead = me.outcome is None
+            if lead:
+                self._shelving = True
+        if lead:
+            self._stop.wait(GATHER)  # those arriving meanwhile share this write
+            with self._group:  # (a full shelf's worth at most: shelves stay bounded)
+                others = [w for w in self._queue if w is not me]
+                group = [me, *others[:SHELF_DOCS - 1]]
+                self._queue = others[SHELF_DOCS - 1:]
+            try:
+                self._write_group(group)
+            finally:
+                with self._group:
+                    for waiting in group:
+                        if waiting.outcome is None:
+                            waiting.outcome = StoreUnavailable("the shelf write did not end")
+                    self._shelving = False
+                    self._group.notify_all()
+        if isinstance(me.outcome, BaseException):
+            raise me.outcome
+        assert me.outcome is not None
+        return me.outcome
+
+    def _write_group(self, group: list[_Waiting]) -> None:
+        """Put each document of the group on the open shelf, or settle it as a Conflict
+        (its key taken) or the store's error."""
+        waiting = list(group)
+        for _ in range(SHELF_ATTEMPTS):
+            try:  # with the configs of their own these keys would have: a hostname
+                # written before shelves, or by a controller not using them yet, that
+                # memory has not heard of
+                shelf = self._open_shelf([config_name(w.key) for w in waiting])
+            except Exception as exc:  # no quorum, the daemon down: each says so
+                for w in waiting:
+                    w.outcome = exc
+                return
+            free: list[_Waiting] = []
+            for w in waiting:
+                if w.key in shelf.docs or self._held(w.key) or w.key in {f.key for f in free}:
+                    w.outcome = Conflict(w.key)
+                else:
+                    free.append(w)
+            if not free:
+                return
+            docs = {**shelf.docs, **{w.key: w.text for w in free}}  # the group at once
+            closed = shelf.full_with(docs)
+            labels = shelf_labels(STATE_LABEL, docs, closed)
+            try:
+                with self._expecting(shelf.name):
+                    if shelf.config_id:
+                        self._call(self.api.update_config, shelf.name, shelf.version,
+                                   {"Name": shelf.name, "Labels": labels})
+                        config_id = shelf.config_id
+                    else:
+                        config_id = self._call(self.api.create_config, shelf.name, DATA,
+                                               labels)["ID"]
+            except (NotFound, APIError) as exc:
+                if isinstance(exc, NotFound) or exc.status_code == 409 or any(
+                        m in str(exc) for m in ("out of sequence", "already exists")):
+                    waiting = free  # another controller wrote the shelf first: read again
+                    continue
+                for w in free:
+                    w.outcome = exc
+                return
+            except Exception as exc:
+                for w in free:
+                    w.outcome = exc
+                return
+            version = shelf.version if shelf.config_id else 0
+            written = Shelf(shelf.number, config_id, None, closed, docs)
+            self._note(config_id, [Stored(k, version or 0, t) for k, t in docs.items()],
+                       written, None)
+            for w in free:
+                w.outcome = Stored(w.key, version or 0, w.text, exact=False)
+            return
+        for w in waiting:
+            w.outcome = Conflict(w.key)  # the shelf kept changing: the caller tries again
+
+    def _held(self, key: str) -> bool:
+        """Whether a document of this key is stored anywhere we know of (memory may lag:
+        a key since removed reads as held, the caller reads it again and tries anew)."""
+        with self._lock:
+            return key in self._id_of
+
+    def _open_shelf(self, also: list[str] | None = None) -> Shelf:
+        """The shelf that takes new documents, read afresh (a new number if every shelf is
+        closed), after making sure every lower shelf is known at a closed version: those
+        take no new names, so a name on none of them and not on this one is free. The
+        configs named `also` are read afresh in the same call."""
+        with self._lock:
+            known = {s.number for s in self._shelves.values()}
+        number = max(known, default=1)
+        names = [shelf_name(number), *(also or [])]
+        configs = [c for c in self._call(self.api.configs, filters={"name": names})
+                   if (c.get("Spec") or {}).get("Name") in names]
+        self._hand_on(*self._documents(configs))
+        first = next((c for c in configs if c["Spec"]["Name"] == names[0]), None)
+        if first is None:
+            with self._lock:
+                ids = [i for i, s in self._shelves.items() if s.number == number]
+            self._hand_on([], [k for i in ids for k in self._forget(i)])
+        read = None if first is None else self._parse(first)
+        while True:
+            if read is None:
+                if number in known:  # removed since (a closed shelf emptied): the next one
+                    number += 1
+                    read = self._inspect(shelf_name(number))
+                    continue
+                shelf = Shelf(number)  # to be made
+                break
+            if read[1] is None:
+                raise StoreUnavailable(f"config {shelf_name(number)} is not a shelf")
+            shelf = read[1]
+            if shelf.takes_more():
+                break
+            number += 1
+            read = self._inspect(shelf_name(number))
+        with self._lock:
+            closed = {s.number for s in self._shelves.values() if not s.takes_more()}
+            lower = [n for n in range(self._closed_upto + 1, number) if n not in closed]
+        for n in lower:
+            self._inspect(shelf_name(n))  # closed for good now, or gone
+        with self._lock:
+            self._closed_upto = max(self._closed_upto, number - 1)
+        return shelf
 
     @contextlib.contextmanager
     def _expecting(self, name: str) -> Iterator[None]:
@@ -208,18 +527,10 @@ class SwarmBackend:
                     self._own.pop(name, None)
             raise
 
-    def delete(self, old: Stored) -> None:
-        """Docker removes a config without a version check: this one checks, then removes
-        (a write in between is lost only for the document being deleted anyway)."""
-        current = self.get(old.key)
-        if current is None or current.version != old.version:
-            raise Conflict(old.key)
-        with contextlib.suppress(NotFound):
-            self._call(self.api.remove_config, config_name(old.key))
-
     # ---- other controllers' writes ------------------------------------------------------
 
     def watch(self, changed: Changed) -> None:
+        self._changed = changed
         self._thread = threading.Thread(target=self._follow, args=(changed,),
                                         name="state-events", daemon=True)
         self._thread.start()
@@ -258,13 +569,8 @@ class SwarmBackend:
         if name and not name.startswith(PREFIX):
             return
         if event.get("Action") == "remove":
-            with self._lock:
-                key = self._ids.pop(config_id, "")
-                self._versions.pop(config_id, None)
-                current = self._id_of.get(key) == config_id
-                if current:
-                    del self._id_of[key]
-            if current:  # not a late event of a config the key has since been made again as
+            # (not a key since made again elsewhere: a late event of an old config)
+            for key in self._forget(config_id):
                 _tell(changed, key, None)
             return
         now = time.monotonic()
@@ -308,8 +614,11 @@ class SwarmBackend:
                 retry, wait = min(retry * 2, RETRY_MOST), 0.0
                 continue
             retry = RETRY_FIRST
-            for stored in self._documents(configs):
+            found, gone = self._documents(configs)
+            for stored in found:
                 _tell(changed, stored.key, stored)
+            for key in gone:
+                _tell(changed, key, None)
 
     def _resync(self, changed: Changed, moved_only: bool = False) -> None:
         """Read every document again and hand on what changed; `moved_only` parses only
@@ -323,18 +632,15 @@ class SwarmBackend:
         listed = {config.get("ID", "") for config in configs}
         with self._lock:
             self._versions = {i: v for i, v in self._versions.items() if i in listed}
-        fresh = self._documents([c for c in configs
-                                 if versions.get(c.get("ID", "")) != _version(c)])
+        fresh, left = self._documents([c for c in configs
+                                       if versions.get(c.get("ID", "")) != _version(c)])
         for stored in fresh:
             _tell(changed, stored.key, stored)
-        for key in known.keys() - {s.key for s in fresh}:
-            with self._lock:
-                gone = known[key] not in listed and self._id_of.get(key) == known[key]
-                if gone:  # (and not made again meanwhile)
-                    del self._id_of[key]
-                    self._ids.pop(known[key], None)
-            if gone:
-                _tell(changed, key, None)
+        gone = set(left)
+        for config_id in {known[k] for k in known} - listed:
+            gone.update(self._forget(config_id))
+        for key in gone:
+            _tell(changed, key, None)
 
     def close(self) -> None:
         self._stop.set()

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from controller.dockerapi import DockerAPI
+from controller.state.shelves import DOC_PREFIX
 from controller.state.swarm import DOC_LABEL, KEY_LABEL, STATE_LABEL
 from deploy.lab.lab import Lab, LabError
 
@@ -36,6 +37,9 @@ def host_document(api: DockerAPI) -> str:
         labels = config["Spec"].get("Labels") or {}
         if labels.get(KEY_LABEL, "").startswith("host/"):
             return str(labels[DOC_LABEL])
+        for label, text in labels.items():  # on a shelf
+            if label.startswith(DOC_PREFIX + "host/"):
+                return str(text)
     raise LabError("no host document in the storm's swarm: run a storm first")
 
 

@@ -7,6 +7,7 @@ touched; torn down at the end of the module whatever happens.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import threading
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent.wire.errors import WireError
-from controller.dockerapi import DockerAPI
+from controller.dockerapi import DockerAPI, NotFound
 from controller.state import (
     Conflict,
     HostDoc,
@@ -27,6 +28,7 @@ from controller.state import (
     new_id,
 )
 from controller.state.backend import TooLarge
+from controller.state.shelves import SHELF_DOCS, is_shelf
 from controller.state.swarm import (
     DATA,
     DOC_LABEL,
@@ -153,6 +155,122 @@ def test_two_controllers_race_for_one_name_and_one_record_wins(lab: Lab) -> None
     finally:
         for s in states:
             s.close()
+
+
+def shelving(lab: Lab, name: str) -> SwarmBackend:
+    """A backend that puts new hostnames on shelves, as every controller's does once all
+    of them read shelves."""
+    return SwarmBackend(api(lab, name), shelve=lambda: True)
+
+
+def claim(state: State, hostname: str) -> str:
+    """A first request for the name, unless one is open already: the open record's id."""
+    record = make_record(hostname)
+
+    def change(doc: HostDoc) -> Record:
+        if doc.active():
+            raise Unchanged(doc.active()[0])
+        return doc.add(record, "agent:x", "node.request")
+
+    return state.update_host(hostname, change).id
+
+
+def test_new_hostnames_share_writes_and_each_name_still_ends_in_one_record(
+        lab: Lab) -> None:
+    """A fleet enrolling at once through three controllers, every name asked for through
+    each of them at the same moment: each name ends in exactly one record, the documents
+    share configs (shelves, more than one of them), and every controller's memory has
+    them all, from the config events."""
+    states = [State(shelving(lab, name)) for name in NAMES]
+    names = [f"PiShelf-{i}" for i in range(3 * SHELF_DOCS)]
+    won: dict[str, list[str]] = {name: [] for name in names}
+    start = threading.Barrier(len(states) * len(names))
+
+    def race(state: State, hostname: str) -> None:
+        start.wait()
+        won[hostname].append(claim(state, hostname))
+
+    try:
+        threads = [threading.Thread(target=race, args=(s, n)) for s in states for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert all(len(ids) == len(states) and len(set(ids)) == 1 for ids in won.values())
+        configs = api(lab, NAMES[2]).configs(filters={"label": [STATE_LABEL]})
+        shelves = [c for c in configs if is_shelf(c) and any(
+            f"host/{n.lower()}" in k for n in names for k in c["Spec"]["Labels"])]
+        on_shelves = sum(1 for c in shelves for k in c["Spec"]["Labels"]
+                         if k.startswith("swarm-enroll.doc:host/pishelf-"))
+        assert on_shelves == len(names) and 3 <= len(shelves) < len(names)
+        for name in names:  # none has a config of its own
+            assert not [c for c in configs if c["Spec"]["Name"] == config_name(
+                f"host/{name.lower()}")]
+        wait_for("every record in every controller's memory", lambda: all(
+            s.record(ids[0]) is not None for s in states for ids in won.values()), 30,
+            interval=0.2)
+    finally:
+        for s in states:
+            s.close()
+
+
+def test_a_document_on_a_shelf_changes_under_the_shelfs_version(lab: Lab) -> None:
+    """Neighbours on one shelf: a write of one makes a write of the other on the shelf's
+    older version refused (read again, never lost); a closed shelf left empty goes."""
+    one, two = shelving(lab, NAMES[0]), shelving(lab, NAMES[1])
+    try:
+        keys = [f"host/pifill-{i}" for i in range(2 * SHELF_DOCS)]
+        for key in keys:
+            one.create(key, {"key": key})
+        ka, kb = next((x, y) for x, y in itertools.pairwise(keys)
+                      if one._id_of[x] == one._id_of[y])  # neighbours on one shelf
+        a, b = two.get(ka), two.get(kb)
+        assert a.version == b.version  # the shelf's
+        two.update(a, {"key": ka, "n": 2})
+        with pytest.raises(Conflict):
+            two.update(b, {"key": kb, "n": 3})
+        two.update(two.get(kb), {"key": kb, "n": 3})
+        assert one.get(ka).body == {"key": ka, "n": 2}
+        assert one.get(kb).body == {"key": kb, "n": 3}
+        with pytest.raises(Conflict):  # taken, on a shelf
+            two.create(keys[0], {"again": True})
+        # the first shelf of these is closed now: empty it, and it goes
+        first = one._id_of[keys[0]]
+        on_it = sorted(one._keys_at[first])
+        assert one._shelves[first].closed
+        for key in on_it:
+            one.delete(one.get(key))
+        with pytest.raises(NotFound):
+            api(lab, NAMES[2]).inspect_config(first)
+        assert all(two.get(key) is None for key in on_it)
+        two.create(keys[0], {"back": True})  # a name freed is taken again, on the open shelf
+        assert one.get(keys[0]).body == {"back": True}
+        for key in keys:
+            if (stored := one.get(key)) is not None:
+                one.delete(stored)
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_hostname_stored_before_shelves_keeps_its_config(lab: Lab) -> None:
+    """Written by a controller without shelves (an earlier version), a hostname's
+    document stays in its own config: one with shelves neither takes the name again nor
+    moves it."""
+    before = State(SwarmBackend(api(lab, NAMES[0])))
+    after = State(shelving(lab, NAMES[1]))
+    try:
+        first = claim(before, "PiLegacy-1")
+        assert claim(after, "PiLegacy-1") == first
+        after.update_host("PiLegacy-1", lambda doc: doc.change(
+            doc.get(first), "admin:a", "node.approve", state="approved"))
+        raw = api(lab, NAMES[2]).inspect_config(config_name("host/pilegacy-1"))
+        assert '"approved"' in raw["Spec"]["Labels"][DOC_LABEL]
+        wait_for("the approval", lambda: before.record(first).state == "approved", 30,
+                 interval=0.2)
+    finally:
+        before.close()
+        after.close()
 
 
 def test_writes_elsewhere_reach_memory_through_events(lab: Lab) -> None:

@@ -190,3 +190,19 @@ def test_the_actor_forgets_controllers_not_heard_of_for_long(states: list[State]
     skewed_beat()
     tick()
     assert sorted(states[0].docs("controller")) == ["controller/ctl-0", "controller/ctl-1"]
+
+
+def test_new_hostnames_go_on_shelves_only_once_every_controller_reads_them(
+        states: list[State]) -> None:
+    a = Registry(states[0], "ctl-0", "https://10.0.0.1:8443")
+    assert not a.shelves_read_everywhere()  # not even its own entry written yet
+    a.heartbeat(force=True)
+    assert a.shelves_read_everywhere()
+    # an earlier version's controller: its entry says nothing of shelves
+    states[1].update_doc("controller/old-1", lambda _old: {
+        "hostname": "old-1", "url": "https://10.0.0.9:8443", "at": 1.0})
+    states[0].refresh("controller/old-1")
+    assert not a.shelves_read_everywhere()
+    Registry(states[1], "old-1", "https://10.0.0.9:8443").heartbeat(force=True)  # upgraded
+    states[0].refresh("controller/old-1")
+    assert a.shelves_read_everywhere()

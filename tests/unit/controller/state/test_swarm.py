@@ -13,6 +13,7 @@ import controller.state.swarm as swarm_module
 from controller.dockerapi import APIError
 from controller.state import APPROVED, JOINED, HostDoc
 from controller.state.backend import Conflict, Stored, dump
+from controller.state.shelves import shelf_labels, shelf_name
 from controller.state.swarm import DOC_LABEL, KEY_LABEL, STATE_LABEL, SwarmBackend, config_name
 
 from ...helpers import make_record
@@ -76,7 +77,7 @@ class EarlyEvents(Api):
 def test_our_event_before_dockers_answer_leaves_the_next_writers_event_to_be_read() -> None:
     api = EarlyEvents()
     backend = api.backend = SwarmBackend(api)
-    backend._ids["cfg1"], backend._id_of["host/pi-1"] = "host/pi-1", "cfg1"
+    backend._keys_at["cfg1"], backend._id_of["host/pi-1"] = {"host/pi-1"}, "cfg1"
     backend.update(Stored("host/pi-1", 3, dump({})), {"hostname": "pi-1"})
     assert api.calls == ["update"] and backend._own == {}  # its event came, and was ours
     backend._stop.set()
@@ -294,3 +295,66 @@ def test_a_reread_of_5000_unchanged_documents_hands_on_nothing() -> None:
     assert heard.docs == []
     print(f"\n5,000 documents ({len(api.text) / 1e6:.1f} MB listed): first read "
           f"{first * 1000:.0f} ms CPU, a re-read with nothing changed {again * 1000:.0f} ms CPU")
+
+
+def shelf(config_id: str, number: int, version: int, docs: dict[str, Any],
+          closed: bool = False) -> dict[str, Any]:
+    """A shelf as Docker lists it: several documents, a label each."""
+    texts = {k: v if isinstance(v, str) else json.dumps(v) for k, v in docs.items()}
+    return {"ID": config_id, "Version": {"Index": version},
+            "Spec": {"Name": shelf_name(number),
+                     "Labels": shelf_labels(STATE_LABEL, texts, closed)}}
+
+
+def test_a_document_gone_from_its_shelf_is_handed_on_as_gone(monkeypatch: Any) -> None:
+    """Another controller removed one document from a shelf: the event's read hands on the
+    shelf's others (their version moved with the shelf's) and the one that left."""
+    monkeypatch.setattr(swarm_module, "FLUSH_DELAY", 0.0)
+    a, b = {"hostname": "a"}, {"hostname": "b"}
+    api = Store(shelf("s1", 1, 4, {"host/a": a, "host/b": b}))
+    backend = SwarmBackend(api)
+    assert {s.key for s in backend.load_all()} == {"host/a", "host/b"}
+    api.stored["s1"] = shelf("s1", 1, 6, {"host/b": b})
+    heard = Heard()
+    backend._stop.set()
+    backend._event(event("update", "s1"), heard)
+    flushed(backend)
+    assert heard.docs == [("host/b", b), ("host/a", None)]
+    assert backend._id_of == {"host/b": "s1"}
+
+
+def test_a_reread_finds_what_left_a_shelf_and_a_shelf_removed() -> None:
+    api = Store(shelf("s1", 1, 4, {"host/a": {"hostname": "a"}, "host/b": {"hostname": "b"}},
+                      closed=True),
+                shelf("s2", 2, 5, {"host/c": {"hostname": "c"}}))
+    backend = SwarmBackend(api)
+    backend.load_all()
+    api.stored["s1"] = shelf("s1", 1, 7, {"host/a": {"hostname": "a"}}, closed=True)
+    del api.stored["s2"]  # its events were lost
+    heard = Heard()
+    backend._resync(heard, moved_only=True)
+    assert sorted(heard.docs, key=str) == sorted(
+        [("host/a", {"hostname": "a"}), ("host/b", None), ("host/c", None)], key=str)
+
+
+def test_a_malformed_document_on_a_shelf_hides_only_itself() -> None:
+    api = Store(shelf("s1", 1, 4, {"host/a": "{not json", "host/b": {"hostname": "b"}}))
+    backend = SwarmBackend(api)
+    assert [s.key for s in backend.load_all()] == ["host/b"]
+    assert backend._shelves["s1"].docs["host/a"] == "{not json"  # kept, were it rewritten
+
+
+def test_a_document_moved_to_another_config_is_not_gone_with_its_old_one() -> None:
+    """A hostname removed from a closed shelf and made again on the open one: the old
+    shelf's late read (or removal) must not take the new document away."""
+    api = Store(shelf("s1", 1, 4, {"host/a": {"hostname": "a"}}, closed=True),
+                shelf("s2", 2, 6, {"host/a": {"hostname": "a", "again": True}}))
+    backend = SwarmBackend(api)
+    backend.load_all()
+    assert backend._id_of["host/a"] in ("s1", "s2")
+    backend._documents([api.stored["s2"]])
+    heard = Heard()
+    api.stored["s1"] = shelf("s1", 1, 8, {}, closed=True)
+    backend._resync(heard, moved_only=True)
+    backend._event(event("remove", "s1"), heard)
+    assert heard.docs == [] and backend._id_of["host/a"] == "s2"
