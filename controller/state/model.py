@@ -16,6 +16,7 @@ may write some.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -40,6 +41,11 @@ EVENTS_KEPT = 100  # per document, newest kept (decisions before requests and re
 REPEATED = frozenset({"node.request", "token.refused"})
 LOOSE_EVENTS_KEPT = 1000  # audit documents of their own (baseline, admins, pruning)
 ARCHIVED_KEPT = 10  # archived records per hostname, newest kept
+# Bytes of JSON past which a hostname's oldest requests and refusals go (what strangers
+# can make many of; its records and decisions are bounded otherwise): up to 15 hostnames
+# share a config (controller.state.shelves), and 15 of these stay well under Raft's
+# limit of about 1.5 MB for one write.
+HOST_DOC_MOST = 64 << 10
 
 
 def new_id(prefix: str) -> str:
@@ -204,9 +210,10 @@ class HostDoc:
                                        dict(detail or {})))
 
     def trim(self) -> None:
-        """Bound the document: the newest events, and the newest archived records. The
-        oldest requests and refusals go first, so that strangers asking cannot push the
-        decisions about the hostname (approve, reject, revoke, replace...) out."""
+        """Bound the document: the newest events, the newest archived records, and what
+        strangers' requests and refusals add to its size (HOST_DOC_MOST). The oldest
+        requests and refusals go first, so that strangers asking cannot push the decisions
+        about the hostname (approve, reject, revoke, replace...) out."""
         extra = len(self.events) - EVENTS_KEPT
         if extra > 0:
             repeated = [i for i, e in enumerate(self.events) if e.action in REPEATED]
@@ -216,6 +223,12 @@ class HostDoc:
         drop = {r.id for r in archived[:-ARCHIVED_KEPT]} if len(archived) > ARCHIVED_KEPT \
             else set()
         self.records = [r for r in self.records if r.id not in drop]
+        over = len(json.dumps(self.to_json())) - HOST_DOC_MOST
+        while over > 0:
+            i = next((i for i, e in enumerate(self.events) if e.action in REPEATED), None)
+            if i is None:  # decisions are never dropped for size
+                break
+            over -= len(json.dumps(self.events.pop(i).to_json())) + 2
 
     def to_json(self) -> dict[str, Any]:
         return {"hostname": self.hostname, "records": [r.to_json() for r in self.records],

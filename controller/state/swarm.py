@@ -1,14 +1,15 @@
 """The documents in the swarm's own Raft store, through the local manager's Docker API.
 
-Each document is a swarm config object (`swarm-enroll-<hash of its key>`), the document
-itself in a label: configs are stored by every manager in the replicated, encrypted Raft
-log, only managers serve them, and their labels can be updated under the object's
-version: Docker refuses an update made on an older version ("update out of sequence"),
-which is the compare-and-swap the state needs. A config is sent to a worker only when a
-service uses it, and no service uses these. This is docker/infrakit's idea of keeping a
-controller's state in the swarm itself (it kept one snapshot in the swarm's own labels);
-here there is one object per document, so that writers of different documents never
-wait for each other.
+Each document is in a label of a swarm config object: its own config
+(`swarm-enroll-<hash of its key>`), or for a hostname's, a shelf it shares with others
+(controller.state.shelves: Pis enrolling together share one write). Configs are stored
+by every manager in the replicated, encrypted Raft log, only managers serve them, and
+their labels can be updated under the object's version: Docker refuses an update made on
+an older version ("update out of sequence"), which is the compare-and-swap the state
+needs. A config is sent to a worker only when a service uses it, and no service uses
+these. This is docker/infrakit's idea of keeping a controller's state in the swarm
+itself (it kept one snapshot in the swarm's own labels); here the documents are spread
+over many objects, so that writers of different documents seldom wait for each other.
 
 Limits (measured on this project's lab, see README: Performance): a write is one Raft
 proposal, a few milliseconds; a document may be a few hundred KB (Raft refuses a message

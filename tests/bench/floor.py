@@ -1,13 +1,13 @@
 """The store's floor: Docker's own config writes on the storm's swarm, with no controller.
 
-Each Pi's enrollment costs at least one write to the swarm's Raft store: its hostname's
-document, created under the name's compare-and-swap. Writing N configs of a real host
-document's size (one the storm left) straight to the Raft leader's daemon, from as many
-threads as the controller serves requests with, shows what the store alone takes on this
-host, and what each manager's dockerd spends on one write: no storm with one write per Pi
-can be faster. The same N documents written `per_write` to a config (one label holding
-that many) show what sharing a write would save: Raft's cost is per proposal, nearly
-whatever its size. The configs carry a label of their own (never the state's), and are
+Each Pi's enrollment writes its hostname's document to the swarm's Raft store. Writing N
+configs of a real host document's size (one the storm left) straight to the Raft
+leader's daemon, from as many threads as the controller serves requests with, shows what
+the store alone takes on this host, and what each manager's dockerd spends on one write:
+what a storm with one write per Pi would cost at least. The same N documents written
+`per_write` to a config (one label holding that many) show what sharing writes saves
+(Raft's cost is per proposal, nearly whatever its size), as shelves do
+(controller.state.shelves). The configs carry a label of their own (never the state's), and are
 removed afterwards.
 """
 

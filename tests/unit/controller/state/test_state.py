@@ -3,6 +3,7 @@ token uses spent in groups, the audit log across documents."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import controller.state.state as state_module
 from agent.wire.errors import WireError
 from controller.state import HostDoc, Record, State, Stored, Token, Unchanged
 from controller.state.backend import Conflict, StoreUnavailable, dump
-from controller.state.model import ARCHIVED_KEPT, EVENTS_KEPT
+from controller.state.model import ARCHIVED_KEPT, EVENTS_KEPT, HOST_DOC_MOST
 from controller.state.sqlite import SQLiteBackend
 
 from ...helpers import make_record
@@ -172,9 +173,9 @@ def test_decisions_outlast_requests_and_refusals_when_trimmed(state: State) -> N
         doc.add(pi, "agent:pi", "node.request")
         doc.change(pi, "token:t", "node.approve", state="approved")
         doc.change(pi, "agent:pi", "node.joined", state="joined")
-        for i in range(EVENTS_KEPT * 2):
-            stranger = make_record("tok-1", thumbprint=f"t{i}")
-            doc.add(stranger, f"agent:t{i}", "node.request")
+        stranger = doc.add(make_record("tok-1", thumbprint="t"), "agent:t", "node.request")
+        for i in range(EVENTS_KEPT * 2):  # (its claims are bounded elsewhere)
+            doc.log(f"agent:t{i}", "node.request", stranger)
             doc.log(f"agent:t{i}", "token.refused", stranger, "bad token")
         doc.change(pi, "admin:a", "node.revoke", state="revoked")
 
@@ -575,3 +576,24 @@ def test_documents_of_a_newer_controller_are_read_without_their_new_fields(
     assert state.record(record.id).hostname == "pi-1"
     assert state.token_by_hash("h" * 64).uses_left == 3
     assert state.token("t1").events[0].action == "node.request"
+
+
+def test_a_hostnames_document_is_bounded_in_size_requests_first(state: State) -> None:
+    """Up to 15 hostnames share a config (shelves): what requests and refusals add to a
+    document stays under HOST_DOC_MOST; its decisions are never dropped for size."""
+    pi = make_record("big-1")
+
+    def history(doc: HostDoc) -> None:
+        doc.add(pi, "agent:pi", "node.request")
+        doc.change(pi, "token:t", "node.approve", state="approved")
+        for i in range(EVENTS_KEPT // 2):
+            doc.log(f"agent:t{i}", "token.refused", pi, "x" * 2000)
+        doc.change(pi, "admin:a", "node.revoke", "y" * 1000, state="revoked")
+
+    state.update_host("big-1", history)
+    doc = state.host("big-1")
+    assert len(json.dumps(doc.to_json())) <= HOST_DOC_MOST
+    assert len(doc.events) < EVENTS_KEPT // 2
+    assert [e.action for e in doc.events if e.action != "token.refused"] == [
+        "node.approve", "node.revoke"]  # the request went first: a stranger's kind
+    assert doc.events[-2].action == "token.refused"  # the newest of them are kept
