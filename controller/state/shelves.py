@@ -14,8 +14,8 @@ closed version (closed shelves take no new names; only their documents change or
 controllers adding one name at once both write the open shelf: one write is refused ("out
 of sequence"), and that writer reads it again and finds the name taken. A document stays
 on its shelf for good: changing it rewrites the shelf under its version (neighbours
-written meanwhile make the write refused and read again, never lost), and a closed shelf
-left empty is removed.
+written meanwhile make the write refused and read again, never lost). A shelf is never
+removed, even empty, so that its number is never used again.
 
 Documents of other kinds (tokens, admins, the shared files) and hostnames stored before
 shelves (one config each) keep a config of their own.
@@ -68,8 +68,11 @@ class Shelf:
 
     def takes_more(self) -> bool:
         """Whether a group of new documents may go on this shelf (all of it: a group is
-        one write, so a shelf holds at most SHELF_DOCS - 1 + a group of SHELF_DOCS)."""
-        return not self.closed and not self.full_with(self.docs)
+        one write, so a shelf holds at most SHELF_DOCS - 1 + a group of SHELF_DOCS). Only
+        its label says: the write that fills a shelf closes it, for good (its documents
+        may shrink later, and a shelf taking names again below a newer one would let a
+        name be added twice)."""
+        return not self.closed
 
     def full_with(self, docs: dict[str, str]) -> bool:
         return len(docs) >= SHELF_DOCS or sum(map(len, docs.values())) >= SHELF_FILL

@@ -137,7 +137,9 @@ class SwarmBackend:
         self._group = threading.Condition()
         self._queue: list[_Waiting] = []  # first documents waiting for the next shelf write
         self._shelving = False  # a thread is writing a group
-        self._closed_upto = 0  # every shelf up to this number is known closed (or gone)
+        self._closed_upto = 0  # every shelf up to this number is known closed (or absent)
+        self._floor: dict[str, int] = {}  # config id -> the oldest version a read may have
+        self._removed: dict[str, float] = {}  # config id -> when its removal was heard
         self._changed: Changed | None = None  # whoever follows the store (watch)
 
     # ---- reading ------------------------------------------------------------------------
@@ -165,30 +167,45 @@ class SwarmBackend:
         _object(text)
         return [stored], None
 
-    def _note(self, config_id: str, docs: list[Stored], shelf: Shelf | None,
-              version: Any) -> list[str]:
-        """Remember where the documents of a config read are; returns the keys that left it
-        since (and are nowhere else we know of): gone, for whoever follows the store."""
-        keys = {d.key for d in docs}
+    def _note(self, config_id: str, keys: set[str], shelf: Shelf | None,
+              version: int | None, written: int | None = None) -> list[str] | None:
+        """Remember where the documents of a config are, from a read at `version` or from
+        our own write made on version `written` (0: created); returns the keys that left
+        it since (and are nowhere else we know of): gone, for whoever follows the store.
+        A read older than what memory holds of the config (a listing begun before a
+        write, handled after it) is ignored: None."""
         with self._lock:
+            if config_id in self._removed:
+                return None
+            floor = self._floor.get(config_id, 0)
+            if written is not None:
+                if floor > written:  # a read after our write is in memory already
+                    return []
+                self._floor[config_id], self._versions[config_id] = written + 1, None
+            else:
+                if version is None or version < floor:
+                    return None
+                self._floor[config_id] = self._versions[config_id] = version
             left = self._keys_at.get(config_id, set()) - keys
             self._keys_at[config_id] = keys
             for key in keys:
                 self._id_of[key] = config_id
             if shelf is not None:
                 self._shelves[config_id] = shelf
-            self._versions[config_id] = version
             gone = [k for k in left if self._id_of.get(k) == config_id]
             for key in gone:
                 del self._id_of[key]
         return gone
 
     def _forget(self, config_id: str) -> list[str]:
-        """A config removed: the keys it held (those nowhere else since)."""
+        """A config removed: the keys it held (those nowhere else since). A late read of
+        it is ignored from now on (ids are never used again)."""
         with self._lock:
             keys = self._keys_at.pop(config_id, set())
             self._shelves.pop(config_id, None)
             self._versions.pop(config_id, None)
+            self._floor.pop(config_id, None)
+            self._removed[config_id] = time.monotonic()
             gone = [k for k in keys if self._id_of.get(k) == config_id]
             for key in gone:
                 del self._id_of[key]
@@ -208,8 +225,11 @@ class SwarmBackend:
                 with self._lock:  # not parsed again until it changes
                     self._versions[config.get("ID", "")] = _version(config)
                 continue
-            gone += self._note(config.get("ID", ""), docs, shelf, _version(config))
-            found += docs
+            left = self._note(config.get("ID", ""), {d.key for d in docs}, shelf,
+                              _number(_version(config)))
+            if left is not None:  # (None: older than memory's copy)
+                gone += left
+                found += docs
         return found, gone
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -243,12 +263,15 @@ class SwarmBackend:
             self._hand_on([], [k for i in ids for k in self._forget(i)])
             return None
         docs, shelf = self._parse(config)
-        self._hand_on(docs, self._note(config.get("ID", ""), docs, shelf, _version(config)))
+        gone = self._note(config.get("ID", ""), {d.key for d in docs}, shelf,
+                          _number(_version(config)))
+        if gone is not None:
+            self._hand_on(docs, gone)
         return docs, shelf
 
     def _hand_on(self, found: list[Stored], gone: list[str]) -> None:
-        """What a read outside the events found, for whoever follows the store: its own
-        reading of that config would find nothing new, so nothing must be lost here."""
+        """What a read outside the events found, for whoever follows the store: the
+        events' read of the same version would find it noted already and hand nothing on."""
         changed = self._changed
         if changed is None:
             return
@@ -291,8 +314,12 @@ class SwarmBackend:
 
     def create(self, key: str, body: dict[str, Any]) -> Stored:
         text = dump(body)
-        if self.shelve is not None and shelved(key) and self.shelve():
-            return self._shelve(key, text)
+        if self.shelve is not None and shelved(key):
+            if not self._shelves and not self.shelve():  # in use elsewhere already?
+                configs = self._call(self.api.configs, filters={"name": [shelf_name(1)]})
+                self._hand_on(*self._documents(configs))
+            if self._shelves or self.shelve():  # (once shelves are in use, for good)
+                return self._shelve(key, text)
         with self._lock:
             if self._id_of.get(key) in self._shelves:
                 raise Conflict(key)  # on a shelf (written while shelves were in use)
@@ -304,7 +331,7 @@ class SwarmBackend:
             if exc.status_code == 409 or "already exists" in str(exc):
                 raise Conflict(key) from None
             raise
-        self._note(created["ID"], [Stored(key, 0, text)], None, None)
+        self._note(created["ID"], {key}, None, None, written=0)
         return Stored(key, 0, text, exact=False)
 
     def update(self, old: Stored, body: dict[str, Any]) -> Stored:
@@ -335,7 +362,8 @@ class SwarmBackend:
     def delete(self, old: Stored) -> None:
         """Docker removes a config without a version check: this one checks, then removes
         (a write in between is lost only for the document being deleted anyway). A document
-        on a shelf leaves it under the shelf's version; a closed shelf left empty goes."""
+        on a shelf leaves it under the shelf's version (the shelf stays, empty or not: its
+        number is never used again)."""
         with self._lock:
             where = self._id_of.get(old.key, "")
             on_shelf = where in self._shelves
@@ -350,7 +378,7 @@ class SwarmBackend:
 
     def _rewrite(self, config_id: str, old: Stored, text: str | None) -> None:
         """Change (or with None remove) one document on its shelf, under the version it was
-        read at: the shelf's."""
+        read at: the shelf's. A shelf that grows full this way is closed by this write."""
         with self._lock:
             shelf = self._shelves.get(config_id)
         if shelf is None or shelf.version != old.version or old.key not in shelf.docs:
@@ -363,13 +391,10 @@ class SwarmBackend:
             del docs[old.key]
         else:
             docs[old.key] = text
-        self._swap(old, shelf.name, shelf_labels(STATE_LABEL, docs, shelf.closed))
-        written = Shelf(shelf.number, config_id, None, shelf.closed, docs)
-        stored = [Stored(k, old.version, t) for k, t in docs.items()]
-        self._note(config_id, stored, written, None)
-        if not docs and shelf.closed:  # it takes no new document: nothing will use it again
-            with contextlib.suppress(NotFound, APIError, StoreUnavailable):
-                self._call(self.api.remove_config, config_id)
+        closed = shelf.closed or shelf.full_with(docs)  # (closed for good, once)
+        self._swap(old, shelf.name, shelf_labels(STATE_LABEL, docs, closed))
+        self._note(config_id, set(docs), Shelf(shelf.number, config_id, None, closed, docs),
+                   None, written=old.version)
 
     # ---- new hostnames, several to a write (controller.state.shelves) --------------------
 
@@ -449,12 +474,11 @@ class SwarmBackend:
                 for w in free:
                     w.outcome = exc
                 return
-            version = shelf.version if shelf.config_id else 0
-            written = Shelf(shelf.number, config_id, None, closed, docs)
-            self._note(config_id, [Stored(k, version or 0, t) for k, t in docs.items()],
-                       written, None)
+            version = shelf.version or 0  # (0: made by this write)
+            self._note(config_id, set(docs), Shelf(shelf.number, config_id, None, closed, docs),
+                       None, written=version)
             for w in free:
-                w.outcome = Stored(w.key, version or 0, w.text, exact=False)
+                w.outcome = Stored(w.key, version, w.text, exact=False)
             return
         for w in waiting:
             w.outcome = Conflict(w.key)  # the shelf kept changing: the caller tries again
@@ -467,42 +491,39 @@ class SwarmBackend:
 
     def _open_shelf(self, also: list[str] | None = None) -> Shelf:
         """The shelf that takes new documents, read afresh (a new number if every shelf is
-        closed), after making sure every lower shelf is known at a closed version: those
-        take no new names, so a name on none of them and not on this one is free. The
-        configs named `also` are read afresh in the same call."""
+        closed), after reading again any lower shelf that memory does not hold at a closed
+        version: closed shelves take no new names, so a name on none of them and not on
+        this one is free. The configs named `also` are read afresh in the same call."""
         with self._lock:
-            known = {s.number for s in self._shelves.values()}
-        number = max(known, default=1)
+            number = max((s.number for s in self._shelves.values()), default=1)
         names = [shelf_name(number), *(also or [])]
         configs = [c for c in self._call(self.api.configs, filters={"name": names})
                    if (c.get("Spec") or {}).get("Name") in names]
         self._hand_on(*self._documents(configs))
-        first = next((c for c in configs if c["Spec"]["Name"] == names[0]), None)
-        if first is None:
-            with self._lock:
-                ids = [i for i, s in self._shelves.items() if s.number == number]
-            self._hand_on([], [k for i in ids for k in self._forget(i)])
-        read = None if first is None else self._parse(first)
+        config = next((c for c in configs if c["Spec"]["Name"] == names[0]), None)
         while True:
-            if read is None:
-                if number in known:  # removed since (a closed shelf emptied): the next one
-                    number += 1
-                    read = self._inspect(shelf_name(number))
-                    continue
+            if config is None:
                 shelf = Shelf(number)  # to be made
                 break
-            if read[1] is None:
-                raise StoreUnavailable(f"config {shelf_name(number)} is not a shelf")
-            shelf = read[1]
-            if shelf.takes_more():
-                break
+            try:
+                shelf = read_shelf(config)
+            except ValueError as exc:  # made by hand: passed over, as if closed
+                log.warning("passing over config %s: %s", shelf_name(number), exc)
+            else:
+                if not shelf.closed:
+                    break
             number += 1
-            read = self._inspect(shelf_name(number))
+            try:
+                config = self._call(self.api.inspect_config, shelf_name(number))
+            except NotFound:
+                config = None
+            else:
+                self._hand_on(*self._documents([config]))
         with self._lock:
-            closed = {s.number for s in self._shelves.values() if not s.takes_more()}
+            closed = {s.number for s in self._shelves.values() if s.closed}
             lower = [n for n in range(self._closed_upto + 1, number) if n not in closed]
         for n in lower:
-            self._inspect(shelf_name(n))  # closed for good now, or gone
+            self._inspect(shelf_name(n))  # memory had it open (lagging), or not at all
         with self._lock:
             self._closed_upto = max(self._closed_upto, number - 1)
         return shelf
@@ -629,10 +650,13 @@ class SwarmBackend:
             versions = dict(self._versions) if moved_only else {}
             if not moved_only:  # their events may be lost with the stream: all is read now
                 self._own.clear()
+        began = time.monotonic()
         configs = self._call(self.api.configs, filters={"label": [STATE_LABEL]})
         listed = {config.get("ID", "") for config in configs}
         with self._lock:
             self._versions = {i: v for i, v in self._versions.items() if i in listed}
+            # no read begun before a removal can still come: the ids may go
+            self._removed = {i: t for i, t in self._removed.items() if t >= began - 60}
         fresh, left = self._documents([c for c in configs
                                        if versions.get(c.get("ID", "")) != _version(c)])
         for stored in fresh:
@@ -653,6 +677,10 @@ class SwarmBackend:
 
 def _version(config: dict[str, Any]) -> Any:
     return (config.get("Version") or {}).get("Index")
+
+
+def _number(version: Any) -> int | None:
+    return version if isinstance(version, int) else None
 
 
 def _tell(changed: Changed, key: str, stored: Stored | None) -> None:

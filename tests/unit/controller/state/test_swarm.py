@@ -358,3 +358,114 @@ def test_a_document_moved_to_another_config_is_not_gone_with_its_old_one() -> No
     backend._resync(heard, moved_only=True)
     backend._event(event("remove", "s1"), heard)
     assert heard.docs == [] and backend._id_of["host/a"] == "s2"
+
+
+def test_a_read_older_than_memorys_copy_of_a_shelf_is_ignored() -> None:
+    """A listing begun before a write and handled after it (the re-read, a flush's
+    answer): taken, it would make memory lose the document written meanwhile, and the
+    name could then be added again on another shelf."""
+    x = {"hostname": "x"}
+    api = Store(shelf("s1", 1, 16, {"host/a": {"hostname": "a"}, "host/x": x}))
+    backend = SwarmBackend(api)
+    backend.load_all()
+    heard = Heard()
+    old = shelf("s1", 1, 15, {"host/a": {"hostname": "a"}})
+    assert backend._documents([old]) == ([], [])
+    api.stored["s1"] = old
+    backend._resync(heard, moved_only=True)
+    assert heard.docs == [] and backend._id_of["host/x"] == "s1"
+
+
+def test_a_read_from_before_our_own_write_is_ignored() -> None:
+    api = ShelfDocker(shelf("s1", 1, 10, {"host/a": {"hostname": "a"}}))
+    backend = SwarmBackend(api, shelve=lambda: True)
+    backend.load_all()
+    backend.update(backend.get("host/a"), {"hostname": "a", "n": 2})  # on version 10
+    before = shelf("s1", 1, 10, {})  # a listing answered before our write
+    assert backend._documents([before]) == ([], [])
+    after = shelf("s1", 1, 11, {"host/a": {"hostname": "a", "n": 2}})
+    assert [s.body for s in backend._documents([after])[0]] == [{"hostname": "a", "n": 2}]
+
+
+def test_a_removed_configs_late_read_is_ignored() -> None:
+    api = Store(config("cfg1", "host/pi-1", 3, {"hostname": "pi-1"}))
+    backend = SwarmBackend(api)
+    backend.load_all()
+    heard = Heard()
+    backend._event(event("remove", "cfg1"), heard)
+    assert heard.docs == [("host/pi-1", None)]
+    assert backend._documents([api.stored["cfg1"]]) == ([], [])  # begun before it went
+
+
+class ShelfDocker(Store):
+    """Creates and compare-and-swaps configs by name, as Docker does."""
+
+    def __init__(self, *configs: dict[str, Any]) -> None:
+        super().__init__(*configs)
+        self.index = 100
+
+    def _named(self, name: str) -> dict[str, Any] | None:
+        return next((c for c in self.stored.values() if c["Spec"]["Name"] == name), None)
+
+    def configs(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        self.calls.append("read")
+        names, ids = filters.get("name"), filters.get("id")
+        return [c for i, c in self.stored.items()
+                if (names is None or c["Spec"]["Name"] in names) and (ids is None or i in ids)]
+
+    def inspect_config(self, ref: str) -> dict[str, Any]:
+        found = self.stored.get(ref) or self._named(ref)
+        if found is None:
+            raise swarm_module.NotFound(404, "no such config")
+        return found
+
+    def create_config(self, name: str, data: bytes, labels: dict[str, str]) -> dict[str, str]:
+        self.calls.append("create")
+        if self._named(name):
+            raise APIError(409, "config already exists")
+        self.index += 1
+        config_id = f"id{self.index}"
+        self.stored[config_id] = {"ID": config_id, "Version": {"Index": self.index},
+                                  "Spec": {"Name": name, "Labels": labels}}
+        return {"ID": config_id}
+
+    def update_config(self, ref: str, version: int, spec: dict[str, Any]) -> None:
+        self.calls.append("update")
+        found = self.inspect_config(ref)
+        if found["Version"]["Index"] != version:
+            raise APIError(500, "update out of sequence")
+        self.index += 1
+        found["Version"]["Index"] = self.index
+        found["Spec"] = spec
+
+
+def test_a_shelf_grown_full_by_a_change_is_closed_for_good() -> None:
+    big = "x" * 40_000
+    api = ShelfDocker(shelf("s1", 1, 10, {"host/a": {"hostname": "a"},
+                                          "host/b": {"hostname": "b"}}))
+    backend = SwarmBackend(api, shelve=lambda: True)
+    backend.load_all()
+    backend.update(backend.get("host/a"), {"hostname": "a", "big": big})
+    backend.update(backend.get("host/b"), {"hostname": "b", "big": big})  # past SHELF_FILL
+    assert api.stored["s1"]["Spec"]["Labels"]["swarm-enroll.shelf"] == "closed"
+    backend.update(backend.get("host/b"), {"hostname": "b"})  # it shrinks: still closed
+    assert api.stored["s1"]["Spec"]["Labels"]["swarm-enroll.shelf"] == "closed"
+    backend.create("host/c", {"hostname": "c"})
+    assert api._named(shelf_name(2)) is not None and "host/c" in backend._keys_at[
+        api._named(shelf_name(2))["ID"]]
+
+
+def test_shelves_once_in_use_are_used_whatever_the_registry_says() -> None:
+    """The registry's word can change back (an entry without it); a name must never get a
+    config of its own while shelves are in use, even by a controller that has not yet
+    heard of any shelf."""
+    api = ShelfDocker(shelf("s1", 1, 10, {"host/a": {"hostname": "a"}}))
+    backend = SwarmBackend(api, shelve=lambda: False)  # memory: no shelf yet
+    backend.create("host/x", {"hostname": "x"})
+    assert "host/x" in backend._keys_at["s1"]
+    assert not [c for c in api.stored.values() if c["Spec"]["Name"] == config_name("host/x")]
+    with pytest.raises(Conflict):
+        backend.create("host/a", {"hostname": "a", "again": True})
+    fresh = SwarmBackend(ShelfDocker(), shelve=lambda: False)
+    fresh.create("host/y", {"hostname": "y"})  # no shelf anywhere: a config of its own
+    assert fresh._shelves == {} and fresh.api._named(config_name("host/y")) is not None
