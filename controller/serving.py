@@ -57,13 +57,14 @@ def serve_on_this_manager(state_dir: Path, log_level: str, docker_host: str, por
     if config.log_file and config.log_file != log_file:
         setup_logging(log_level, config.log_file)
     local = swarm.local()  # SwarmError: not a manager (yet)
-    backend = SwarmBackend(swarm.api)
+    registry: Registry | None = None  # (until it is made, shelves only if in use already)
+    backend = SwarmBackend(swarm.api, shelve=lambda: registry is not None
+                           and registry.shelves_read_everywhere())
     state = State(backend)
     import_single(config, state)
     share_ca(config, state, swarm)
     registry = Registry(state, local.hostname, config.url)
     registry.heartbeat(force=True)
-    backend.shelve = registry.shelves_read_everywhere
     app = create_app(config, swarm=swarm, state=state, registry=registry)
     ctl = app.extensions["swarm_enroll"]
     ctl.cluster_id = local.cluster_id  # /healthz tells agents, over the pinned TLS

@@ -56,6 +56,7 @@ from controller.state.backend import (
 from controller.state.shelves import (
     GATHER,
     SHELF_DOCS,
+    SHELF_PREFIX,
     Shelf,
     is_shelf,
     read_shelf,
@@ -78,6 +79,7 @@ FLUSH_BATCH = 100
 OWN_EVENT_WAIT = 30.0  # seconds after which our write's event is no longer expected
 REREAD_EVERY = 60.0  # seconds between two listings of the whole store
 SHELF_ATTEMPTS = 20  # writes of one group to the open shelf before giving up
+LOWER_INSPECTS = 4  # lower shelves read one by one; more are listed in one call
 RETRY_FIRST, RETRY_MOST = 0.5, 10.0  # seconds before a failed read is tried again (doubling)
 _UNAVAILABLE = (*NO_LEADER, "deadline exceeded", "unavailable", "not a swarm manager",
                 "lost leader")
@@ -140,6 +142,8 @@ class SwarmBackend:
         self._closed_upto = 0  # every shelf up to this number is known closed (or absent)
         self._floor: dict[str, int] = {}  # config id -> the oldest version a read may have
         self._removed: dict[str, float] = {}  # config id -> when its removal was heard
+        self._placed: dict[str, int] = {}  # key -> the version that put it where it is
+        self._newest = 0  # the newest version read of any config
         self._changed: Changed | None = None  # whoever follows the store (watch)
 
     # ---- reading ------------------------------------------------------------------------
@@ -182,19 +186,24 @@ class SwarmBackend:
                 if floor > written:  # a read after our write is in memory already
                     return []
                 self._floor[config_id], self._versions[config_id] = written + 1, None
+                stamp = self._newest + 1  # (newer than every read before it)
             else:
                 if version is None or version < floor:
                     return None
                 self._floor[config_id] = self._versions[config_id] = version
+                self._newest, stamp = max(self._newest, version), version
             left = self._keys_at.get(config_id, set()) - keys
             self._keys_at[config_id] = keys
-            for key in keys:
-                self._id_of[key] = config_id
+            for key in keys:  # a key that moved: the newer config holds it
+                where = self._id_of.get(key)
+                if where is None or where == config_id or self._placed.get(key, 0) <= stamp:
+                    self._id_of[key], self._placed[key] = config_id, stamp
             if shelf is not None:
                 self._shelves[config_id] = shelf
             gone = [k for k in left if self._id_of.get(k) == config_id]
             for key in gone:
                 del self._id_of[key]
+                self._placed.pop(key, None)
         return gone
 
     def _forget(self, config_id: str) -> list[str]:
@@ -209,13 +218,14 @@ class SwarmBackend:
             gone = [k for k in keys if self._id_of.get(k) == config_id]
             for key in gone:
                 del self._id_of[key]
+                self._placed.pop(key, None)
         return gone
 
     def _documents(self, configs: list[dict[str, Any]]) -> tuple[list[Stored], list[str]]:
         """The documents in `configs`, each one's version noted, and the keys that left the
         shelves among them; a malformed config is logged and skipped, never the rest with
         it."""
-        found: list[Stored] = []
+        held: list[tuple[str, Stored]] = []
         gone: list[str] = []
         for config in configs:
             try:
@@ -225,11 +235,15 @@ class SwarmBackend:
                 with self._lock:  # not parsed again until it changes
                     self._versions[config.get("ID", "")] = _version(config)
                 continue
-            left = self._note(config.get("ID", ""), {d.key for d in docs}, shelf,
+            config_id = config.get("ID", "")
+            left = self._note(config_id, {d.key for d in docs}, shelf,
                               _number(_version(config)))
             if left is not None:  # (None: older than memory's copy)
                 gone += left
-                found += docs
+                held += [(config_id, d) for d in docs]
+        with self._lock:  # where each key is now: a key found on two configs of the batch
+            found = [d for i, d in held if self._id_of.get(d.key) == i]  # is handed on once,
+            gone = [k for k in dict.fromkeys(gone) if k not in self._id_of]  # never as gone
         return found, gone
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -250,7 +264,7 @@ class SwarmBackend:
         configs = self._call(self.api.configs, filters={"label": [STATE_LABEL]})
         return self._documents(configs)[0]
 
-    def _inspect(self, ref: str) -> tuple[list[Stored], Shelf | None] | None:
+    def _inspect(self, ref: str, again: bool = True) -> tuple[list[Stored], Shelf | None] | None:
         """A config (by name or id) read afresh, noted and handed on; None if there is no
         such config (one we knew is forgotten)."""
         try:
@@ -265,6 +279,8 @@ class SwarmBackend:
         docs, shelf = self._parse(config)
         gone = self._note(config.get("ID", ""), {d.key for d in docs}, shelf,
                           _number(_version(config)))
+        if gone is None and again:  # older than memory's copy: a newer read is to be had
+            return self._inspect(ref, again=False)
         if gone is not None:
             self._hand_on(docs, gone)
         return docs, shelf
@@ -501,6 +517,7 @@ class SwarmBackend:
                    if (c.get("Spec") or {}).get("Name") in names]
         self._hand_on(*self._documents(configs))
         config = next((c for c in configs if c["Spec"]["Name"] == names[0]), None)
+        passed: set[int] = set()
         while True:
             if config is None:
                 shelf = Shelf(number)  # to be made
@@ -509,6 +526,7 @@ class SwarmBackend:
                 shelf = read_shelf(config)
             except ValueError as exc:  # made by hand: passed over, as if closed
                 log.warning("passing over config %s: %s", shelf_name(number), exc)
+                passed.add(number)
             else:
                 if not shelf.closed:
                     break
@@ -521,9 +539,17 @@ class SwarmBackend:
                 self._hand_on(*self._documents([config]))
         with self._lock:
             closed = {s.number for s in self._shelves.values() if s.closed}
-            lower = [n for n in range(self._closed_upto + 1, number) if n not in closed]
-        for n in lower:
-            self._inspect(shelf_name(n))  # memory had it open (lagging), or not at all
+            lower = [n for n in range(self._closed_upto + 1, number)
+                     if n not in closed and n not in passed]
+        if len(lower) > LOWER_INSPECTS:  # (a restart, or a shelf numbered by hand): at once
+            listed = self._call(self.api.configs, filters={"name": [SHELF_PREFIX]})
+            self._hand_on(*self._documents(listed))
+        else:
+            for n in lower:  # memory had it open (lagging), or not at all
+                try:
+                    self._inspect(shelf_name(n))
+                except ValueError as exc:  # made by hand: passed over
+                    log.warning("passing over config %s: %s", shelf_name(n), exc)
         with self._lock:
             self._closed_upto = max(self._closed_upto, number - 1)
         return shelf

@@ -3,6 +3,7 @@ store itself is tested against real managers in tests/deploy/test_swarm_state.py
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from typing import Any
@@ -409,15 +410,16 @@ class ShelfDocker(Store):
 
     def configs(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         self.calls.append("read")
-        names, ids = filters.get("name"), filters.get("id")
-        return [c for i, c in self.stored.items()
-                if (names is None or c["Spec"]["Name"] in names) and (ids is None or i in ids)]
+        names, ids = filters.get("name"), filters.get("id")  # names: prefixes, as Docker's
+        return [copy.deepcopy(c) for i, c in self.stored.items()
+                if (names is None or any(c["Spec"]["Name"].startswith(n) for n in names))
+                and (ids is None or i in ids)]
 
     def inspect_config(self, ref: str) -> dict[str, Any]:
         found = self.stored.get(ref) or self._named(ref)
         if found is None:
             raise swarm_module.NotFound(404, "no such config")
-        return found
+        return copy.deepcopy(found)
 
     def create_config(self, name: str, data: bytes, labels: dict[str, str]) -> dict[str, str]:
         self.calls.append("create")
@@ -431,7 +433,9 @@ class ShelfDocker(Store):
 
     def update_config(self, ref: str, version: int, spec: dict[str, Any]) -> None:
         self.calls.append("update")
-        found = self.inspect_config(ref)
+        found = self.stored.get(ref) or self._named(ref)
+        if found is None:
+            raise swarm_module.NotFound(404, "no such config")
         if found["Version"]["Index"] != version:
             raise APIError(500, "update out of sequence")
         self.index += 1
@@ -469,3 +473,57 @@ def test_shelves_once_in_use_are_used_whatever_the_registry_says() -> None:
     fresh = SwarmBackend(ShelfDocker(), shelve=lambda: False)
     fresh.create("host/y", {"hostname": "y"})  # no shelf anywhere: a config of its own
     assert fresh._shelves == {} and fresh.api._named(config_name("host/y")) is not None
+
+
+def test_a_hostname_made_again_elsewhere_is_not_lost_to_its_old_configs_reads() -> None:
+    """Removed from a closed shelf and made again on the open one: the old shelf's read
+    (older, or in the same batch) must neither point the name back nor hand it on as
+    gone, or the name could be decided a second time."""
+    x = {"hostname": "x"}
+    s1_before = shelf("s1", 1, 10, {"host/x": x, "host/a": {"hostname": "a"}}, closed=True)
+    s1_after = shelf("s1", 1, 12, {"host/a": {"hostname": "a"}}, closed=True)
+    s2 = shelf("s2", 2, 13, {"host/x": {"hostname": "x", "again": True}})
+    backend = SwarmBackend(Store())
+    backend._documents([s2])
+    found, gone = backend._documents([s1_before])  # older than what put x on s2
+    assert backend._id_of["host/x"] == "s2" and gone == []
+    assert [d.key for d in found] == ["host/a"]
+    found, gone = backend._documents([s1_after])
+    assert gone == [] and backend._id_of["host/x"] == "s2"
+    fresh = SwarmBackend(Store())  # one batch holding both, the old shelf's read last
+    found, gone = fresh._documents([s2, s1_before])
+    assert gone == [] and [d.body for d in found if d.key == "host/x"] == [
+        {"hostname": "x", "again": True}]
+    found, gone = fresh._documents([s1_after])
+    assert gone == [] and fresh._id_of["host/x"] == "s2"
+
+
+def test_our_write_noted_after_a_newer_read_changes_nothing() -> None:
+    api = ShelfDocker(shelf("s1", 1, 10, {"host/a": {"hostname": "a"}}))
+    backend = SwarmBackend(api, shelve=lambda: True)
+    backend.load_all()
+    later = shelf("s1", 1, 20, {"host/a": {"hostname": "a"}, "host/k": {"hostname": "k"}})
+    backend._documents([later])  # a read after our write (on 10) and a neighbour's
+    assert backend._note("s1", {"host/a"}, None, None, written=10) == []
+    assert backend._id_of["host/k"] == "s1" and backend._keys_at["s1"] == {"host/a", "host/k"}
+
+
+def test_a_malformed_shelf_is_passed_over_and_enrollment_goes_on() -> None:
+    bad = {"ID": "bad", "Version": {"Index": 11},  # made by hand: a shelf's name only
+           "Spec": {"Name": shelf_name(2), "Labels": {STATE_LABEL: "1"}}}
+    api = ShelfDocker(shelf("s1", 1, 10, {"host/a": {"hostname": "a"}}, closed=True), bad)
+    backend = SwarmBackend(api, shelve=lambda: True)
+    backend.load_all()
+    backend.create("host/x", {"hostname": "x"})
+    assert api._named(shelf_name(3)) is not None
+    assert "host/x" in backend._keys_at[api._named(shelf_name(3))["ID"]]
+
+
+def test_a_shelf_numbered_far_up_by_hand_costs_one_listing_not_one_read_each() -> None:
+    api = ShelfDocker(shelf("s1", 1, 10, {"host/a": {"hostname": "a"}}, closed=True),
+                      shelf("s9", 5000, 11, {"host/b": {"hostname": "b"}}))
+    backend = SwarmBackend(api, shelve=lambda: True)
+    backend._documents([api.stored["s9"]])  # memory knows only the stray one
+    api.calls.clear()
+    backend.create("host/x", {"hostname": "x"})
+    assert api.calls.count("read") <= 3 and "host/x" in backend._keys_at["s9"]
