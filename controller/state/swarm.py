@@ -301,40 +301,40 @@ class SwarmBackend:
         config of its own."""
         with self._lock:
             where = self._id_of.get(key)
-        if where:
-            read = self._inspect(where)
-            for stored in read[0] if read else []:
-                if stored.key == key:
-                    return stored
+        if where and (stored := self._read_key(where, key)):
+            return stored
         if self.shelve is not None and shelved(key):
             shelf = self._open_shelf()  # (reads any lower shelf not known closed too)
             if key in shelf.docs:
                 return Stored(key, shelf.version or 0, shelf.docs[key])
             with self._lock:
                 found = self._id_of.get(key)
-            if found and found != where:
-                read = self._inspect(found)
-                for stored in read[0] if read else []:
-                    if stored.key == key:
-                        return stored
-        read = self._inspect(config_name(key))
-        for stored in read[0] if read else []:
-            if stored.key == key:
+            if found and found != where and (stored := self._read_key(found, key)):
                 return stored
+        if stored := self._read_key(config_name(key), key):
+            return stored
         with self._lock:
             if where is not None and self._id_of.get(key) == where:
                 del self._id_of[key]
         return None
+
+    def _read_key(self, ref: str, key: str) -> Stored | None:
+        """The document of `key` in the config `ref`, read afresh; None if not there."""
+        read = self._inspect(ref)
+        return next((stored for stored in read[0] if stored.key == key), None) if read \
+            else None
 
     # ---- writing ------------------------------------------------------------------------
 
     def create(self, key: str, body: dict[str, Any]) -> Stored:
         text = dump(body)
         if self.shelve is not None and shelved(key):
-            if not self._shelves and not self.shelve():  # in use elsewhere already?
+            use = bool(self._shelves) or self.shelve()  # (once in use, for good)
+            if not use:  # in use elsewhere already?
                 configs = self._call(self.api.configs, filters={"name": [shelf_name(1)]})
                 self._hand_on(*self._documents(configs))
-            if self._shelves or self.shelve():  # (once shelves are in use, for good)
+                use = bool(self._shelves)
+            if use:
                 return self._shelve(key, text)
         with self._lock:
             if self._id_of.get(key) in self._shelves:
